@@ -1,0 +1,93 @@
+"""Post-training quantization of the UNet with nvidia-modelopt (fake quant in torch).
+
+`apply(source, config)` records calibration data along the fp32 pipeline's trajectories
+(`sdopt.calibration`), inserts modelopt quantizers into the UNet's Conv2d/Linear layers and
+calibrates them with a forward loop over those records. The exporter (`sdopt.export.qdq`) turns
+the calibrated quantizers into standard Q/DQ nodes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from sdopt.calibration.trajectory import CalibrationConfig, calibration_prompts, record_unet_inputs
+from sdopt.errors import SdoptError
+
+# Layers that stay in floating point (as ModelOpt's diffusion recipe): the time embedding and its
+# per-block projections see tiny, timestep-dependent inputs; the first and last convs and the
+# 1x1 shortcut convs carry the signal where int8 error costs the most.
+DEFAULT_SKIP = ("time_emb_proj", "time_embedding", "conv_in", "conv_out", "conv_shortcut", "add_embedding")
+FORMATS = ("int8",)
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    format: str = "int8"
+    skip: tuple[str, ...] = DEFAULT_SKIP  # substrings of module names kept in floating point
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+
+    def __post_init__(self):
+        if self.format not in FORMATS:
+            raise SdoptError(f"unknown quantization format '{self.format}'; choose one of " + ", ".join(FORMATS))
+
+
+def modelopt_config(config: QuantizeConfig) -> dict:
+    quant_cfg = [
+        {"quantizer_name": "*", "enable": False},
+        # per-output-channel symmetric weights, per-tensor symmetric activations
+        {"quantizer_name": "*weight_quantizer", "cfg": {"num_bits": 8, "axis": 0}},
+        {"quantizer_name": "*input_quantizer", "cfg": {"num_bits": 8, "axis": None}},
+    ]
+    quant_cfg += [{"quantizer_name": f"*{pattern}*", "enable": False} for pattern in config.skip]
+    return {"quant_cfg": quant_cfg, "algorithm": "max"}
+
+
+def apply(source, config: QuantizeConfig):
+    import modelopt.torch.quantization as mtq
+
+    start = time.perf_counter()
+    records = record_unet_inputs(source, config.calibration)
+    recorded = time.perf_counter()
+    unet = source.pipeline.unet
+
+    def forward_loop(model):
+        for inputs in tqdm(records, desc="calibrating quantizers", unit="call"):
+            added = {k: inputs[k] for k in ("text_embeds", "time_ids") if k in inputs} or None
+            model(inputs["sample"], inputs["timestep"], encoder_hidden_states=inputs["encoder_hidden_states"],
+                  added_cond_kwargs=added, return_dict=False)
+
+    with torch.no_grad():
+        mtq.quantize(unet, modelopt_config(config), forward_loop)
+    quantized = sorted(quantized_layer_names(unet))
+    if not quantized:
+        raise SdoptError("quantization matched no layer: check the skip patterns")
+    source.records.append({
+        "pass": "quantize",
+        "format": config.format,
+        "calibration_prompts": calibration_prompts(source, config.calibration),
+        "calibration_unet_calls": len(records),
+        "quantized_layers": len(quantized),
+        "float_layers": sorted(float_layer_names(unet)),
+        "seconds": {"record": round(recorded - start, 2), "calibrate": round(time.perf_counter() - recorded, 2)},
+    })
+    return source
+
+
+def quantized_layer_names(unet) -> list[str]:
+    return [name for name, m in unet.named_modules() if _is_quantized(m)]
+
+
+def float_layer_names(unet) -> list[str]:
+    """Conv/Linear layers left in floating point (skipped)."""
+    return [name for name, m in unet.named_modules()
+            if hasattr(m, "weight_quantizer") and not _is_quantized(m)]
+
+
+def _is_quantized(module) -> bool:
+    wq, iq = getattr(module, "weight_quantizer", None), getattr(module, "input_quantizer", None)
+    return wq is not None and iq is not None and wq.is_enabled and iq.is_enabled
+

@@ -1,0 +1,149 @@
+"""Per-component ONNX export of a diffusers pipeline (text encoder(s), UNet, VAE decoder).
+
+Graphs have dynamic batch / height / width. Uses the TorchScript-based exporter (`dynamo=False`),
+which keeps each module's path in node names (`/down_blocks.0/resnets.0/conv1/Conv`): the Q/DQ
+pass relies on those names to find the node of each quantized layer.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import torch
+
+OPSET = 17
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000  # bytes of weights; protobuf refuses files over 2 GiB
+EXTERNAL_DATA_NAME = "model.onnx_data"
+
+
+@dataclass(frozen=True)
+class ComponentGraph:
+    name: str  # artifact sub-folder: text_encoder, text_encoder_2, unet, vae_decoder
+    model: onnx.ModelProto
+
+
+class _TextEncoder(torch.nn.Module):
+    """Outputs what the pipeline consumes: the last hidden state (SD) or the penultimate one plus,
+    for SDXL's second encoder, the pooled projection."""
+
+    def __init__(self, encoder, penultimate: bool, pooled: bool):
+        super().__init__()
+        self.encoder, self.penultimate, self.pooled = encoder, penultimate, pooled
+
+    def forward(self, input_ids):
+        out = self.encoder(input_ids, output_hidden_states=self.penultimate)
+        hidden = out.hidden_states[-2] if self.penultimate else out[0]
+        return (hidden, out[0]) if self.pooled else hidden
+
+
+class _UNet(torch.nn.Module):
+    def __init__(self, unet, sdxl: bool):
+        super().__init__()
+        self.unet, self.sdxl = unet, sdxl
+
+    def forward(self, sample, timestep, encoder_hidden_states, text_embeds=None, time_ids=None):
+        added = {"text_embeds": text_embeds, "time_ids": time_ids} if self.sdxl else None
+        return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states,
+                         added_cond_kwargs=added, return_dict=False)[0]
+
+
+class _VaeDecoder(torch.nn.Module):
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, latent):
+        return self.vae.decode(latent, return_dict=False)[0]
+
+
+def export_text_encoders(source) -> list[ComponentGraph]:
+    graphs = []
+    sdxl = source.kind == "sdxl"
+    for i, encoder in enumerate(source.text_encoders):
+        pooled = sdxl and i == 1
+        wrapper = _TextEncoder(encoder, penultimate=sdxl, pooled=pooled)
+        ids = torch.zeros(2, source.tokenizers[i].model_max_length, dtype=torch.int64)
+        outputs = ["hidden_states", "text_embeds"] if pooled else ["hidden_states"]
+        axes = {"input_ids": {0: "batch"}, "hidden_states": {0: "batch"}}
+        if pooled:
+            axes["text_embeds"] = {0: "batch"}
+        name = "text_encoder" if i == 0 else f"text_encoder_{i + 1}"
+        graphs.append(ComponentGraph(name, trace(wrapper, (ids,), ["input_ids"], outputs, axes)))
+    return graphs
+
+
+def unet_example_inputs(source, batch: int = 2, latent_hw: tuple[int, int] | None = None) -> dict:
+    """Inputs in the exported UNet's names and order."""
+    unet = source.pipeline.unet
+    h, w = latent_hw or (unet_size_multiple(unet),) * 2
+    hidden = sum(e.config.hidden_size for e in source.text_encoders) if source.kind == "sdxl" \
+        else source.text_encoders[0].config.hidden_size
+    g = torch.Generator().manual_seed(0)
+    inputs = {
+        "sample": torch.randn(batch, unet.config.in_channels, h, w, generator=g),
+        "timestep": torch.full((batch,), 500.0),
+        "encoder_hidden_states": torch.randn(batch, 77, hidden, generator=g),
+    }
+    if source.kind == "sdxl":
+        inputs["text_embeds"] = torch.randn(batch, source.text_encoders[1].config.projection_dim, generator=g)
+        inputs["time_ids"] = torch.tensor([[64.0, 64.0, 0.0, 0.0, 64.0, 64.0]]).repeat(batch, 1)
+    return inputs
+
+
+def unet_size_multiple(unet) -> int:
+    """Latent height/width must be a multiple of this: one factor 2 per down-sampling level."""
+    return 2 ** (len(unet.config.block_out_channels) - 1)
+
+
+def export_unet(source, unet=None) -> ComponentGraph:
+    unet = unet if unet is not None else source.pipeline.unet
+    inputs = unet_example_inputs(source)
+    axes = {name: {0: "batch"} for name in inputs}
+    axes["sample"] = {0: "batch", 2: "height", 3: "width"}
+    axes["noise_pred"] = {0: "batch", 2: "height", 3: "width"}
+    wrapper = _UNet(unet, source.kind == "sdxl")
+    return ComponentGraph("unet", trace(wrapper, tuple(inputs.values()), list(inputs), ["noise_pred"], axes))
+
+
+def export_vae_decoder(source) -> ComponentGraph:
+    vae = source.pipeline.vae
+    latent = torch.randn(1, vae.config.latent_channels, 8, 8, generator=torch.Generator().manual_seed(0))
+    axes = {"latent": {0: "batch", 2: "height", 3: "width"}, "image": {0: "batch", 2: "height", 3: "width"}}
+    return ComponentGraph("vae_decoder", trace(_VaeDecoder(vae), (latent,), ["latent"], ["image"], axes))
+
+
+def trace(module, args, input_names, output_names, dynamic_axes) -> onnx.ModelProto:
+    """torch -> ONNX in memory, weights loaded (the exporter spills >2 GB models to files)."""
+    with tempfile.TemporaryDirectory(prefix="sdopt-export-") as tmp, torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # diffusers' shape asserts; shapes are dynamic
+        path = Path(tmp) / "model.onnx"
+        torch.onnx.export(module.eval(), args, str(path), dynamo=False, opset_version=OPSET,
+                          input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes,
+                          do_constant_folding=True)
+        return onnx.load(str(path), load_external_data=True)
+
+
+def save_model(model: onnx.ModelProto, folder: Path) -> list[str]:
+    """Write `model.onnx` (+ `model.onnx_data` when the weights would pass protobuf's 2 GiB limit).
+
+    Returns the file names written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    weight_bytes = sum(_tensor_bytes(t) for t in model.graph.initializer)
+    if weight_bytes > EXTERNAL_DATA_THRESHOLD:
+        onnx.save_model(model, str(folder / "model.onnx"), save_as_external_data=True,
+                        all_tensors_to_one_file=True, location=EXTERNAL_DATA_NAME, size_threshold=1024)
+        return ["model.onnx", EXTERNAL_DATA_NAME]
+    onnx.save_model(model, str(folder / "model.onnx"))
+    return ["model.onnx"]
+
+
+def _tensor_bytes(t: onnx.TensorProto) -> int:
+    if t.raw_data:
+        return len(t.raw_data)
+    import numpy as np
+
+    return int(np.prod(t.dims, dtype=np.int64)) * 4

@@ -1,0 +1,162 @@
+"""Calibrated modelopt quantizers -> standard ONNX QuantizeLinear/DequantizeLinear.
+
+Form: symmetric INT8 (zero point 0), the explicit-quantization form TensorRT accepts and ONNX
+Runtime runs. Weights are stored as int8 initializers with per-output-channel scales feeding a
+DequantizeLinear; each quantized layer's activation input gets a per-tensor Q -> DQ pair.
+Nodes are found by the module path the exporter writes into node names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from sdopt.errors import SdoptError
+
+INT8_MAX = 127
+
+
+@dataclass(frozen=True)
+class LayerQuant:
+    module: str  # module path inside the UNet, e.g. "down_blocks.0.resnets.0.conv1"
+    input_scale: float
+    weight_scales: np.ndarray  # (out_channels,)
+
+
+def collect_layers(unet) -> list[LayerQuant]:
+    layers = []
+    for name, module in unet.named_modules():
+        wq, iq = getattr(module, "weight_quantizer", None), getattr(module, "input_quantizer", None)
+        if wq is None or iq is None or not (wq.is_enabled and iq.is_enabled):
+            continue
+        if iq.amax is None or wq.amax is None:
+            raise SdoptError(f"layer {name} was never calibrated (no calibration data reached it)")
+        input_amax = float(iq.amax.detach().float().reshape(()))
+        weight_amax = wq.amax.detach().float().reshape(-1).numpy()
+        layers.append(LayerQuant(name, _scale(input_amax), _scale(weight_amax)))
+    return layers
+
+
+def _scale(amax):
+    # modelopt clamps a zero range the same way: a channel of zeros must not divide by zero
+    return np.maximum(np.asarray(amax, dtype=np.float32), 1e-8) / INT8_MAX
+
+
+@contextlib.contextmanager
+def quantizers_disabled(module):
+    """Trace the float graph of a fake-quant model: quantizers off, restored afterwards."""
+    from modelopt.torch.quantization.nn import TensorQuantizer
+
+    enabled = [q for q in module.modules() if isinstance(q, TensorQuantizer) and q.is_enabled]
+    for q in enabled:
+        q.disable()
+    try:
+        yield module
+    finally:
+        for q in enabled:
+            q.enable()
+
+
+def insert_qdq(model: onnx.ModelProto, layers: list[LayerQuant], scope: str) -> onnx.ModelProto:
+    """Quantize the graph's Conv/MatMul/Gemm nodes of `layers`. `scope` is the node-name prefix of
+    the wrapped module (e.g. "/unet/")."""
+    graph = model.graph
+    initializers = {t.name: t for t in graph.initializer}
+    by_name = {n.name: n for n in graph.node}
+    new_nodes: dict[int, list[onnx.NodeProto]] = {}  # position in graph -> nodes inserted before it
+    position = {id(n): i for i, n in enumerate(graph.node)}
+    activation_qdq: dict[tuple[str, float], str] = {}
+
+    for layer in layers:
+        node = _find_node(by_name, scope, layer.module)
+        before = new_nodes.setdefault(position[id(node)], [])
+        weight = initializers.get(node.input[1])
+        if weight is None:
+            raise SdoptError(f"layer {layer.module}: weight of node {node.name} is not a constant")
+        axis = _output_channel_axis(node, weight)
+        w = numpy_helper.to_array(weight)
+        if w.shape[axis] != layer.weight_scales.size:
+            raise SdoptError(f"layer {layer.module}: {layer.weight_scales.size} weight scales for "
+                             f"{w.shape[axis]} output channels")
+        shape = [1] * w.ndim
+        shape[axis] = -1
+        q = np.clip(np.rint(w / layer.weight_scales.reshape(shape)), -128, INT8_MAX).astype(np.int8)
+        base = weight.name
+        graph.initializer.remove(weight)
+        graph.initializer.extend([
+            numpy_helper.from_array(q, f"{base}_quantized"),
+            numpy_helper.from_array(layer.weight_scales.astype(np.float32), f"{base}_scale"),
+            numpy_helper.from_array(np.zeros(layer.weight_scales.size, np.int8), f"{base}_zero_point"),
+        ])
+        before.append(helper.make_node("DequantizeLinear", [f"{base}_quantized", f"{base}_scale",
+                                                            f"{base}_zero_point"], [base],
+                                       name=f"{node.name}/weight/DequantizeLinear", axis=axis))
+
+        key = (node.input[0], float(layer.input_scale))
+        if key not in activation_qdq:
+            activation_qdq[key] = _add_activation_qdq(graph, before, node, float(layer.input_scale))
+        node.input[0] = activation_qdq[key]
+
+    ordered = []
+    for i, node in enumerate(graph.node):
+        ordered.extend(new_nodes.get(i, []))
+        ordered.append(node)
+    del graph.node[:]
+    graph.node.extend(ordered)
+    return model
+
+
+def _add_activation_qdq(graph, before: list, node, scale: float) -> str:
+    tensor = node.input[0]
+    prefix = f"{node.name}/input"
+    graph.initializer.extend([
+        numpy_helper.from_array(np.array(scale, np.float32), f"{prefix}_scale"),
+        numpy_helper.from_array(np.array(0, np.int8), f"{prefix}_zero_point"),
+    ])
+    before.append(helper.make_node("QuantizeLinear", [tensor, f"{prefix}_scale", f"{prefix}_zero_point"],
+                                   [f"{prefix}_quantized"], name=f"{prefix}/QuantizeLinear"))
+    before.append(helper.make_node("DequantizeLinear", [f"{prefix}_quantized", f"{prefix}_scale",
+                                                        f"{prefix}_zero_point"],
+                                   [f"{prefix}_dequantized"], name=f"{prefix}/DequantizeLinear"))
+    return f"{prefix}_dequantized"
+
+
+def _find_node(by_name: dict, scope: str, module: str):
+    path = scope + onnx_scope(module)
+    for op in ("Conv", "MatMul", "Gemm"):
+        node = by_name.get(f"{path}/{op}")
+        if node is not None:
+            return node
+    raise SdoptError(f"no Conv/MatMul/Gemm node for quantized layer {module} in the exported graph")
+
+
+def onnx_scope(module: str) -> str:
+    """Module path -> the exporter's node scope: "up_blocks.1.attentions.0.proj_in" ->
+    "up_blocks.1/attentions.0/proj_in" (list indices stay attached to their container)."""
+    parts: list[str] = []
+    for part in module.split("."):
+        if part.isdigit() and parts:
+            parts[-1] += "." + part
+        else:
+            parts.append(part)
+    return "/".join(parts)
+
+
+def _output_channel_axis(node, weight) -> int:
+    if node.op_type == "MatMul":
+        return 1  # the exporter stores a Linear's weight transposed: (in, out)
+    if node.op_type == "Gemm":
+        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+        return 0 if trans_b else 1
+    return 0  # Conv: (out, in, kh, kw)
+
+
+def count_ops(model: onnx.ModelProto) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for node in model.graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts

@@ -1,0 +1,186 @@
+"""`sdopt` command line: compress | run.
+
+Every user error is one line on stderr and exit code 2; nothing half-written is left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .errors import SdoptError
+
+SCHEDULERS = ("ddim", "euler", "dpmpp")
+
+
+def _multiple_of_8(text: str) -> int:
+    value = int(text)
+    if value <= 0 or value % 8:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive multiple of 8")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .sources import DEFAULT_MODEL
+
+    parser = argparse.ArgumentParser(prog="sdopt", description="Compress, export and run Stable Diffusion models.")
+    parser.add_argument("--version", action="version", version=f"sdopt {_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    c = commands.add_parser("compress", help="apply a recipe's passes and export an artifact folder",
+                            description="Load a model, apply the recipe's compression passes (torch), export "
+                                        "every component to ONNX and write the artifact folder atomically.")
+    c.add_argument("--model", default=DEFAULT_MODEL,
+                   help=f"model source: tiny-shapes, a local diffusers pipeline folder, or arch:sd15|sd21|sdxl|tiny "
+                        f"(real architecture, random weights: speed only). Default: {DEFAULT_MODEL}")
+    c.add_argument("--recipe", default="fp32",
+                   help="built-in recipe (fp32: export only; int8: W8A8 UNet quantization) or a YAML recipe file. "
+                        "Default: fp32")
+    c.add_argument("--out", required=True, type=Path, help="artifact folder to write (replaced if it is an artifact)")
+    c.add_argument("--calib-prompts", type=Path,
+                   help="text file, one calibration prompt per line (default: the model's built-in set)")
+    c.add_argument("--calib-num-prompts", type=_positive, help="number of calibration prompts to use (default 4)")
+    c.add_argument("--calib-steps", type=_positive, help="sampling steps per calibration trajectory (default 10)")
+    c.add_argument("--calib-size", type=_multiple_of_8,
+                   help="calibration image size in pixels (default: the model's native size)")
+    c.add_argument("--seed", type=int, default=0, help="seed of the calibration trajectories (default 0)")
+
+    r = commands.add_parser("run", help="generate an image from an artifact (no torch needed)",
+                            description="Text-to-image with classifier-free guidance from an artifact folder.")
+    r.add_argument("artifact", type=Path, help="artifact folder written by `sdopt compress`")
+    r.add_argument("--prompt", required=True, help="text prompt")
+    r.add_argument("--negative-prompt", default="", help="negative prompt (default: empty)")
+    r.add_argument("--out", required=True, type=Path, help="output PNG file")
+    r.add_argument("--seed", type=int, default=0, help="seed of the initial noise (default 0)")
+    r.add_argument("--steps", type=_positive, default=20, help="sampling steps (default 20)")
+    r.add_argument("--guidance", type=float, default=7.5,
+                   help="classifier-free guidance scale; <= 1 disables guidance (default 7.5)")
+    r.add_argument("--scheduler", choices=SCHEDULERS, default="ddim",
+                   help="ddim, euler (Euler discrete) or dpmpp (DPM-Solver++ 2M). Default: ddim")
+    r.add_argument("--height", type=_multiple_of_8, help="image height in pixels (default: the model's)")
+    r.add_argument("--width", type=_multiple_of_8, help="image width in pixels (default: the model's)")
+    r.add_argument("--backend", choices=("onnxruntime",), default="onnxruntime",
+                   help="inference engine (default onnxruntime)")
+    return parser
+
+
+def cmd_compress(args) -> None:
+    from .artifact import check_writable_destination
+    from .recipe import resolve
+
+    overrides = {}
+    if args.calib_prompts is not None:
+        overrides["prompts"] = _read_prompts(args.calib_prompts)
+    for flag, key in (("calib_num_prompts", "num_prompts"), ("calib_steps", "steps"), ("calib_size", "size")):
+        if getattr(args, flag) is not None:
+            overrides[key] = getattr(args, flag)
+    overrides["seed"] = args.seed
+    recipe = resolve(args.recipe, overrides)
+    check_writable_destination(args.out)
+
+    from .recipe import apply
+    from .sources import load_source
+    from sdopt.export.writer import write_artifact
+
+    start = time.perf_counter()
+    source = load_source(args.model)
+    if source.random_weights:
+        _say(f"note: {args.model} has random weights: its artifact is for speed measurements only")
+    source = apply(source, recipe)
+    out = write_artifact(source, recipe.to_dict(), args.out, command=sys.argv)
+    _say(f"wrote {out} ({recipe.name}, {source.label}) in {time.perf_counter() - start:.1f} s")
+
+
+def cmd_run(args) -> None:
+    from PIL import PngImagePlugin
+
+    from sdopt.runtime.pipeline import Pipeline
+
+    pipe = Pipeline(args.artifact, backend=args.backend)
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise SdoptError(f"--out {out}: must be a .png file")
+    if not out.parent.resolve().is_dir():
+        raise SdoptError(f"--out {out}: folder {out.parent} does not exist")
+    source = pipe.manifest["source"]
+    if source.get("random_weights"):
+        _say(f"note: {source['spec']} has random weights: the image is noise (speed measurements only)")
+    from tqdm.auto import tqdm
+
+    result = pipe(args.prompt, seed=args.seed, steps=args.steps, guidance=args.guidance, scheduler=args.scheduler,
+                  height=args.height, width=args.width, negative_prompt=args.negative_prompt,
+                  progress=lambda it: tqdm(it, desc="sampling", unit="step"))
+    meta = PngImagePlugin.PngInfo()
+    for key, value in {"prompt": args.prompt, "negative_prompt": args.negative_prompt, "seed": args.seed,
+                       "steps": args.steps, "guidance": args.guidance, "scheduler": args.scheduler,
+                       "recipe": pipe.manifest["recipe"]["name"], "model": source["spec"],
+                       "random_weights": source.get("random_weights", False), "generator": f"sdopt {_version()}"}.items():
+        meta.add_text(key, str(value))
+    from PIL import Image
+
+    _write_atomically(out, lambda tmp: Image.fromarray(result.image).save(tmp, format="PNG", pnginfo=meta))
+    _say(f"wrote {out}")
+
+
+def _write_atomically(path: Path, write) -> None:
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read_prompts(path: Path) -> list[str]:
+    try:
+        prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    except OSError as err:
+        raise SdoptError(f"--calib-prompts {path}: cannot read it ({err.strerror})") from err
+    if not prompts:
+        raise SdoptError(f"--calib-prompts {path}: no prompts in the file")
+    return prompts
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+COMMANDS = {"compress": cmd_compress, "run": cmd_run}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except SdoptError as err:
+        print(f"sdopt {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"sdopt {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""Where models come from: `--model` specs resolved to a torch diffusers pipeline.
+
+- `arch:sd15|sd21|sdxl|tiny`: the real architecture with random weights (speed work only),
+  seeded so the same spec always gives the same weights, with a byte-level stand-in tokenizer.
+- a local diffusers folder holding a StableDiffusion or StableDiffusionXL pipeline.
+- `tiny-shapes`: the project's own trained model, shipped inside the package.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .archs import ARCHS, ArchSpec
+from .errors import SdoptError
+
+TINY_SHAPES_DIR = Path(__file__).parent / "models" / "tiny_shapes"
+SUPPORTED_PIPELINES = {"StableDiffusionPipeline": "sd", "StableDiffusionXLPipeline": "sdxl"}
+DEFAULT_MODEL = "tiny-shapes" if (TINY_SHAPES_DIR / "model_index.json").exists() else "arch:tiny"
+
+
+@dataclass
+class Source:
+    spec: str
+    kind: str  # "sd" or "sdxl"
+    random_weights: bool
+    pipeline: object  # diffusers StableDiffusionPipeline / StableDiffusionXLPipeline, fp32, eval mode
+    height: int  # default image size in pixels
+    width: int
+    records: list = field(default_factory=list)  # what each pass did, for the manifest
+
+    @property
+    def text_encoders(self) -> list:
+        encoders = [self.pipeline.text_encoder]
+        if self.kind == "sdxl":
+            encoders.append(self.pipeline.text_encoder_2)
+        return encoders
+
+    @property
+    def tokenizers(self) -> list:
+        toks = [self.pipeline.tokenizer]
+        if self.kind == "sdxl":
+            toks.append(self.pipeline.tokenizer_2)
+        return toks
+
+    @property
+    def label(self) -> str:
+        return f"{self.spec} (random weights)" if self.random_weights else self.spec
+
+    def describe(self) -> dict:
+        return {"spec": self.spec, "kind": self.kind, "random_weights": self.random_weights,
+                "pipeline_class": type(self.pipeline).__name__}
+
+
+def load_source(spec: str) -> Source:
+    _quiet_libraries()
+    if spec.startswith("arch:"):
+        name = spec[len("arch:"):]
+        if name not in ARCHS:
+            raise SdoptError(f"unknown architecture '{name}' in --model {spec}; choose one of "
+                             + ", ".join(f"arch:{a}" for a in ARCHS))
+        return _random_weight_source(spec, ARCHS[name])
+    if spec == "tiny-shapes":
+        if not (TINY_SHAPES_DIR / "model_index.json").exists():
+            raise SdoptError("the tiny-shapes model is not in this installation")
+        return _folder_source(spec, TINY_SHAPES_DIR)
+    path = Path(spec)
+    if not path.exists():
+        raise SdoptError(f"unknown model source '{spec}': not 'tiny-shapes', not arch:NAME, and no such folder")
+    return _folder_source(spec, path)
+
+
+def _folder_source(spec: str, path: Path) -> Source:
+    index_file = path / "model_index.json"
+    if not path.is_dir() or not index_file.is_file():
+        raise SdoptError(f"'{spec}' is not a diffusers pipeline folder (no model_index.json)")
+    try:
+        index = json.loads(index_file.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise SdoptError(f"'{spec}': unreadable model_index.json ({err})") from err
+    class_name = index.get("_class_name")
+    kind = SUPPORTED_PIPELINES.get(class_name)
+    if kind is None:
+        raise SdoptError(f"'{spec}' holds a {class_name}; supported: " + ", ".join(SUPPORTED_PIPELINES))
+    import diffusers
+
+    pipeline_class = getattr(diffusers, class_name)
+    extra = {"safety_checker": None, "requires_safety_checker": False} if kind == "sd" else {}
+    try:
+        pipe = pipeline_class.from_pretrained(path, local_files_only=True, **extra)
+    except Exception as err:  # diffusers raises many types for a broken folder
+        raise SdoptError(f"'{spec}': cannot load the pipeline ({type(err).__name__}: {err})") from err
+    pipe.set_progress_bar_config(disable=True)
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    return Source(spec, kind, False, pipe.to("cpu", dtype=_float32()), size, size)
+
+
+def _random_weight_source(spec: str, arch: ArchSpec) -> Source:
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(0)
+    tokenizer = stand_in_tokenizer()
+    vocab_size = max(49408, len(tokenizer))
+    encoders = []
+    for i, te in enumerate(arch.text_encoders):
+        pad_token_id = 1 if i == 0 else 0
+        config = CLIPTextConfig(vocab_size=vocab_size, max_position_embeddings=77, pad_token_id=pad_token_id,
+                                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, **te)
+        model_class = CLIPTextModelWithProjection if (arch.kind == "sdxl" and i == 1) else CLIPTextModel
+        encoders.append(model_class(config).eval())
+    unet = UNet2DConditionModel(**arch.unet).eval()
+    vae = AutoencoderKL(**arch.vae).eval()
+    scheduler = DDIMScheduler(**arch.scheduler)
+    if arch.kind == "sdxl":
+        from diffusers import StableDiffusionXLPipeline
+
+        pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=encoders[0], text_encoder_2=encoders[1],
+                                         tokenizer=tokenizer, tokenizer_2=stand_in_tokenizer(pad_token="!"),
+                                         unet=unet, scheduler=scheduler,
+                                         force_zeros_for_empty_prompt=arch.force_zeros_for_empty_prompt)
+    else:
+        from diffusers import StableDiffusionPipeline
+
+        pipe = StableDiffusionPipeline(vae=vae, text_encoder=encoders[0], tokenizer=tokenizer, unet=unet,
+                                       scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                       requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return Source(spec, arch.kind, True, pipe, arch.height, arch.height)
+
+
+def stand_in_tokenizer(pad_token: str = "<|endoftext|>"):
+    """A CLIP tokenizer with CLIP's byte-level alphabet and no merges: every character is one token.
+
+    Random-weight models have no vocabulary of their own and none can be downloaded; this one
+    exercises the same code path (BOS/EOS, padding to 77, truncation) as a real CLIP tokenizer.
+    """
+    from transformers import CLIPTokenizer
+
+    alphabet = _byte_alphabet()
+    vocab = {}
+    for ch in alphabet:
+        vocab[ch] = len(vocab)
+    for ch in alphabet:
+        vocab[ch + "</w>"] = len(vocab)
+    for special in ("<|startoftext|>", "<|endoftext|>"):
+        vocab[special] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=[], pad_token=pad_token, model_max_length=77)
+
+
+def _byte_alphabet() -> list[str]:
+    # The printable stand-ins GPT-2/CLIP byte-level BPE uses for the 256 byte values.
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) \
+        + list(range(ord("®"), ord("ÿ") + 1))
+    chars, extra = [], 0
+    for b in range(256):
+        if b in printable:
+            chars.append(chr(b))
+        else:
+            chars.append(chr(256 + extra))
+            extra += 1
+    return chars
+
+
+def _float32():
+    import torch
+
+    return torch.float32
+
+
+def _quiet_libraries() -> None:
+    """Keep our stdout/stderr to our own lines: silence library chatter that is not an error."""
+    for name in ("diffusers", "transformers", "modelopt", "torch.onnx"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="modelopt")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+    try:
+        from diffusers.utils import logging as dlog
+        from transformers.utils import logging as tlog
+
+        dlog.set_verbosity_error()
+        tlog.set_verbosity_error()
+    except ImportError:
+        pass
