@@ -49,7 +49,8 @@ def main() -> None:
     for folder in args.artifacts:
         manifest = load_manifest(folder, verify=False)
         start = time.perf_counter()
-        models.append(OrtModel(folder / "unet" / "model.onnx"))
+        unet = manifest["components"]["unet"]
+        models.append(OrtModel(folder / "unet" / "model.onnx", int8_weight_bits=unet.get("int8_weight_bits")))
         load_s = time.perf_counter() - start
         feeds.append(unet_feeds(manifest, args.size, args.batch))
         labels.append({"artifact": str(folder), "recipe": manifest["recipe"]["name"],

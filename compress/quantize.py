@@ -28,20 +28,33 @@ FORMATS = ("int8",)
 class QuantizeConfig:
     format: str = "int8"
     skip: tuple[str, ...] = DEFAULT_SKIP  # substrings of module names kept in floating point
+    # Quantize convolution outputs too. ONNX Runtime runs a convolution as an integer kernel only
+    # when its output is quantized as well; otherwise it dequantizes the weights on every call and
+    # the INT8 graph is slower than fp32.
+    conv_outputs: bool = True
+    # Weights are int8 per output channel; 7 keeps them in [-64, 63] (ONNX Runtime's "reduce range"),
+    # so its u8 x s8 integer kernels on x86 CPUs without VNNI (AVX2) cannot saturate their 16-bit
+    # pair sums. Use 8 for CPUs with VNNI and for TensorRT.
+    weight_bits: int = 7
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
 
     def __post_init__(self):
         if self.format not in FORMATS:
             raise SdoptError(f"unknown quantization format '{self.format}'; choose one of " + ", ".join(FORMATS))
+        if self.weight_bits not in (7, 8):
+            raise SdoptError(f"weight_bits {self.weight_bits}: int8 weights use 8 bits, or 7 (reduced range)")
 
 
 def modelopt_config(config: QuantizeConfig) -> dict:
     quant_cfg = [
         {"quantizer_name": "*", "enable": False},
         # per-output-channel symmetric weights, per-tensor symmetric activations
-        {"quantizer_name": "*weight_quantizer", "cfg": {"num_bits": 8, "axis": 0}},
+        {"quantizer_name": "*weight_quantizer", "cfg": {"num_bits": config.weight_bits, "axis": 0}},
         {"quantizer_name": "*input_quantizer", "cfg": {"num_bits": 8, "axis": None}},
     ]
+    if config.conv_outputs:
+        quant_cfg.append({"quantizer_name": "*output_quantizer", "parent_class": "nn.Conv2d",
+                          "cfg": {"num_bits": 8, "axis": None}})
     quant_cfg += [{"quantizer_name": f"*{pattern}*", "enable": False} for pattern in config.skip]
     return {"quant_cfg": quant_cfg, "algorithm": "max"}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
@@ -20,10 +20,11 @@ EXTERNAL_DATA_THRESHOLD = 1_800_000_000  # bytes of weights; protobuf refuses fi
 EXTERNAL_DATA_NAME = "model.onnx_data"
 
 
-@dataclass(frozen=True)
+@dataclass
 class ComponentGraph:
     name: str  # artifact sub-folder: text_encoder, text_encoder_2, unet, vae_decoder
     model: onnx.ModelProto
+    details: dict = field(default_factory=dict)  # recorded in the manifest beside the files
 
 
 class _TextEncoder(torch.nn.Module):

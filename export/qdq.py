@@ -25,6 +25,8 @@ class LayerQuant:
     module: str  # module path inside the UNet, e.g. "down_blocks.0.resnets.0.conv1"
     input_scale: float
     weight_scales: np.ndarray  # (out_channels,)
+    output_scale: float | None = None  # set when the layer's output is quantized too
+    weight_max: int = INT8_MAX  # weights lie in [-weight_max - 1, weight_max]
 
 
 def collect_layers(unet) -> list[LayerQuant]:
@@ -37,13 +39,18 @@ def collect_layers(unet) -> list[LayerQuant]:
             raise SdoptError(f"layer {name} was never calibrated (no calibration data reached it)")
         input_amax = float(iq.amax.detach().float().reshape(()))
         weight_amax = wq.amax.detach().float().reshape(-1).numpy()
-        layers.append(LayerQuant(name, _scale(input_amax), _scale(weight_amax)))
+        weight_max = 2 ** (wq.num_bits - 1) - 1  # 127, or 63 for 7-bit weights
+        oq = getattr(module, "output_quantizer", None)
+        output_scale = float(_scale(float(oq.amax.detach().float().reshape(())))) \
+            if oq is not None and oq.is_enabled and oq.amax is not None else None
+        layers.append(LayerQuant(name, float(_scale(input_amax)), _scale(weight_amax, weight_max), output_scale,
+                                 weight_max))
     return layers
 
 
-def _scale(amax):
+def _scale(amax, max_bound: int = INT8_MAX):
     # modelopt clamps a zero range the same way: a channel of zeros must not divide by zero
-    return np.maximum(np.asarray(amax, dtype=np.float32), 1e-8) / INT8_MAX
+    return np.maximum(np.asarray(amax, dtype=np.float32), 1e-8) / np.float32(max_bound)
 
 
 @contextlib.contextmanager
@@ -68,6 +75,7 @@ def insert_qdq(model: onnx.ModelProto, layers: list[LayerQuant], scope: str) -> 
     initializers = {t.name: t for t in graph.initializer}
     by_name = {n.name: n for n in graph.node}
     new_nodes: dict[int, list[onnx.NodeProto]] = {}  # position in graph -> nodes inserted before it
+    after_nodes: dict[int, list[onnx.NodeProto]] = {}  # position in graph -> nodes inserted after it
     position = {id(n): i for i, n in enumerate(graph.node)}
     activation_qdq: dict[tuple[str, float], str] = {}
 
@@ -84,7 +92,7 @@ def insert_qdq(model: onnx.ModelProto, layers: list[LayerQuant], scope: str) -> 
                              f"{w.shape[axis]} output channels")
         shape = [1] * w.ndim
         shape[axis] = -1
-        q = np.clip(np.rint(w / layer.weight_scales.reshape(shape)), -128, INT8_MAX).astype(np.int8)
+        q = np.clip(np.rint(w / layer.weight_scales.reshape(shape)), -layer.weight_max - 1, layer.weight_max).astype(np.int8)
         base = weight.name
         graph.initializer.remove(weight)
         graph.initializer.extend([
@@ -100,11 +108,15 @@ def insert_qdq(model: onnx.ModelProto, layers: list[LayerQuant], scope: str) -> 
         if key not in activation_qdq:
             activation_qdq[key] = _add_activation_qdq(graph, before, node, float(layer.input_scale))
         node.input[0] = activation_qdq[key]
+        if layer.output_scale is not None:
+            before.extend(_quantize_bias(graph, initializers, node, layer))
+            after_nodes[position[id(node)]] = _add_output_qdq(graph, node, layer.output_scale)
 
     ordered = []
     for i, node in enumerate(graph.node):
         ordered.extend(new_nodes.get(i, []))
         ordered.append(node)
+        ordered.extend(after_nodes.get(i, []))
     del graph.node[:]
     graph.node.extend(ordered)
     return model
@@ -123,6 +135,41 @@ def _add_activation_qdq(graph, before: list, node, scale: float) -> str:
                                                         f"{prefix}_zero_point"],
                                    [f"{prefix}_dequantized"], name=f"{prefix}/DequantizeLinear"))
     return f"{prefix}_dequantized"
+
+
+def _add_output_qdq(graph, node, scale: float) -> list:
+    """Conv -> Q -> DQ -> consumers: the pattern ONNX Runtime fuses into an integer convolution."""
+    output = node.output[0]
+    prefix = f"{node.name}/output"
+    node.output[0] = f"{prefix}_float"
+    graph.initializer.extend([
+        numpy_helper.from_array(np.array(scale, np.float32), f"{prefix}_scale"),
+        numpy_helper.from_array(np.array(0, np.int8), f"{prefix}_zero_point"),
+    ])
+    return [helper.make_node("QuantizeLinear", [f"{prefix}_float", f"{prefix}_scale", f"{prefix}_zero_point"],
+                             [f"{prefix}_quantized"], name=f"{prefix}/QuantizeLinear"),
+            helper.make_node("DequantizeLinear", [f"{prefix}_quantized", f"{prefix}_scale",
+                                                  f"{prefix}_zero_point"], [output],
+                             name=f"{prefix}/DequantizeLinear")]
+
+
+def _quantize_bias(graph, initializers: dict, node, layer: LayerQuant) -> list:
+    """Bias as int32 with scale input_scale * weight_scale: the standard form of a quantized conv
+    (its rounding error is below float32 resolution of the accumulator)."""
+    if len(node.input) < 3 or not node.input[2]:
+        return []
+    bias = initializers[node.input[2]]
+    scales = (np.float32(layer.input_scale) * layer.weight_scales).astype(np.float32)
+    q = np.rint(numpy_helper.to_array(bias) / scales).astype(np.int32)
+    base = bias.name
+    graph.initializer.remove(bias)
+    graph.initializer.extend([
+        numpy_helper.from_array(q, f"{base}_quantized"),
+        numpy_helper.from_array(scales, f"{base}_scale"),
+        numpy_helper.from_array(np.zeros(scales.size, np.int32), f"{base}_zero_point"),
+    ])
+    return [helper.make_node("DequantizeLinear", [f"{base}_quantized", f"{base}_scale", f"{base}_zero_point"],
+                             [base], name=f"{node.name}/bias/DequantizeLinear", axis=0)]
 
 
 def _find_node(by_name: dict, scope: str, module: str):

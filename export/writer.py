@@ -28,7 +28,8 @@ def write_artifact(source, recipe: dict, out: Path, command: list[str] | None = 
             files = onnx_export.save_model(graph.model, writer.path(graph.name))
             writer.add_component(graph.name, files, *_io_signature(graph.model),
                                  ops={k: v for k, v in qdq.count_ops(graph.model).items()
-                                      if k in ("QuantizeLinear", "DequantizeLinear", "Conv", "MatMul", "Gemm")})
+                                      if k in ("QuantizeLinear", "DequantizeLinear", "Conv", "MatMul", "Gemm")},
+                                 **graph.details)
             del graph
 
         writer.write_json("model_index.json", {
@@ -61,6 +62,7 @@ def _unet_graph(source):
     with qdq.quantizers_disabled(unet):
         graph = onnx_export.export_unet(source, unet)
     qdq.insert_qdq(graph.model, layers, scope="/unet/")
+    graph.details["int8_weight_bits"] = max(layer.weight_max for layer in layers).bit_length() + 1
     return graph
 
 

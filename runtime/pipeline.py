@@ -38,7 +38,9 @@ class Pipeline:
         for required in ("text_encoder", "unet", "vae_decoder"):
             if required not in components:
                 raise SdoptError(f"artifact '{folder}': manifest lists no {required}")
-        self.models = {name: backends.load(backend, self.folder / name / "model.onnx") for name in components}
+        self.models = {name: backends.load(backend, self.folder / name / "model.onnx",
+                                           int8_weight_bits=components[name].get("int8_weight_bits"))
+                       for name in components}
         self.tokenizers = [Tokenizer.from_file(str(self.folder / "tokenizer" / "tokenizer.json"))]
         if self.sdxl:
             self.tokenizers.append(Tokenizer.from_file(str(self.folder / "tokenizer_2" / "tokenizer.json")))

@@ -80,4 +80,72 @@ def generate(pipe, pairs, num_inference_steps: int = DEFAULT_STEPS, guidance_sca
     return out
 
 
-__all__ = ["alignment", "generate", "DEFAULT_STEPS", "DEFAULT_GUIDANCE", "DEFAULT_SCHEDULER"]
+__all__ = ["alignment", "generate", "load_pipeline", "DEFAULT_STEPS", "DEFAULT_GUIDANCE", "DEFAULT_SCHEDULER"]
+
+
+def load_pipeline(model_dir=None, scheduler: str = DEFAULT_SCHEDULER):
+    """The shipped (or given) tiny-shapes folder as a StableDiffusionPipeline, offline."""
+    import diffusers
+    from diffusers import StableDiffusionPipeline
+
+    from . import MODEL_DIR
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(model_dir or MODEL_DIR), safety_checker=None,
+                                                   requires_safety_checker=False, local_files_only=True)
+    if type(pipe.scheduler).__name__ != scheduler:
+        pipe.scheduler = getattr(diffusers, scheduler).from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def main(argv=None) -> int:
+    """python -m sdopt.tinyshapes.evaluate [--model DIR] [--n 256] [--steps 25] [--guidance 5]"""
+    import argparse
+    import json
+    import time
+
+    from .grammar import heldout_pairs
+
+    p = argparse.ArgumentParser(prog="python -m sdopt.tinyshapes.evaluate",
+                                description="prompt alignment of a tiny-shapes pipeline on the held-out pairs")
+    p.add_argument("--model", default=None, help="pipeline folder (default: the shipped model)")
+    p.add_argument("--n", type=int, default=256)
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
+    p.add_argument("--scheduler", default=DEFAULT_SCHEDULER)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--save-grid", default=None, help="write a PNG grid of the first 64 images here")
+    p.add_argument("--json", default=None, help="write the result here")
+    args = p.parse_args(argv)
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    pipe = load_pipeline(args.model, args.scheduler)
+    pairs = heldout_pairs(args.n)
+    t = time.time()
+    images = generate(pipe, pairs, args.steps, args.guidance, args.batch_size, progress=True)
+    seconds = time.time() - t
+    res = alignment([c for c, _ in pairs], images)
+    res.update(steps=args.steps, guidance=args.guidance, scheduler=args.scheduler, seconds=round(seconds, 1))
+    print(json.dumps(res, indent=2))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=2)
+    if args.save_grid:
+        from PIL import Image
+
+        k = min(64, len(images))
+        cols = 8
+        rows = (k + cols - 1) // cols
+        h, w = images[0].shape[:2]
+        grid = np.zeros((rows * h, cols * w, 3), dtype=np.uint8)
+        for i in range(k):
+            grid[(i // cols) * h:(i // cols + 1) * h, (i % cols) * w:(i % cols + 1) * w] = images[i]
+        Image.fromarray(grid).resize((cols * w * 4, rows * h * 4), Image.NEAREST).save(args.save_grid)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -50,27 +50,74 @@ def test_qdq_form(quantized):
     inits = {t.name: t for t in model.graph.initializer}
     q_nodes = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
     dq_nodes = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
-    n_layers = len(quantized_layer_names(source.pipeline.unet))
-    assert len(dq_nodes) - len(q_nodes) == n_layers  # one weight DQ per layer, activation Q/DQ pairs
+    names = quantized_layer_names(source.pipeline.unet)
+    modules = dict(source.pipeline.unet.named_modules())
+    n_convs = sum(isinstance(modules[n], torch.nn.Conv2d) for n in names)
     for node in dq_nodes + q_nodes:
         zero_point = numpy_helper.to_array(inits[node.input[2]])
-        assert zero_point.dtype == np.int8 and not zero_point.any()  # symmetric int8
-    weight_dqs = [n for n in dq_nodes if n.input[0] in inits]
-    assert len(weight_dqs) == n_layers
-    assert all(numpy_helper.to_array(inits[n.input[0]]).dtype == np.int8 for n in weight_dqs)
+        assert not zero_point.any()  # symmetric
+    constant = {n.input[0]: numpy_helper.to_array(inits[n.input[0]]) for n in dq_nodes if n.input[0] in inits}
+    weights = [w for w in constant.values() if w.dtype == np.int8]
+    biases = [b for b in constant.values() if b.dtype == np.int32]
+    assert len(weights) == len(names)
+    assert all(w.min() >= -64 and w.max() <= 63 for w in weights)  # 7-bit range by default
+    assert len(biases) == n_convs  # int32 bias of each output-quantized conv
+    activation_dqs = [n for n in dq_nodes if n.input[0] not in inits]
+    assert len(activation_dqs) == len(q_nodes)
+    assert all(numpy_helper.to_array(inits[n.input[2]]).dtype == np.int8 for n in q_nodes)
+    assert sum(n.name.endswith("/output/QuantizeLinear") for n in q_nodes) == n_convs
 
 
-def test_onnx_matches_fake_quant_torch(quantized):
-    source, out = quantized
-    unet_onnx = OrtModel(out / "unet" / "model.onnx")
-    errors = []
-    for inputs in record_unet_inputs(source, CALIBRATION)[::2]:
-        with torch.no_grad():
-            ref = source.pipeline.unet(inputs["sample"], inputs["timestep"],
-                                       encoder_hidden_states=inputs["encoder_hidden_states"], return_dict=False)[0]
-        ours = unet_onnx.run({k: v.numpy() for k, v in inputs.items()})["noise_pred"]
-        errors.append(np.linalg.norm(ours - ref.numpy()) / np.linalg.norm(ref.numpy()))
-    assert max(errors) <= 1e-2, errors
+class _Block(torch.nn.Module):
+    """Conv, Linear on a 3-D input (MatMul) and on a 2-D input (Gemm): the three forms a UNet exports."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(8, 16, 3, padding=1)
+        self.proj = torch.nn.Linear(16, 24)
+        self.head = torch.nn.Linear(24, 5)
+
+    def forward(self, x):  # (B, 8, H, W)
+        h = torch.nn.functional.silu(self.conv(x))  # (B, 16, H, W)
+        h = self.proj(h.flatten(2).transpose(1, 2))  # (B, H*W, 24)
+        return self.head(h.mean(1))  # (B, 5)
+
+
+def test_qdq_graph_matches_fake_quant_torch():
+    """Per layer the Q/DQ graph computes exactly what modelopt's fake quant computes.
+
+    (A whole random-weight UNet is chaotic under quantization: a 1e-5 relative change of its input
+    flips enough rounding decisions to move arch:tiny's int8 output by ~3 %, the size of the float
+    differences between ONNX Runtime's and torch's kernels, so the exact check is made here.)"""
+    import modelopt.torch.quantization as mtq
+
+    from sdopt.compress.quantize import modelopt_config
+    from sdopt.export import onnx as onnx_export
+    from sdopt.export import qdq
+
+    torch.manual_seed(0)
+    block = _Block().eval()
+    batches = [torch.randn(2, 8, 6, 6) for _ in range(4)]
+    mtq.quantize(block, modelopt_config(QuantizeConfig(skip=())), lambda m: [m(b) for b in batches])
+    layers = qdq.collect_layers(block)
+    assert [layer.module for layer in layers] == ["conv", "proj", "head"]
+    with qdq.quantizers_disabled(block):
+        model = onnx_export.trace(block, (batches[0],), ["x"], ["y"], {"x": {0: "batch"}})
+    qdq.insert_qdq(model, layers, scope="/")
+    ops = qdq.count_ops(model)
+    # inputs of 3 layers + the conv's output; 3 weights, 1 int32 bias, 4 activations
+    assert ops["QuantizeLinear"] == 4 and ops["DequantizeLinear"] == 8 and ops["Gemm"] == 1
+    import onnxruntime as ort
+
+    from sdopt.runtime.backends.onnxruntime import EXACT_INT8_OPTIONS
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"],
+                                   disabled_optimizers=EXACT_INT8_OPTIONS)
+    x = torch.randn(3, 8, 6, 6) * 1.5  # some values beyond the calibrated range: saturation must agree
+    with torch.no_grad():
+        ref = block(x).numpy()
+    (ours,) = session.run(None, {"x": x.numpy()})
+    assert np.abs(ours - ref).max() <= 1e-5 * np.abs(ref).max()
 
 
 def test_int8_artifact_runs(quantized, tmp_path):

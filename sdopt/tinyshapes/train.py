@@ -1,0 +1,637 @@
+"""Train the tiny-shapes latent diffusion model (CPU, about an hour).
+
+    python -m sdopt.tinyshapes.train --out DIR [--minutes-vae M --minutes-unet M]
+                                     [--vae-steps N --unet-steps N] [--seed S] [--resume]
+
+Stages (each checkpointed as safetensors in the work folder, default
+``DIR.work``; ``--resume`` continues from the last checkpoint):
+
+1. tokenizer: byte-level CLIP BPE over the grammar's words (:mod:`tokenizer`);
+2. data: ``--n-images`` renders of training (caption, seed) pairs;
+3. VAE: AutoencoderKL 32x32x3 -> 8x8x4 (L1 + tiny KL);
+4. latents: posterior mean / std of every image, latent std -> scaling_factor;
+5. UNet2DConditionModel + CLIPTextModel trained jointly (epsilon objective,
+   min-SNR-5 weighting, 10 % caption dropout to "", EMA of the weights);
+6. export: a StableDiffusionPipeline folder (EMA weights, DDIMScheduler with SD
+   v1 betas) written to DIR.
+
+Step counts: ``--vae-steps`` / ``--unet-steps`` fix them; otherwise each
+stage times its first steps and sets the count from ``--minutes-*`` (the
+chosen count is stored in the work folder and printed, so a run can be
+repeated exactly with the explicit flags).  All randomness is drawn from
+generators seeded by (seed, stage, step), so a resumed run continues exactly
+as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import time
+
+import numpy as np
+
+IMAGE_SIZE = 32
+LATENT_CHANNELS = 4
+
+VAE_CONFIG = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D",) * 3,
+    up_block_types=("UpDecoderBlock2D",) * 3,
+    block_out_channels=(16, 32, 64),
+    layers_per_block=1,
+    latent_channels=LATENT_CHANNELS,
+    norm_num_groups=16,
+    sample_size=IMAGE_SIZE,
+)
+
+TEXT_HIDDEN = 128
+
+
+def text_config(ids: dict) -> dict:
+    return dict(
+        vocab_size=ids["vocab_size"],
+        hidden_size=TEXT_HIDDEN,
+        intermediate_size=256,
+        projection_dim=TEXT_HIDDEN,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        hidden_act="quick_gelu",
+        bos_token_id=ids["bos"],
+        eos_token_id=ids["eos"],
+        pad_token_id=ids["pad"],
+    )
+
+
+def unet_config(latent_size: int) -> dict:
+    return dict(
+        sample_size=latent_size,
+        in_channels=LATENT_CHANNELS,
+        out_channels=LATENT_CHANNELS,
+        block_out_channels=(48, 96, 96),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=TEXT_HIDDEN,
+        attention_head_dim=4,  # diffusers' legacy name: number of heads
+        norm_num_groups=16,
+    )
+
+
+SCHEDULER_CONFIG = dict(
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    prediction_type="epsilon",
+    clip_sample=False,
+    set_alpha_to_one=False,
+    steps_offset=1,
+    timestep_spacing="leading",
+)
+
+
+# --------------------------------------------------------------------------- utils
+def log(msg: str) -> None:
+    print(f"[tinyshapes {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def step_seed(seed: int, stage: int, step: int) -> int:
+    return int(np.random.SeedSequence([seed, stage, step]).generate_state(1, dtype=np.uint64)[0] % (2**63 - 1))
+
+
+def save_checkpoint(path: str, modules: dict, optimizer, meta: dict) -> None:
+    """modules {prefix: nn.Module}; optimizer state flattened; all in one safetensors file."""
+    import torch
+    from safetensors.torch import save_file
+
+    tensors = {}
+    for prefix, mod in modules.items():
+        for k, v in mod.state_dict().items():
+            tensors[f"{prefix}/{k}"] = v.detach().contiguous().clone()
+    groups = []
+    if optimizer is not None:
+        sd = optimizer.state_dict()
+        for idx, st in sd["state"].items():
+            for k, v in st.items():
+                t = v if torch.is_tensor(v) else torch.tensor(v)
+                tensors[f"opt/{idx}/{k}"] = t.detach().contiguous().clone()
+        groups = sd["param_groups"]
+    metadata = {"meta": json.dumps(meta), "param_groups": json.dumps(groups)}
+    tmp = path + ".tmp"
+    save_file(tensors, tmp, metadata=metadata)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str, modules: dict, optimizer) -> dict:
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    tensors = load_file(path)
+    with safe_open(path, "pt") as f:
+        md = f.metadata()
+    for prefix, mod in modules.items():
+        sd = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + "/")}
+        mod.load_state_dict(sd)
+    if optimizer is not None:
+        state: dict = {}
+        for k, v in tensors.items():
+            if k.startswith("opt/"):
+                _, idx, name = k.split("/", 2)
+                state.setdefault(int(idx), {})[name] = v
+        groups = json.loads(md["param_groups"])
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+        for st in optimizer.state.values():  # keep 'step' a float tensor as torch expects
+            if "step" in st and torch.is_tensor(st["step"]):
+                st["step"] = st["step"].to(torch.float32)
+    return json.loads(md["meta"])
+
+
+def cosine_lr(step: int, total: int, base: float, warmup: int, final_frac: float = 0.05) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    p = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base * (final_frac + (1 - final_frac) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+class StageTimer:
+    """Sets a stage's step count from a time budget after timing its first steps."""
+
+    def __init__(self, minutes: float, fixed: int | None, start_step: int, total: int | None,
+                 probe_steps: int = 12):
+        self.minutes = minutes
+        self.total = fixed or total
+        self.probe_steps = probe_steps
+        self.t0 = time.time()
+        self.start = start_step
+
+    def update(self, step: int, elapsed_before: float) -> int | None:
+        if self.total is None and step - self.start == self.probe_steps:
+            per_step = (time.time() - self.t0) / self.probe_steps
+            left = self.minutes * 60 - elapsed_before - (time.time() - self.t0)
+            self.total = max(step + 1, step + int(left / per_step))
+        return self.total
+
+
+# --------------------------------------------------------------------------- stages
+def make_dataset(n: int, seed: int):
+    from .grammar import sample_pairs
+    from .render import render
+
+    pairs = sample_pairs(n, seed)
+    images = np.empty((n, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+    for i, (c, s) in enumerate(pairs):
+        images[i] = render(c, s, IMAGE_SIZE)
+    captions = [c for c, _ in pairs]
+    return captions, images
+
+
+def to_tensor(images_u8):
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(images_u8)).permute(0, 3, 1, 2).float()
+    return x / 127.5 - 1.0
+
+
+def recon_loss(rec, x, fg_weight: float):
+    """L1 + 0.1 MSE, pixels of the object weighted 1 + fg_weight (the object is ~5-15 % of the image)."""
+    import torch
+
+    from .render import BACKGROUND
+
+    bg = torch.tensor(BACKGROUND, dtype=x.dtype).view(1, 3, 1, 1) / 127.5 - 1.0
+    w = 1.0 + fg_weight * ((x - bg).abs().amax(dim=1, keepdim=True) > 0.1).to(x.dtype)
+    err = (rec - x).abs() + 0.1 * (rec - x).pow(2)
+    return (w * err).sum() / (w.sum() * x.shape[1])
+
+
+def train_vae(args, work: str, images: np.ndarray, state: dict):
+    import torch
+    from diffusers import AutoencoderKL
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(args.seed)
+    vae = AutoencoderKL(**VAE_CONFIG)
+    opt = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
+    ckpt = os.path.join(work, "vae.safetensors")
+    step, total, elapsed = 0, state.get("vae_total"), 0.0
+    if args.resume and os.path.exists(ckpt):
+        meta = load_checkpoint(ckpt, {"vae": vae}, opt)
+        step, total, elapsed = meta["step"], meta["total"], meta["elapsed"]
+        log(f"vae: resumed at step {step}/{total}")
+    if state.get("vae_done"):
+        return vae
+    timer = StageTimer(args.minutes_vae, args.vae_steps, step, total)
+    n = len(images)
+    vae.train()
+    bar = tqdm(total=total, initial=step, desc="vae", unit="step", dynamic_ncols=True, mininterval=5)
+    t_start, last_ckpt = time.time(), time.time()
+    while True:
+        total = timer.update(step, elapsed)
+        if total is not None:
+            if bar.total != total:
+                bar.total = total
+                bar.refresh()
+                log(f"vae: {total} steps (repeat exactly with --vae-steps {total})")
+            if step >= total:
+                break
+        rng = np.random.default_rng(step_seed(args.seed, 1, step))
+        idx = rng.integers(0, n, size=args.vae_batch)
+        x = to_tensor(images[idx])
+        g = torch.Generator().manual_seed(step_seed(args.seed, 11, step))
+        for pg in opt.param_groups:
+            pg["lr"] = cosine_lr(step, total or 10**9, args.vae_lr, 100)
+        post = vae.encode(x).latent_dist
+        z = post.mean + post.std * torch.randn(post.mean.shape, generator=g)
+        rec = vae.decode(z).sample
+        l1 = recon_loss(rec, x, args.fg_weight)
+        kl = post.kl().mean() / (LATENT_CHANNELS * (IMAGE_SIZE // 4) ** 2)
+        loss = l1 + args.vae_kl * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        step += 1
+        bar.update(1)
+        if step % 20 == 0:
+            bar.set_postfix(l1=f"{l1.item():.4f}", kl=f"{kl.item():.2f}")
+        over = elapsed + (time.time() - t_start) > args.minutes_vae * 60 * args.deadline_factor
+        if time.time() - last_ckpt > args.ckpt_seconds or over or (total and step >= total):
+            save_checkpoint(ckpt, {"vae": vae}, opt,
+                            {"step": step, "total": total, "elapsed": elapsed + time.time() - t_start})
+            last_ckpt = time.time()
+        if over:
+            log(f"vae: time budget exceeded by the deadline factor, stopping at step {step}")
+            break
+    bar.close()
+    state.update(vae_done=True, vae_total=total, vae_steps_run=step,
+                 vae_seconds=elapsed + time.time() - t_start)
+    return vae
+
+
+def train_decoder(args, work: str, vae, images: np.ndarray, latent_mean, latent_std, state: dict):
+    """Fine-tune the VAE decoder on the cached latents (encoder frozen: the latent space the UNet
+    learns does not move, so this is a separate, cheap stage)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    dec_params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    opt = torch.optim.AdamW(dec_params, lr=args.decoder_lr, weight_decay=0.0)
+    ckpt = os.path.join(work, "decoder.safetensors")
+    step, total, elapsed = 0, state.get("decoder_total"), 0.0
+    if args.resume and os.path.exists(ckpt):
+        meta = load_checkpoint(ckpt, {"vae": vae}, opt)
+        step, total, elapsed = meta["step"], meta["total"], meta["elapsed"]
+        log(f"decoder: resumed at step {step}/{total}")
+    if state.get("decoder_done") or args.minutes_decoder <= 0:
+        return vae
+    timer = StageTimer(args.minutes_decoder, args.decoder_steps, step, total)
+    n = len(images)
+    vae.train()
+    bar = tqdm(total=total, initial=step, desc="decoder", unit="step", dynamic_ncols=True, mininterval=5)
+    t_start, last_ckpt = time.time(), time.time()
+    while True:
+        total = timer.update(step, elapsed)
+        if total is not None:
+            if bar.total != total:
+                bar.total = total
+                bar.refresh()
+                log(f"decoder: {total} steps (repeat exactly with --decoder-steps {total})")
+            if step >= total:
+                break
+        rng = np.random.default_rng(step_seed(args.seed, 3, step))
+        idx = rng.integers(0, n, size=args.vae_batch)
+        x = to_tensor(images[idx])
+        g = torch.Generator().manual_seed(step_seed(args.seed, 33, step))
+        it = torch.from_numpy(idx)
+        z = latent_mean[it] + latent_std[it] * torch.randn(latent_mean[it].shape, generator=g)
+        for pg in opt.param_groups:
+            pg["lr"] = cosine_lr(step, total or 10**9, args.decoder_lr, 50)
+        rec = vae.decode(z).sample
+        loss = recon_loss(rec, x, args.fg_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(dec_params, 1.0)
+        opt.step()
+        step += 1
+        bar.update(1)
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        over = elapsed + (time.time() - t_start) > args.minutes_decoder * 60 * args.deadline_factor
+        if time.time() - last_ckpt > args.ckpt_seconds or over or (total and step >= total):
+            save_checkpoint(ckpt, {"vae": vae}, opt,
+                            {"step": step, "total": total, "elapsed": elapsed + time.time() - t_start})
+            last_ckpt = time.time()
+        if over:
+            log(f"decoder: time budget exceeded by the deadline factor, stopping at step {step}")
+            break
+    bar.close()
+    state.update(decoder_done=True, decoder_total=total, decoder_steps_run=step,
+                 decoder_seconds=elapsed + time.time() - t_start)
+    return vae
+
+
+def reconstruction_alignment(vae, n: int = 256) -> dict:
+    """Detector alignment of VAE reconstructions of held-out renders: the ceiling for the pipeline."""
+    import torch
+
+    from .evaluate import alignment
+    from .grammar import heldout_pairs
+    from .render import render_batch
+
+    pairs = heldout_pairs(n)
+    images = render_batch(pairs)
+    vae.eval()
+    with torch.no_grad():
+        rec = vae.decode(vae.encode(to_tensor(images)).latent_dist.mean).sample
+    u8 = ((rec.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    res = alignment([c for c, _ in pairs], u8)
+    res["mae"] = float(np.abs(u8.astype(np.float64) - images).mean())
+    return res
+
+
+def encode_latents(vae, images: np.ndarray, batch: int = 500):
+    import torch
+
+    vae.eval()
+    means, stds = [], []
+    with torch.no_grad():
+        for i in range(0, len(images), batch):
+            post = vae.encode(to_tensor(images[i:i + batch])).latent_dist
+            means.append(post.mean)
+            stds.append(post.std)
+    return torch.cat(means), torch.cat(stds)
+
+
+def train_unet(args, work: str, captions, latent_mean, latent_std, scaling: float, tok_ids: dict, tokenizer, state):
+    import copy
+
+    import torch
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from tqdm.auto import tqdm
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(args.seed + 1)
+    latent_size = latent_mean.shape[-1]
+    unet = UNet2DConditionModel(**unet_config(latent_size))
+    text = CLIPTextModel(CLIPTextConfig(**text_config(tok_ids)))
+    ema_unet, ema_text = copy.deepcopy(unet), copy.deepcopy(text)
+    for p in list(ema_unet.parameters()) + list(ema_text.parameters()):
+        p.requires_grad_(False)
+    params = list(unet.parameters()) + list(text.parameters())
+    opt = torch.optim.AdamW(params, lr=args.unet_lr, weight_decay=0.01)
+    sched = DDPMScheduler(**{k: v for k, v in SCHEDULER_CONFIG.items() if k != "set_alpha_to_one"})
+    alphas = sched.alphas_cumprod
+    snr = alphas / (1 - alphas)
+    modules = {"unet": unet, "text": text, "ema_unet": ema_unet, "ema_text": ema_text}
+
+    ckpt = os.path.join(work, "unet.safetensors")
+    step, total, elapsed = 0, state.get("unet_total"), 0.0
+    if args.resume and os.path.exists(ckpt):
+        meta = load_checkpoint(ckpt, modules, opt)
+        step, total, elapsed = meta["step"], meta["total"], meta["elapsed"]
+        log(f"unet: resumed at step {step}/{total}")
+    if state.get("unet_done"):
+        return ema_unet, ema_text
+
+    # token ids of every distinct caption (and of the empty caption) once
+    distinct = sorted(set(captions))
+    cap_index = {c: i for i, c in enumerate(distinct)}
+    enc = tokenizer(distinct + [""], padding="max_length", max_length=tokenizer.model_max_length,
+                    truncation=True, return_tensors="pt")
+    all_ids = enc.input_ids
+    empty_row = len(distinct)
+    cap_rows = np.array([cap_index[c] for c in captions])
+
+    timer = StageTimer(args.minutes_unet, args.unet_steps, step, total)
+    n = len(captions)
+    unet.train()
+    text.train()
+    bar = tqdm(total=total, initial=step, desc="unet", unit="step", dynamic_ncols=True, mininterval=5)
+    t_start, last_ckpt = time.time(), time.time()
+    run_loss = None
+    while True:
+        total = timer.update(step, elapsed)
+        if total is not None:
+            if bar.total != total:
+                bar.total = total
+                bar.refresh()
+                log(f"unet: {total} steps (repeat exactly with --unet-steps {total})")
+            if step >= total:
+                break
+        rng = np.random.default_rng(step_seed(args.seed, 2, step))
+        idx = rng.integers(0, n, size=args.unet_batch)
+        rows = cap_rows[idx].copy()
+        rows[rng.random(args.unet_batch) < args.caption_dropout] = empty_row
+        g = torch.Generator().manual_seed(step_seed(args.seed, 22, step))
+        idx_t = torch.from_numpy(idx)
+        z0 = (latent_mean[idx_t] + latent_std[idx_t] * torch.randn(latent_mean[idx_t].shape, generator=g)) * scaling
+        noise = torch.randn(z0.shape, generator=g)
+        t = torch.randint(0, sched.config.num_train_timesteps, (args.unet_batch,), generator=g)
+        zt = sched.add_noise(z0, noise, t)
+        for pg in opt.param_groups:
+            pg["lr"] = cosine_lr(step, total or 10**9, args.unet_lr, 200)
+        emb = text(all_ids[torch.from_numpy(rows)])[0]
+        pred = unet(zt, t, encoder_hidden_states=emb).sample
+        w = torch.clamp(snr[t], max=args.snr_gamma) / snr[t]  # min-SNR weighting (epsilon)
+        loss = (w * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        decay = min(args.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for src, dst in ((unet, ema_unet), (text, ema_text)):
+                for ps, pd in zip(src.parameters(), dst.parameters()):
+                    pd.mul_(decay).add_(ps.detach(), alpha=1 - decay)
+        step += 1
+        bar.update(1)
+        run_loss = loss.item() if run_loss is None else 0.98 * run_loss + 0.02 * loss.item()
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{run_loss:.4f}")
+        over = elapsed + (time.time() - t_start) > args.minutes_unet * 60 * args.deadline_factor
+        if args.max_total_minutes and state.get("seconds_before_unet") is not None:
+            over = over or (state["seconds_before_unet"] + elapsed + time.time() - t_start
+                            > args.max_total_minutes * 60)
+        if time.time() - last_ckpt > args.ckpt_seconds or over or (total and step >= total):
+            save_checkpoint(ckpt, modules, opt,
+                            {"step": step, "total": total, "elapsed": elapsed + time.time() - t_start})
+            last_ckpt = time.time()
+        if over:
+            log(f"unet: time budget exceeded by the deadline factor, stopping at step {step}")
+            break
+        if args.interrupt_at_unet_step and step == args.interrupt_at_unet_step:
+            save_checkpoint(ckpt, modules, opt,
+                            {"step": step, "total": total, "elapsed": elapsed + time.time() - t_start})
+            bar.close()
+            raise SystemExit(f"interrupted at unet step {step} (testing --resume)")
+    bar.close()
+    state.update(unet_done=True, unet_total=total, unet_steps_run=step,
+                 unet_seconds=elapsed + time.time() - t_start)
+    return ema_unet, ema_text
+
+
+def export_pipeline(out: str, vae, unet, text, tok_dir: str, scaling: float) -> None:
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    from transformers import CLIPTokenizer
+
+    vae.register_to_config(scaling_factor=float(scaling))
+    tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
+    pipe = StableDiffusionPipeline(
+        vae=vae.eval(), text_encoder=text.eval(), tokenizer=tokenizer, unet=unet.eval(),
+        scheduler=DDIMScheduler(**SCHEDULER_CONFIG), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    if os.path.exists(out):
+        shutil.rmtree(out)
+    pipe.save_pretrained(out, safe_serialization=True)
+    # ship the tokenizer files exactly as built (vocab.json/merges.txt included)
+    shutil.rmtree(os.path.join(out, "tokenizer"))
+    shutil.copytree(tok_dir, os.path.join(out, "tokenizer"))
+    with open(os.path.join(out, "model_index.json")) as f:
+        index = json.load(f)
+    index["safety_checker"] = [None, None]
+    index["feature_extractor"] = [None, None]
+    index["requires_safety_checker"] = False
+    with open(os.path.join(out, "model_index.json"), "w") as f:
+        json.dump(index, f, indent=2)
+
+
+# --------------------------------------------------------------------------- main
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m sdopt.tinyshapes.train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, help="output StableDiffusionPipeline folder")
+    p.add_argument("--work-dir", default=None, help="checkpoints and caches (default: OUT.work)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from the work folder's checkpoints")
+    p.add_argument("--minutes-vae", type=float, default=6.0)
+    p.add_argument("--minutes-decoder", type=float, default=5.0)
+    p.add_argument("--minutes-unet", type=float, default=42.0)
+    p.add_argument("--max-total-minutes", type=float, default=59.0,
+                   help="the UNet stage stops anyway when the whole training reaches this (0: no limit)")
+    p.add_argument("--vae-steps", type=int, default=None, help="fixed VAE step count (overrides --minutes-vae)")
+    p.add_argument("--decoder-steps", type=int, default=None, help="fixed decoder step count")
+    p.add_argument("--unet-steps", type=int, default=None, help="fixed UNet step count (overrides --minutes-unet)")
+    p.add_argument("--deadline-factor", type=float, default=1.1,
+                   help="stop a stage anyway after minutes x this factor (guards a shared, slower machine)")
+    p.add_argument("--n-images", type=int, default=20000)
+    p.add_argument("--vae-batch", type=int, default=32)
+    p.add_argument("--vae-lr", type=float, default=2e-3)
+    p.add_argument("--decoder-lr", type=float, default=1e-3)
+    p.add_argument("--fg-weight", type=float, default=10.0, help="extra reconstruction weight of object pixels")
+    p.add_argument("--vae-kl", type=float, default=1e-4, help="KL weight (per latent element)")
+    p.add_argument("--unet-batch", type=int, default=32)
+    p.add_argument("--unet-lr", type=float, default=1e-3)
+    p.add_argument("--caption-dropout", type=float, default=0.1)
+    p.add_argument("--snr-gamma", type=float, default=5.0)
+    p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--ckpt-seconds", type=float, default=120.0, help="checkpoint interval")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--interrupt-at-unet-step", type=int, default=None, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    from .tokenizer import write_tokenizer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = os.path.abspath(args.out)
+    work = os.path.abspath(args.work_dir or out.rstrip("/") + ".work")
+    os.makedirs(work, exist_ok=True)
+    state_path = os.path.join(work, "state.json")
+    state: dict = {}
+    if args.resume and os.path.exists(state_path):
+        with open(state_path) as f:
+            state = json.load(f)
+        if state.get("seed") != args.seed:
+            log(f"error: the work folder was trained with seed {state.get('seed')}")
+            return 2
+    elif os.path.exists(state_path):
+        log(f"starting afresh in {work} (use --resume to continue)")
+        for name in ("vae.safetensors", "unet.safetensors", "latents.safetensors"):
+            if os.path.exists(os.path.join(work, name)):
+                os.remove(os.path.join(work, name))
+    state["seed"] = args.seed
+    state.setdefault("args", {k: v for k, v in vars(args).items() if k not in ("resume",)})
+
+    def save_state():
+        with open(state_path + ".tmp", "w") as f:
+            json.dump(state, f, indent=2)
+        os.replace(state_path + ".tmp", state_path)
+
+    t_all = time.time()
+    tok_dir = os.path.join(work, "tokenizer")
+    tok_ids = write_tokenizer(tok_dir)
+    from transformers import CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
+    log(f"tokenizer: {tok_ids['vocab_size']} tokens; threads {torch.get_num_threads()}")
+
+    t = time.time()
+    captions, images = make_dataset(args.n_images, args.seed)
+    log(f"data: {len(images)} renders in {time.time() - t:.1f}s")
+
+    vae = train_vae(args, work, images, state)
+    save_state()
+
+    from safetensors.torch import load_file, save_file
+
+    lat_path = os.path.join(work, "latents.safetensors")
+    if args.resume and os.path.exists(lat_path) and state.get("latents_done"):
+        lat = load_file(lat_path)
+        latent_mean, latent_std = lat["mean"], lat["std"]
+    else:
+        t = time.time()
+        latent_mean, latent_std = encode_latents(vae, images)
+        save_file({"mean": latent_mean.contiguous(), "std": latent_std.contiguous()}, lat_path)
+        log(f"latents: {tuple(latent_mean.shape)} in {time.time() - t:.1f}s")
+    g = torch.Generator().manual_seed(args.seed)
+    sample = latent_mean + latent_std * torch.randn(latent_mean.shape, generator=g)
+    latent_sd = float(sample.std())
+    scaling = 1.0 / latent_sd
+    state.update(latents_done=True, latent_std=latent_sd, latent_mean=float(sample.mean()), scaling_factor=scaling)
+    save_state()
+    log(f"latents: std {latent_sd:.4f} mean {float(sample.mean()):.4f} -> scaling_factor {scaling:.4f}")
+    del sample
+
+    vae = train_decoder(args, work, vae, images, latent_mean, latent_std, state)
+    save_state()
+    if "recon" not in state:
+        rec = reconstruction_alignment(vae)
+        state["recon"] = rec
+        log(f"vae reconstruction of held-out renders: alignment {rec['alignment']:.4f} "
+            f"{rec['per_attribute']} mae {rec['mae']:.2f}")
+    if state.get("seconds_before_unet") is None:
+        # whole-run clock before the UNet stage (a resumed run counts the earlier stages' own time
+        # plus this run's overhead)
+        this_run = time.time() - t_all
+        earlier = state.get("vae_seconds", 0.0) + state.get("decoder_seconds", 0.0)
+        state["seconds_before_unet"] = this_run if not args.resume else max(this_run, earlier + 60.0)
+    save_state()
+
+    unet, text = train_unet(args, work, captions, latent_mean, latent_std, scaling, tok_ids, tokenizer, state)
+    save_state()
+
+    export_pipeline(out, vae, unet, text, tok_dir, scaling)
+    state["export_dir"] = out
+    state["total_seconds_this_run"] = time.time() - t_all
+    save_state()
+    n_params = {name: sum(p.numel() for p in m.parameters()) for name, m in
+                (("unet", unet), ("vae", vae), ("text_encoder", text))}
+    log(f"params {n_params}; exported to {out} in {time.time() - t_all:.0f}s this run")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

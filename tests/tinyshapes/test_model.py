@@ -1,0 +1,45 @@
+"""The shipped tiny-shapes pipeline (skipped when the folder is absent)."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from sdopt.tinyshapes import MODEL_DIR
+
+pytestmark = pytest.mark.skipif(not (MODEL_DIR / "model_index.json").exists(), reason="no trained tiny-shapes model")
+
+
+def test_folder_layout_and_size():
+    index = json.loads((MODEL_DIR / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusionPipeline"
+    assert index["safety_checker"] == [None, None] and index["feature_extractor"] == [None, None]
+    total = 0
+    for root, _, files in os.walk(MODEL_DIR):
+        for f in files:
+            assert not f.endswith((".bin", ".pt", ".pth", ".ckpt", ".pkl"))
+            total += os.path.getsize(os.path.join(root, f))
+    assert total <= 20 * 1024 * 1024
+    unet = json.loads((MODEL_DIR / "unet" / "config.json").read_text())
+    assert len(unet["block_out_channels"]) >= 3
+    assert sum(t.startswith("CrossAttnDown") for t in unet["down_block_types"]) >= 2
+    assert sum(t.startswith("CrossAttnUp") for t in unet["up_block_types"]) >= 2
+    sched = json.loads((MODEL_DIR / "scheduler" / "scheduler_config.json").read_text())
+    assert (sched["beta_schedule"], sched["beta_start"], sched["beta_end"]) == ("scaled_linear", 0.00085, 0.012)
+    assert sched["num_train_timesteps"] == 1000 and sched["prediction_type"] == "epsilon"
+
+
+def test_pipeline_loads_offline_and_generates():
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(MODEL_DIR), safety_checker=None,
+                                                   requires_safety_checker=False, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.tokenizer.model_max_length == 77
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    out = pipe(["a large red square in the center", "a small white circle at the top left"],
+               num_inference_steps=3, guidance_scale=5.0, output_type="np",
+               generator=torch.Generator().manual_seed(0))
+    assert out.images.shape == (2, size, size, 3)
+    assert np.isfinite(out.images).all()
