@@ -29,12 +29,19 @@ def _positive(text: str) -> int:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (the full usage is one `--help` away), exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .sources import DEFAULT_MODEL
 
-    parser = argparse.ArgumentParser(prog="sdopt", description="Compress, export and run Stable Diffusion models.")
+    parser = _Parser(prog="sdopt", description="Compress, export and run Stable Diffusion models.")
     parser.add_argument("--version", action="version", version=f"sdopt {_version()}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     c = commands.add_parser("compress", help="apply a recipe's passes and export an artifact folder",
                             description="Load a model, apply the recipe's compression passes (torch), export "

@@ -19,7 +19,7 @@ Method:
    middle of the row support (triangles are bottom heavy);
 6. shape: triangle if the offset >= 1/12 of the height, else by fill:
    >= 0.89 square, >= 0.70 circle, otherwise diamond;
-   size: radius estimate sqrt(area / k_shape) >= 5 (32-px units) -> large;
+   size: radius estimate sqrt(area / k_shape) >= 5.75 (32-px units) -> large;
    position: centre of the row / column supports -> nearest nominal centre.
 """
 
@@ -38,7 +38,7 @@ MIN_CONTRAST = 40.0  # below this max colour distance the image is "empty"
 FILL_SQUARE = 0.89
 FILL_CIRCLE = 0.70
 TRIANGLE_OFFSET = 1.0 / 12.0
-LARGE_RADIUS = 5.0
+LARGE_RADIUS = 5.75
 
 
 def _components(mask: np.ndarray) -> tuple[np.ndarray, int]:

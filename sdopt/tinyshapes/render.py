@@ -4,7 +4,7 @@ Images are ``IMAGE_SIZE`` x ``IMAGE_SIZE`` (32) pixels: one filled, antialiased
 shape (drawn at 4x and box-downsampled) on a fixed dark background.  The
 geometry is defined on a 32-pixel canvas and scales with ``size``.
 
-Jitter (from ``numpy.random.default_rng(seed)``): centre +-1 px, radius
+Jitter (from ``numpy.random.default_rng(seed)``): centre +-0.75 px, radius
 +-0.4 px (small) / +-0.5 px (large), each colour channel +-10.
 """
 
@@ -32,7 +32,7 @@ PALETTE: dict[str, tuple[int, int, int]] = {
 }
 
 #: nominal half extent (32-px canvas units) and its jitter
-RADIUS = {"small": (3.5, 0.4), "large": (6.5, 0.5)}
+RADIUS = {"small": (4.5, 0.4), "large": (6.75, 0.5)}
 #: object centre (x, y) on the 32-px canvas
 CENTERS: dict[str, tuple[float, float]] = {
     "top left": (8.0, 8.0),
@@ -41,7 +41,7 @@ CENTERS: dict[str, tuple[float, float]] = {
     "bottom right": (24.0, 24.0),
     "center": (16.0, 16.0),
 }
-CENTER_JITTER = 1.0
+CENTER_JITTER = 0.75
 COLOR_JITTER = 10
 #: half side of a square relative to the radius (keeps square and circle areas close)
 SQUARE_HALF = 0.88

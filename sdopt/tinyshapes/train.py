@@ -511,9 +511,9 @@ def parse_args(argv=None):
     p.add_argument("--work-dir", default=None, help="checkpoints and caches (default: OUT.work)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from the work folder's checkpoints")
-    p.add_argument("--minutes-vae", type=float, default=6.0)
-    p.add_argument("--minutes-decoder", type=float, default=5.0)
-    p.add_argument("--minutes-unet", type=float, default=42.0)
+    p.add_argument("--minutes-vae", type=float, default=10.0)
+    p.add_argument("--minutes-decoder", type=float, default=4.0)
+    p.add_argument("--minutes-unet", type=float, default=40.0)
     p.add_argument("--max-total-minutes", type=float, default=59.0,
                    help="the UNet stage stops anyway when the whole training reaches this (0: no limit)")
     p.add_argument("--vae-steps", type=int, default=None, help="fixed VAE step count (overrides --minutes-vae)")
@@ -522,7 +522,7 @@ def parse_args(argv=None):
     p.add_argument("--deadline-factor", type=float, default=1.1,
                    help="stop a stage anyway after minutes x this factor (guards a shared, slower machine)")
     p.add_argument("--n-images", type=int, default=20000)
-    p.add_argument("--vae-batch", type=int, default=32)
+    p.add_argument("--vae-batch", type=int, default=16)
     p.add_argument("--vae-lr", type=float, default=2e-3)
     p.add_argument("--decoder-lr", type=float, default=1e-3)
     p.add_argument("--fg-weight", type=float, default=10.0, help="extra reconstruction weight of object pixels")
