@@ -8,6 +8,8 @@ the calibrated quantizers into standard Q/DQ nodes.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -73,7 +75,7 @@ def apply(source, config: QuantizeConfig):
             model(inputs["sample"], inputs["timestep"], encoder_hidden_states=inputs["encoder_hidden_states"],
                   added_cond_kwargs=added, return_dict=False)
 
-    with torch.no_grad():
+    with torch.no_grad(), contextlib.redirect_stdout(sys.stderr):  # modelopt prints progress on stdout
         mtq.quantize(unet, modelopt_config(config), forward_loop)
     quantized = sorted(quantized_layer_names(unet))
     if not quantized:

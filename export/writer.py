@@ -95,6 +95,8 @@ def pipeline_info(source) -> dict:
         "vae_shift_factor": getattr(vae, "shift_factor", None),
         "latent_size_multiple": onnx_export.unet_size_multiple(pipe.unet),
         "max_length": source.tokenizers[0].model_max_length,
+        "steps": source.steps,
+        "guidance": source.guidance,
     }
     if source.kind == "sdxl":
         info["force_zeros_for_empty_prompt"] = bool(pipe.config.get("force_zeros_for_empty_prompt", True))

@@ -1,4 +1,4 @@
-"""`sdopt` command line: compress | run.
+"""`sdopt` command line: compress | run | eval.
 
 Every user error is one line on stderr and exit code 2; nothing half-written is left behind.
 """
@@ -68,16 +68,56 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--negative-prompt", default="", help="negative prompt (default: empty)")
     r.add_argument("--out", required=True, type=Path, help="output PNG file")
     r.add_argument("--seed", type=int, default=0, help="seed of the initial noise (default 0)")
-    r.add_argument("--steps", type=_positive, default=20, help="sampling steps (default 20)")
-    r.add_argument("--guidance", type=float, default=7.5,
-                   help="classifier-free guidance scale; <= 1 disables guidance (default 7.5)")
-    r.add_argument("--scheduler", choices=SCHEDULERS, default="ddim",
-                   help="ddim, euler (Euler discrete) or dpmpp (DPM-Solver++ 2M). Default: ddim")
+    _sampling_flags(r)
     r.add_argument("--height", type=_multiple_of_8, help="image height in pixels (default: the model's)")
     r.add_argument("--width", type=_multiple_of_8, help="image width in pixels (default: the model's)")
     r.add_argument("--backend", choices=("onnxruntime",), default="onnxruntime",
                    help="inference engine (default onnxruntime)")
+
+    e = commands.add_parser("eval", help="compare an artifact's images with a reference's",
+                            description="Generate the same prompts and seeds with the artifact and a reference "
+                                        "(default: the fp32 export of the same source, made once and cached) and "
+                                        "report PSNR, SSIM, latent cosine, images/s, and for tiny-shapes the "
+                                        "prompt alignment.")
+    e.add_argument("artifact", type=Path, help="artifact folder to evaluate")
+    e.add_argument("--reference", type=Path, help="reference artifact (default: fp32 export of the same source)")
+    e.add_argument("--prompts", type=Path, help="text file, one prompt per line (default: the model's held-out "
+                                                "set for tiny-shapes, else a generic set)")
+    e.add_argument("--seeds", type=_positive, help="seeds per prompt (default 1 with --prompts, 2 for the generic "
+                                                   "set; tiny-shapes: 64 x N held-out pairs, default 256)")
+    _sampling_flags(e)
+    e.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of a table")
     return parser
+
+
+def _sampling_flags(parser) -> None:
+    parser.add_argument("--steps", type=_positive, help="sampling steps (default: the model's, 20 for most)")
+    parser.add_argument("--guidance", type=float, help="classifier-free guidance scale; <= 1 disables guidance "
+                                                       "(default: the model's, 7.5 for most)")
+    parser.add_argument("--scheduler", choices=SCHEDULERS, default="ddim",
+                        help="ddim, euler (Euler discrete) or dpmpp (DPM-Solver++ 2M). Default: ddim")
+
+
+def cmd_eval(args) -> None:
+    import json
+
+    from tqdm.auto import tqdm
+
+    from .artifact import load_manifest
+    from .evaluate import EvalSettings, default_pairs, evaluate, format_table
+
+    manifest = load_manifest(args.artifact, verify=False)
+    prompts = _read_prompts(args.prompts, "--prompts") if args.prompts else None
+    pairs = default_pairs(manifest, prompts, args.seeds)
+    info = manifest["pipeline"]
+    settings = EvalSettings(args.steps or info.get("steps", 20), _guidance(args, info), args.scheduler)
+    result = evaluate(args.artifact, args.reference, pairs, settings,
+                      progress=lambda it: tqdm(it, desc="generating", unit="image"))
+    print(json.dumps(result) if args.json else format_table(result))
+
+
+def _guidance(args, info: dict) -> float:
+    return args.guidance if args.guidance is not None else info.get("guidance", 7.5)
 
 
 def cmd_compress(args) -> None:
@@ -86,7 +126,7 @@ def cmd_compress(args) -> None:
 
     overrides = {}
     if args.calib_prompts is not None:
-        overrides["prompts"] = _read_prompts(args.calib_prompts)
+        overrides["prompts"] = _read_prompts(args.calib_prompts, "--calib-prompts")
     for flag, key in (("calib_num_prompts", "num_prompts"), ("calib_steps", "steps"), ("calib_size", "size")):
         if getattr(args, flag) is not None:
             overrides[key] = getattr(args, flag)
@@ -123,12 +163,13 @@ def cmd_run(args) -> None:
         _say(f"note: {source['spec']} has random weights: the image is noise (speed measurements only)")
     from tqdm.auto import tqdm
 
-    result = pipe(args.prompt, seed=args.seed, steps=args.steps, guidance=args.guidance, scheduler=args.scheduler,
+    steps, guidance = args.steps or pipe.info.get("steps", 20), _guidance(args, pipe.info)
+    result = pipe(args.prompt, seed=args.seed, steps=steps, guidance=guidance, scheduler=args.scheduler,
                   height=args.height, width=args.width, negative_prompt=args.negative_prompt,
                   progress=lambda it: tqdm(it, desc="sampling", unit="step"))
     meta = PngImagePlugin.PngInfo()
     for key, value in {"prompt": args.prompt, "negative_prompt": args.negative_prompt, "seed": args.seed,
-                       "steps": args.steps, "guidance": args.guidance, "scheduler": args.scheduler,
+                       "steps": steps, "guidance": guidance, "scheduler": args.scheduler,
                        "recipe": pipe.manifest["recipe"]["name"], "model": source["spec"],
                        "random_weights": source.get("random_weights", False), "generator": f"sdopt {_version()}"}.items():
         meta.add_text(key, str(value))
@@ -152,13 +193,13 @@ def _write_atomically(path: Path, write) -> None:
         raise
 
 
-def _read_prompts(path: Path) -> list[str]:
+def _read_prompts(path: Path, flag: str) -> list[str]:
     try:
         prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     except OSError as err:
-        raise SdoptError(f"--calib-prompts {path}: cannot read it ({err.strerror})") from err
+        raise SdoptError(f"{flag} {path}: cannot read it ({err.strerror})") from err
     if not prompts:
-        raise SdoptError(f"--calib-prompts {path}: no prompts in the file")
+        raise SdoptError(f"{flag} {path}: no prompts in the file")
     return prompts
 
 
@@ -172,7 +213,7 @@ def _version() -> str:
     return __version__
 
 
-COMMANDS = {"compress": cmd_compress, "run": cmd_run}
+COMMANDS = {"compress": cmd_compress, "run": cmd_run, "eval": cmd_eval}
 
 
 def main(argv: list[str] | None = None) -> int:

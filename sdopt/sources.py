@@ -31,6 +31,8 @@ class Source:
     height: int  # default image size in pixels
     width: int
     records: list = field(default_factory=list)  # what each pass did, for the manifest
+    steps: int = 20  # sampling defaults the model is meant to be run with
+    guidance: float = 7.5
 
     @property
     def text_encoders(self) -> list:
@@ -66,7 +68,11 @@ def load_source(spec: str) -> Source:
     if spec == "tiny-shapes":
         if not (TINY_SHAPES_DIR / "model_index.json").exists():
             raise SdoptError("the tiny-shapes model is not in this installation")
-        return _folder_source(spec, TINY_SHAPES_DIR)
+        from sdopt.tinyshapes.evaluate import DEFAULT_GUIDANCE, DEFAULT_STEPS
+
+        source = _folder_source(spec, TINY_SHAPES_DIR)
+        source.steps, source.guidance = DEFAULT_STEPS, DEFAULT_GUIDANCE
+        return source
     path = Path(spec)
     if not path.exists():
         raise SdoptError(f"unknown model source '{spec}': not 'tiny-shapes', not arch:NAME, and no such folder")

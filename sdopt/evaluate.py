@@ -1,0 +1,148 @@
+"""`sdopt eval`: what compression did to the images.
+
+The artifact and a reference (by default the fp32 export of the same source) generate the same
+prompts with the same seeds, scheduler, steps and guidance. Reported: PSNR and SSIM of the
+images against the reference, cosine of the final latents, images per second, and for
+tiny-shapes the prompt alignment read back by its detector.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import SdoptError
+
+GENERIC_SEEDS = 2
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    steps: int
+    guidance: float
+    scheduler: str = "ddim"
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean SSIM over RGB channels (Wang et al. 2004: Gaussian window sigma 1.5, K1 0.01, K2 0.03)."""
+    x, y = a.astype(np.float64), b.astype(np.float64)
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    blur = _gaussian_blur
+    mx, my = blur(x), blur(y)
+    vx, vy, cov = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+    s = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    return float(s.mean())
+
+
+def _gaussian_blur(img: np.ndarray, sigma: float = 1.5, radius: int = 5) -> np.ndarray:
+    """Separable Gaussian over H and W of an (H, W, C) image, edges reflected."""
+    t = np.arange(-radius, radius + 1)
+    k = np.exp(-(t ** 2) / (2 * sigma ** 2))
+    k /= k.sum()
+    out = img
+    for axis in (0, 1):
+        padded = np.pad(out, [(radius, radius) if i == axis else (0, 0) for i in range(out.ndim)], mode="reflect")
+        out = sum(w * np.take(padded, np.arange(i, i + out.shape[axis]), axis=axis) for i, w in enumerate(k))
+    return out
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30))
+
+
+def default_pairs(manifest: dict, prompts: list[str] | None, seeds: int | None) -> list[tuple[str, int]]:
+    """(prompt, seed) pairs: the given prompts x seeds, else tiny-shapes' held-out set, else a
+    generic prompt set."""
+    if prompts:
+        return [(p, s) for p in prompts for s in range(seeds or 1)]
+    if manifest["source"]["spec"] == "tiny-shapes":
+        from sdopt.tinyshapes.grammar import heldout_pairs
+
+        return heldout_pairs(seeds * 64 if seeds else 256)
+    from sdopt.calibration.trajectory import GENERIC_PROMPTS
+
+    return [(p, s) for p in GENERIC_PROMPTS[:4] for s in range(seeds or GENERIC_SEEDS)]
+
+
+def reference_artifact(manifest: dict) -> Path:
+    """The fp32 export of the artifact's source, made once and cached."""
+    spec = manifest["source"]["spec"]
+    key = hashlib.sha256(f"{spec}|{Path(spec).resolve() if Path(spec).exists() else ''}|"
+                         f"{manifest['sdopt_version']}".encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("SDOPT_CACHE", Path.home() / ".cache" / "sdopt")) / "reference" / key
+    if not (cache / "manifest.json").is_file():
+        from sdopt.export.writer import write_artifact
+        from sdopt.recipe import resolve
+        from sdopt.sources import load_source
+
+        write_artifact(load_source(spec), resolve("fp32").to_dict(), cache)
+    return cache
+
+
+def generate_all(pipe, pairs, settings: EvalSettings, progress=None):
+    images, latents = [], []
+    start = time.perf_counter()
+    for prompt, seed in (progress(pairs) if progress else pairs):
+        result = pipe(prompt, seed=seed, steps=settings.steps, guidance=settings.guidance,
+                      scheduler=settings.scheduler)
+        images.append(result.image)
+        latents.append(result.latents)
+    return images, latents, len(pairs) / (time.perf_counter() - start)
+
+
+def evaluate(artifact: Path, reference: Path | None, pairs, settings: EvalSettings, progress=None) -> dict:
+    from sdopt.runtime.pipeline import Pipeline
+
+    pipe = Pipeline(artifact)
+    if not pairs:
+        raise SdoptError("no prompts to evaluate")
+    reference = reference or reference_artifact(pipe.manifest)
+    ref_pipe = Pipeline(reference)
+    if ref_pipe.manifest["source"]["spec"] != pipe.manifest["source"]["spec"]:
+        raise SdoptError(f"reference '{reference}' was made from {ref_pipe.manifest['source']['spec']}, "
+                         f"the artifact from {pipe.manifest['source']['spec']}")
+    images, latents, speed = generate_all(pipe, pairs, settings, progress)
+    ref_images, ref_latents, ref_speed = generate_all(ref_pipe, pairs, settings, progress)
+    result = {
+        "artifact": str(artifact), "reference": str(reference), "recipe": pipe.manifest["recipe"]["name"],
+        "source": pipe.manifest["source"]["spec"], "random_weights": pipe.manifest["source"]["random_weights"],
+        "n_images": len(pairs), "steps": settings.steps, "guidance": settings.guidance,
+        "scheduler": settings.scheduler,
+        "psnr": float(np.mean([min(psnr(a, b), 100.0) for a, b in zip(images, ref_images)])),
+        "ssim": float(np.mean([ssim(a, b) for a, b in zip(images, ref_images)])),
+        "latent_cosine": float(np.mean([cosine(a, b) for a, b in zip(latents, ref_latents)])),
+        "images_per_s": speed, "reference_images_per_s": ref_speed,
+    }
+    if result["source"] == "tiny-shapes":
+        from sdopt.tinyshapes.evaluate import alignment
+
+        captions = [p for p, _ in pairs]
+        ours, ref = alignment(captions, images), alignment(captions, ref_images)
+        result.update(alignment=ours["alignment"], per_attribute=ours["per_attribute"],
+                      reference_alignment=ref["alignment"])
+    return result
+
+
+def format_table(result: dict) -> str:
+    rows = [("recipe", result["recipe"]), ("source", result["source"] + (" (random weights)" if result["random_weights"] else "")),
+            ("images", f"{result['n_images']} ({result['scheduler']}, {result['steps']} steps, guidance {result['guidance']})")]
+    if "alignment" in result:
+        rows.append(("alignment", f"{result['alignment']:.1%} (reference {result['reference_alignment']:.1%})"))
+        rows += [(f"  {k}", f"{v:.1%}") for k, v in result["per_attribute"].items()]
+    rows += [("PSNR vs reference", f"{result['psnr']:.2f} dB (capped at 100 per image)"),
+             ("SSIM vs reference", f"{result['ssim']:.4f}"),
+             ("latent cosine", f"{result['latent_cosine']:.5f}"),
+             ("images/s", f"{result['images_per_s']:.2f} (reference {result['reference_images_per_s']:.2f})")]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

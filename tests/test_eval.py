@@ -1,0 +1,51 @@
+"""`sdopt eval`: fidelity metrics against a reference, table and JSON output."""
+
+import json
+
+import numpy as np
+import pytest
+
+from sdopt.cli import main
+from sdopt.evaluate import psnr, ssim
+
+
+def test_metrics_on_known_images():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    assert psnr(a, a) == float("inf") and ssim(a, a) == pytest.approx(1.0)
+    b = np.clip(a.astype(int) + 8, 0, 255).astype(np.uint8)
+    assert 28 < psnr(a, b) < 31  # MSE <= 64 -> PSNR >= 30.1 dB, minus clipping
+    assert ssim(a, b) < ssim(a, a)
+    assert ssim(a, 255 - a) < 0
+
+
+def test_eval_json_against_self_and_int8(tiny_fp32, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SDOPT_CACHE", str(tmp_path / "cache"))
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\na blue square\n")
+    assert main(["eval", str(tiny_fp32), "--reference", str(tiny_fp32), "--prompts", str(prompts),
+                 "--steps", "3", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)  # stdout holds the JSON object only
+    assert result["n_images"] == 2 and result["psnr"] == 100.0
+    assert result["ssim"] == pytest.approx(1.0) and result["latent_cosine"] == pytest.approx(1.0)
+    assert "alignment" not in result  # not a tiny-shapes model
+
+    int8 = tmp_path / "int8"
+    assert main(["compress", "--model", "arch:tiny", "--recipe", "int8", "--out", str(int8),
+                 "--calib-steps", "2", "--calib-num-prompts", "1"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(int8), "--prompts", str(prompts), "--steps", "3", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)  # reference: the fp32 export, made on the fly
+    assert result["recipe"] == "int8" and 15 < result["psnr"] < 100 and 0.5 < result["latent_cosine"] < 1
+    assert (tmp_path / "cache" / "reference").is_dir()
+
+    assert main(["eval", str(int8), "--prompts", str(prompts), "--steps", "3"]) == 0
+    table = capsys.readouterr().out
+    assert "PSNR vs reference" in table and "random weights" in table
+
+
+def test_eval_rejects_reference_of_another_model(tiny_fp32, sd21_folder, tmp_path, capsys):
+    other = tmp_path / "other"
+    assert main(["compress", "--model", str(sd21_folder), "--out", str(other)]) == 0
+    assert main(["eval", str(tiny_fp32), "--reference", str(other), "--steps", "2"]) == 2
+    assert "was made from" in capsys.readouterr().err
