@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--calib-steps", type=_positive, help="sampling steps per calibration trajectory (default 10)")
     c.add_argument("--calib-size", type=_multiple_of_8,
                    help="calibration image size in pixels (default: the model's native size)")
-    c.add_argument("--seed", type=int, default=0, help="seed of the calibration trajectories (default 0)")
+    c.add_argument("--seed", type=int, help="seed of the calibration trajectories (default: the recipe's, 0)")
 
     r = commands.add_parser("run", help="generate an image from an artifact (no torch needed)",
                             description="Text-to-image with classifier-free guidance from an artifact folder.")
@@ -130,7 +130,8 @@ def cmd_compress(args) -> None:
     for flag, key in (("calib_num_prompts", "num_prompts"), ("calib_steps", "steps"), ("calib_size", "size")):
         if getattr(args, flag) is not None:
             overrides[key] = getattr(args, flag)
-    overrides["seed"] = args.seed
+    if args.seed is not None:
+        overrides["seed"] = args.seed
     recipe = resolve(args.recipe, overrides)
     check_writable_destination(args.out)
 
@@ -152,12 +153,12 @@ def cmd_run(args) -> None:
 
     from sdopt.runtime.pipeline import Pipeline
 
-    pipe = Pipeline(args.artifact, backend=args.backend)
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise SdoptError(f"--out {out}: must be a .png file")
     if not out.parent.resolve().is_dir():
         raise SdoptError(f"--out {out}: folder {out.parent} does not exist")
+    pipe = Pipeline(args.artifact, backend=args.backend)
     source = pipe.manifest["source"]
     if source.get("random_weights"):
         _say(f"note: {source['spec']} has random weights: the image is noise (speed measurements only)")
