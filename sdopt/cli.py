@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seeds", type=_positive, help="seeds per prompt (default 1 with --prompts, 2 for the generic "
                                                    "set; tiny-shapes: 64 x N held-out pairs, default 256)")
     _sampling_flags(e)
+    e.add_argument("--grid", type=Path, help="also write a PNG grid: reference and artifact images of the first prompts")
     e.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of a table")
     return parser
 
@@ -111,8 +112,10 @@ def cmd_eval(args) -> None:
     pairs = default_pairs(manifest, prompts, args.seeds)
     info = manifest["pipeline"]
     settings = EvalSettings(args.steps or info.get("steps", 20), _guidance(args, info), args.scheduler)
+    if args.grid is not None and (args.grid.suffix.lower() != ".png" or not args.grid.parent.resolve().is_dir()):
+        raise SdoptError(f"--grid {args.grid}: must be a .png file in an existing folder")
     result = evaluate(args.artifact, args.reference, pairs, settings,
-                      progress=lambda it: tqdm(it, desc="generating", unit="image"))
+                      progress=lambda it: tqdm(it, desc="generating", unit="image"), grid=args.grid)
     print(json.dumps(result) if args.json else format_table(result))
 
 

@@ -101,7 +101,8 @@ def generate_all(pipe, pairs, settings: EvalSettings, progress=None):
     return images, latents, len(pairs) / (time.perf_counter() - start)
 
 
-def evaluate(artifact: Path, reference: Path | None, pairs, settings: EvalSettings, progress=None) -> dict:
+def evaluate(artifact: Path, reference: Path | None, pairs, settings: EvalSettings, progress=None,
+             grid: Path | None = None) -> dict:
     from sdopt.runtime.pipeline import Pipeline
 
     pipe = Pipeline(artifact)
@@ -123,6 +124,7 @@ def evaluate(artifact: Path, reference: Path | None, pairs, settings: EvalSettin
         "ssim": float(np.mean([ssim(a, b) for a, b in zip(images, ref_images)])),
         "latent_cosine": float(np.mean([cosine(a, b) for a, b in zip(latents, ref_latents)])),
         "images_per_s": speed, "reference_images_per_s": ref_speed,
+        "reference_recipe": ref_pipe.manifest["recipe"]["name"],
     }
     if result["source"] == "tiny-shapes":
         from sdopt.tinyshapes.evaluate import alignment
@@ -130,19 +132,48 @@ def evaluate(artifact: Path, reference: Path | None, pairs, settings: EvalSettin
         captions = [p for p, _ in pairs]
         ours, ref = alignment(captions, images), alignment(captions, ref_images)
         result.update(alignment=ours["alignment"], per_attribute=ours["per_attribute"],
-                      reference_alignment=ref["alignment"])
+                      reference_alignment=ref["alignment"], reference_per_attribute=ref["per_attribute"])
+    if grid is not None:
+        write_grid(grid, pairs, ref_images, images)
+        result["grid"] = str(grid)
     return result
 
 
+def write_grid(path: Path, pairs, ref_images, images, rows: int = 8) -> None:
+    """A PNG to look at: one row per prompt, the reference's image left, the artifact's right."""
+    from PIL import Image, ImageDraw
+
+    rows = min(rows, len(pairs))
+    h, w = images[0].shape[:2]
+    scale = max(1, 128 // h)  # tiny models make tiny images: enlarge so a person can see them
+    cell_h, cell_w, label_w = h * scale, w * scale, 360
+    canvas = Image.new("RGB", (label_w + 2 * cell_w + 8, rows * (cell_h + 4)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for r in range(rows):
+        y = r * (cell_h + 4)
+        draw.text((4, y + cell_h // 2 - 6), f"{pairs[r][0]} (seed {pairs[r][1]})", fill="black")
+        for c, image in enumerate((ref_images[r], images[r])):
+            tile = Image.fromarray(image).resize((cell_w, cell_h), Image.NEAREST)
+            canvas.paste(tile, (label_w + c * (cell_w + 8), y))
+    canvas.save(path)
+
+
 def format_table(result: dict) -> str:
-    rows = [("recipe", result["recipe"]), ("source", result["source"] + (" (random weights)" if result["random_weights"] else "")),
-            ("images", f"{result['n_images']} ({result['scheduler']}, {result['steps']} steps, guidance {result['guidance']})")]
+    """Reference and artifact side by side."""
+    label = result["source"] + (" (random weights)" if result["random_weights"] else "")
+    header = (f"{label}: {result['n_images']} images, {result['scheduler']}, {result['steps']} steps, "
+              f"guidance {result['guidance']}")
+    rows = [("", result["reference_recipe"] + " (reference)", result["recipe"])]
     if "alignment" in result:
-        rows.append(("alignment", f"{result['alignment']:.1%} (reference {result['reference_alignment']:.1%})"))
-        rows += [(f"  {k}", f"{v:.1%}") for k, v in result["per_attribute"].items()]
-    rows += [("PSNR vs reference", f"{result['psnr']:.2f} dB (capped at 100 per image)"),
-             ("SSIM vs reference", f"{result['ssim']:.4f}"),
-             ("latent cosine", f"{result['latent_cosine']:.5f}"),
-             ("images/s", f"{result['images_per_s']:.2f} (reference {result['reference_images_per_s']:.2f})")]
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+        rows.append(("prompt alignment", f"{result['reference_alignment']:.1%}", f"{result['alignment']:.1%}"))
+        rows += [(f"  {k}", f"{result['reference_per_attribute'][k]:.1%}", f"{v:.1%}")
+                 for k, v in result["per_attribute"].items()]
+    rows += [("PSNR vs reference, dB", "-", f"{result['psnr']:.2f}"),
+             ("SSIM vs reference", "-", f"{result['ssim']:.4f}"),
+             ("latent cosine", "-", f"{result['latent_cosine']:.5f}"),
+             ("images/s", f"{result['reference_images_per_s']:.2f}", f"{result['images_per_s']:.2f}")]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = [header] + [f"{a:<{widths[0]}}  {b:>{widths[1]}}  {c:>{widths[2]}}" for a, b, c in rows]
+    if "grid" in result:
+        lines.append(f"grid of the first prompts (reference | {result['recipe']}): {result['grid']}")
+    return "\n".join(lines)

@@ -39,9 +39,13 @@ def test_eval_json_against_self_and_int8(tiny_fp32, tmp_path, capsys, monkeypatc
     assert result["recipe"] == "int8" and 15 < result["psnr"] < 100 and 0.5 < result["latent_cosine"] < 1
     assert (tmp_path / "cache" / "reference").is_dir()
 
-    assert main(["eval", str(int8), "--prompts", str(prompts), "--steps", "3"]) == 0
+    grid = tmp_path / "grid.png"
+    assert main(["eval", str(int8), "--prompts", str(prompts), "--steps", "3", "--grid", str(grid)]) == 0
     table = capsys.readouterr().out
-    assert "PSNR vs reference" in table and "random weights" in table
+    assert "PSNR vs reference" in table and "random weights" in table and "fp32 (reference)" in table
+    from PIL import Image
+
+    assert Image.open(grid).size[1] >= 2 * 128  # two prompts, enlarged
 
 
 def test_eval_rejects_reference_of_another_model(tiny_fp32, sd21_folder, tmp_path, capsys):
