@@ -50,13 +50,15 @@ def resolve(spec: str, calibration_overrides: dict | None = None) -> Recipe:
         name, entries = _load_yaml(spec)
     else:
         raise SdoptError(f"unknown recipe '{spec}'; built-in: {', '.join(BUILTIN)}, or a YAML file")
-    registry = _registry() if entries else {}
+    registry = _registry() if entries else {}  # fp32 needs no pass, and no torch import to say so
     passes = []
     for entry in entries:
+        if not isinstance(entry, dict):
+            raise SdoptError(f"recipe '{spec}': each pass must be a mapping with a 'pass' key")
         entry = dict(entry)
         pass_name = entry.pop("pass", None)
         if pass_name not in registry:
-            raise SdoptError(f"recipe '{spec}': unknown pass {pass_name!r}; available: " + ", ".join(registry or ["quantize"]))
+            raise SdoptError(f"recipe '{spec}': unknown pass {pass_name!r}; available: " + ", ".join(registry))
         config_class = registry[pass_name][0]
         if calibration_overrides and "calibration" in {f.name for f in dataclasses.fields(config_class)}:
             entry["calibration"] = {**entry.get("calibration", {}), **calibration_overrides}
