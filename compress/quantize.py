@@ -93,16 +93,16 @@ def apply(source, config: QuantizeConfig):
 
 
 def quantized_layer_names(unet) -> list[str]:
-    return [name for name, m in unet.named_modules() if _is_quantized(m)]
+    return [name for name, m in unet.named_modules() if is_quantized(m)]
 
 
 def float_layer_names(unet) -> list[str]:
     """Conv/Linear layers left in floating point (skipped)."""
     return [name for name, m in unet.named_modules()
-            if hasattr(m, "weight_quantizer") and not _is_quantized(m)]
+            if hasattr(m, "weight_quantizer") and not is_quantized(m)]
 
 
-def _is_quantized(module) -> bool:
+def is_quantized(module) -> bool:
     wq, iq = getattr(module, "weight_quantizer", None), getattr(module, "input_quantizer", None)
     return wq is not None and iq is not None and wq.is_enabled and iq.is_enabled
 

@@ -30,11 +30,13 @@ class LayerQuant:
 
 
 def collect_layers(unet) -> list[LayerQuant]:
+    from sdopt.compress.quantize import is_quantized
+
     layers = []
     for name, module in unet.named_modules():
-        wq, iq = getattr(module, "weight_quantizer", None), getattr(module, "input_quantizer", None)
-        if wq is None or iq is None or not (wq.is_enabled and iq.is_enabled):
+        if not is_quantized(module):
             continue
+        wq, iq = module.weight_quantizer, module.input_quantizer
         if iq.amax is None or wq.amax is None:
             raise SdoptError(f"layer {name} was never calibrated (no calibration data reached it)")
         input_amax = float(iq.amax.detach().float().reshape(()))
@@ -122,18 +124,21 @@ def insert_qdq(model: onnx.ModelProto, layers: list[LayerQuant], scope: str) -> 
     return model
 
 
-def _add_activation_qdq(graph, before: list, node, scale: float) -> str:
-    tensor = node.input[0]
-    prefix = f"{node.name}/input"
+def _qdq_pair(graph, prefix: str, tensor: str, scale: float, output: str) -> list:
+    """tensor -> QuantizeLinear -> DequantizeLinear -> output, per-tensor symmetric int8."""
     graph.initializer.extend([
         numpy_helper.from_array(np.array(scale, np.float32), f"{prefix}_scale"),
         numpy_helper.from_array(np.array(0, np.int8), f"{prefix}_zero_point"),
     ])
-    before.append(helper.make_node("QuantizeLinear", [tensor, f"{prefix}_scale", f"{prefix}_zero_point"],
-                                   [f"{prefix}_quantized"], name=f"{prefix}/QuantizeLinear"))
-    before.append(helper.make_node("DequantizeLinear", [f"{prefix}_quantized", f"{prefix}_scale",
-                                                        f"{prefix}_zero_point"],
-                                   [f"{prefix}_dequantized"], name=f"{prefix}/DequantizeLinear"))
+    return [helper.make_node("QuantizeLinear", [tensor, f"{prefix}_scale", f"{prefix}_zero_point"],
+                             [f"{prefix}_quantized"], name=f"{prefix}/QuantizeLinear"),
+            helper.make_node("DequantizeLinear", [f"{prefix}_quantized", f"{prefix}_scale", f"{prefix}_zero_point"],
+                             [output], name=f"{prefix}/DequantizeLinear")]
+
+
+def _add_activation_qdq(graph, before: list, node, scale: float) -> str:
+    prefix = f"{node.name}/input"
+    before.extend(_qdq_pair(graph, prefix, node.input[0], scale, f"{prefix}_dequantized"))
     return f"{prefix}_dequantized"
 
 
@@ -142,15 +147,7 @@ def _add_output_qdq(graph, node, scale: float) -> list:
     output = node.output[0]
     prefix = f"{node.name}/output"
     node.output[0] = f"{prefix}_float"
-    graph.initializer.extend([
-        numpy_helper.from_array(np.array(scale, np.float32), f"{prefix}_scale"),
-        numpy_helper.from_array(np.array(0, np.int8), f"{prefix}_zero_point"),
-    ])
-    return [helper.make_node("QuantizeLinear", [f"{prefix}_float", f"{prefix}_scale", f"{prefix}_zero_point"],
-                             [f"{prefix}_quantized"], name=f"{prefix}/QuantizeLinear"),
-            helper.make_node("DequantizeLinear", [f"{prefix}_quantized", f"{prefix}_scale",
-                                                  f"{prefix}_zero_point"], [output],
-                             name=f"{prefix}/DequantizeLinear")]
+    return _qdq_pair(graph, prefix, f"{prefix}_float", scale, output)
 
 
 def _quantize_bias(graph, initializers: dict, node, layer: LayerQuant) -> list:

@@ -92,6 +92,7 @@ def _folder_source(spec: str, path: Path) -> Source:
     if kind is None:
         raise SdoptError(f"'{spec}' holds a {class_name}; supported: " + ", ".join(SUPPORTED_PIPELINES))
     import diffusers
+    import torch
 
     pipeline_class = getattr(diffusers, class_name)
     extra = {"safety_checker": None, "requires_safety_checker": False} if kind == "sd" else {}
@@ -101,7 +102,7 @@ def _folder_source(spec: str, path: Path) -> Source:
         raise SdoptError(f"'{spec}': cannot load the pipeline ({type(err).__name__}: {err})") from err
     pipe.set_progress_bar_config(disable=True)
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    return Source(spec, kind, False, pipe.to("cpu", dtype=_float32()), size, size)
+    return Source(spec, kind, False, pipe.to("cpu", dtype=torch.float32), size, size)
 
 
 def _random_weight_source(spec: str, arch: ArchSpec) -> Source:
@@ -170,12 +171,6 @@ def _byte_alphabet() -> list[str]:
             chars.append(chr(256 + extra))
             extra += 1
     return chars
-
-
-def _float32():
-    import torch
-
-    return torch.float32
 
 
 def _quiet_libraries() -> None:

@@ -6,15 +6,11 @@ import torch
 from PIL import Image
 
 from sdopt.cli import main
+from sdopt.evaluate import psnr
 from sdopt.runtime.pipeline import Pipeline
 from sdopt.sources import load_source
 
 PROMPT = "a red circle above a blue square"
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
 
 
 def diffusers_image(model: str, noise: np.ndarray, scheduler: str, steps: int, guidance: float, size: int):

@@ -10,7 +10,6 @@ from sdopt.calibration.trajectory import CalibrationConfig, record_unet_inputs
 from sdopt.compress.quantize import QuantizeConfig, apply, quantized_layer_names
 from sdopt.export.writer import write_artifact
 from sdopt.recipe import resolve
-from sdopt.runtime.backends.onnxruntime import OrtModel
 from sdopt.sources import load_source
 
 CALIBRATION = CalibrationConfig(num_prompts=2, steps=3, seed=7)
