@@ -13,10 +13,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from sdopt.calibration.trajectory import CalibrationConfig, calibration_prompts, record_unet_inputs
+from sdopt.calibration.statistics import Aggregation, RangeRecorder, interval_index
+from sdopt.calibration.trajectory import CalibrationConfig, calibration_prompts, record_unet_inputs, select_calls
 from sdopt.errors import SdoptError
 
 # Layers that stay in floating point (as ModelOpt's diffusion recipe): the time embedding and its
@@ -65,31 +67,102 @@ def apply(source, config: QuantizeConfig):
     import modelopt.torch.quantization as mtq
 
     start = time.perf_counter()
-    records = record_unet_inputs(source, config.calibration)
+    cal = config.calibration
+    records = record_unet_inputs(source, cal)
+    calls = select_calls(records, cal)
     recorded = time.perf_counter()
     unet = source.pipeline.unet
+    recorders = []
 
     def forward_loop(model):
-        for inputs in tqdm(records, desc="calibrating quantizers", unit="call"):
-            added = {k: inputs[k] for k in ("text_embeds", "time_ids") if k in inputs} or None
-            model(inputs["sample"], inputs["timestep"], encoder_hidden_states=inputs["encoder_hidden_states"],
-                  added_cond_kwargs=added, return_dict=False)
+        recorder = RangeRecorder(activation_quantizers(model))
+        with recorder:
+            for inputs in tqdm(calls, desc="calibrating quantizers", unit="call"):
+                recorder.start_call(float(inputs["timestep"][0]), int(inputs["step"]))
+                run_unet(model, inputs)
+        recorders.append(recorder)
 
     with torch.no_grad(), contextlib.redirect_stdout(sys.stderr):  # modelopt prints progress on stdout
         mtq.quantize(unet, modelopt_config(config), forward_loop)
     quantized = sorted(quantized_layer_names(unet))
     if not quantized:
         raise SdoptError("quantization matched no layer: check the skip patterns")
+    stats = recorders[-1].statistics()
+    aggregation = Aggregation(cal.aggregation, cal.percentile, cal.fraction)
+    num_train_timesteps = int(source.pipeline.scheduler.config.num_train_timesteps)
+    if cal.intervals > 1:
+        set_interval_ranges(unet, stats.interval_ranges(aggregation, cal.intervals, num_train_timesteps),
+                            num_train_timesteps)
+    else:
+        set_ranges(unet, stats.aggregate(aggregation))
     source.records.append({
         "pass": "quantize",
         "format": config.format,
-        "calibration_prompts": calibration_prompts(source, config.calibration),
-        "calibration_unet_calls": len(records),
+        "calibration_prompts": calibration_prompts(source, cal),
+        "calibration_unet_calls": len(calls),
+        "recorded_unet_calls": len(records),
+        "sampling": cal.sampling,
+        "aggregation": cal.aggregation,
+        "activation_scales": f"{cal.intervals} timestep intervals" if cal.intervals > 1 else "one per tensor",
         "quantized_layers": len(quantized),
         "float_layers": sorted(float_layer_names(unet)),
         "seconds": {"record": round(recorded - start, 2), "calibrate": round(time.perf_counter() - recorded, 2)},
     })
     return source
+
+
+def run_unet(unet, inputs: dict):
+    added = {k: inputs[k] for k in ("text_embeds", "time_ids") if k in inputs} or None
+    return unet(inputs["sample"], inputs["timestep"], encoder_hidden_states=inputs["encoder_hidden_states"],
+                added_cond_kwargs=added, return_dict=False)[0]
+
+
+def activation_quantizers(unet) -> dict:
+    """'<layer>.input_quantizer' / '<layer>.output_quantizer' -> enabled activation quantizer."""
+    found = {}
+    for name, module in unet.named_modules():
+        if not is_quantized(module):
+            continue
+        for kind in ("input_quantizer", "output_quantizer"):
+            quantizer = getattr(module, kind, None)
+            if quantizer is not None and quantizer.is_enabled:
+                found[f"{name}.{kind}"] = quantizer
+    return found
+
+
+def set_ranges(unet, ranges: dict[str, float]) -> None:
+    quantizers = activation_quantizers(unet)
+    for name, value in ranges.items():
+        if not np.isfinite(value):
+            raise SdoptError(f"{name} was never reached by the calibration calls")
+        quantizers[name].amax = torch.tensor(value, dtype=torch.float32)
+
+
+INTERVAL_TABLE = "_sdopt_interval_amax"
+
+
+def set_interval_ranges(unet, tables: dict[str, np.ndarray], num_train_timesteps: int) -> None:
+    """Per-interval ranges: kept on each quantizer (the exporter writes them as a table indexed by the
+    timestep), and a forward pre-hook on the UNet switches the fake-quant ranges to the timestep's
+    interval, so the torch model computes what the exported graph does."""
+    quantizers = activation_quantizers(unet)
+    for name, table in tables.items():
+        if not np.isfinite(table).all():
+            raise SdoptError(f"{name} was never reached by the calibration calls")
+        setattr(quantizers[name], INTERVAL_TABLE, table.astype(np.float32))
+    intervals = len(next(iter(tables.values())))
+
+    def select(_module, args, kwargs):
+        if torch.jit.is_tracing():  # the exporter traces the float graph and adds the tables itself
+            return
+        timestep = args[1] if len(args) > 1 else kwargs["timestep"]
+        k = int(interval_index(torch.as_tensor(timestep).reshape(-1)[:1].float().numpy(), intervals,
+                               num_train_timesteps)[0])
+        for quantizer in quantizers.values():
+            quantizer.amax = torch.tensor(getattr(quantizer, INTERVAL_TABLE)[k])
+
+    unet._sdopt_interval_hook = unet.register_forward_pre_hook(select, with_kwargs=True)
+    unet._sdopt_num_train_timesteps = num_train_timesteps
 
 
 def quantized_layer_names(unet) -> list[str]:

@@ -4,6 +4,10 @@ Form: symmetric INT8 (zero point 0), the explicit-quantization form TensorRT acc
 Runtime runs. Weights are stored as int8 initializers with per-output-channel scales feeding a
 DequantizeLinear; each quantized layer's activation input gets a per-tensor Q -> DQ pair.
 Nodes are found by the module path the exporter writes into node names.
+
+Timestep-interval scales: an activation with one scale per timestep interval takes its scale from
+a constant table, indexed by the interval of the graph's timestep input, computed in the graph as
+clip(floor(t * K / T), 0, K - 1), exactly as `sdopt.calibration.statistics.interval_index`.
 """
 
 from __future__ import annotations
@@ -27,10 +31,21 @@ class LayerQuant:
     weight_scales: np.ndarray  # (out_channels,)
     output_scale: float | None = None  # set when the layer's output is quantized too
     weight_max: int = INT8_MAX  # weights lie in [-weight_max - 1, weight_max]
+    input_table: np.ndarray | None = None  # (K,) scales per timestep interval, replacing input_scale
+    output_table: np.ndarray | None = None  # (K,) likewise for output_scale
+
+
+@dataclass(frozen=True)
+class IntervalIndex:
+    """Where the graph finds the timestep to pick interval scales from."""
+
+    timestep_input: str = "timestep"
+    intervals: int = 1
+    num_train_timesteps: int = 1000
 
 
 def collect_layers(unet) -> list[LayerQuant]:
-    from sdopt.compress.quantize import is_quantized
+    from sdopt.compress.quantize import INTERVAL_TABLE, is_quantized
 
     layers = []
     for name, module in unet.named_modules():
@@ -45,8 +60,12 @@ def collect_layers(unet) -> list[LayerQuant]:
         oq = getattr(module, "output_quantizer", None)
         output_scale = float(_scale(float(oq.amax.detach().float().reshape(())))) \
             if oq is not None and oq.is_enabled and oq.amax is not None else None
+        tables = [getattr(q, INTERVAL_TABLE, None) if q is not None else None for q in (iq, oq)]
+        input_table, output_table = (None if t is None else _scale(t) for t in tables)
+        if output_table is not None and output_scale is None:
+            raise SdoptError(f"layer {name}: interval output scales without an enabled output quantizer")
         layers.append(LayerQuant(name, float(_scale(input_amax)), _scale(weight_amax, weight_max), output_scale,
-                                 weight_max))
+                                 weight_max, input_table, output_table))
     return layers
 
 
@@ -70,10 +89,16 @@ def quantizers_disabled(module):
             q.enable()
 
 
-def insert_qdq(model: onnx.ModelProto, layers: list[LayerQuant], scope: str) -> onnx.ModelProto:
+def insert_qdq(model: onnx.ModelProto, layers: list[LayerQuant], scope: str,
+               interval: IntervalIndex | None = None) -> onnx.ModelProto:
     """Quantize the graph's Conv/MatMul/Gemm nodes of `layers`. `scope` is the node-name prefix of
-    the wrapped module (e.g. "/unet/")."""
+    the wrapped module (e.g. "/unet/"); `interval` is needed when layers carry interval tables."""
     graph = model.graph
+    index_nodes = []
+    if any(layer.input_table is not None for layer in layers):
+        if interval is None or interval.intervals < 2:
+            raise SdoptError("interval activation scales need the graph's timestep input and interval count")
+        index_nodes = _interval_index_nodes(graph, interval)
     initializers = {t.name: t for t in graph.initializer}
     by_name = {n.name: n for n in graph.node}
     new_nodes: dict[int, list[onnx.NodeProto]] = {}  # position in graph -> nodes inserted before it
@@ -106,15 +131,18 @@ def insert_qdq(model: onnx.ModelProto, layers: list[LayerQuant], scope: str) -> 
                                                             f"{base}_zero_point"], [base],
                                        name=f"{node.name}/weight/DequantizeLinear", axis=axis))
 
-        key = (node.input[0], float(layer.input_scale))
+        input_scale = layer.input_scale if layer.input_table is None else layer.input_table
+        key = (node.input[0], np.asarray(input_scale, np.float32).tobytes())
         if key not in activation_qdq:
-            activation_qdq[key] = _add_activation_qdq(graph, before, node, float(layer.input_scale))
+            activation_qdq[key] = _add_activation_qdq(graph, before, node, input_scale)
         node.input[0] = activation_qdq[key]
         if layer.output_scale is not None:
-            before.extend(_quantize_bias(graph, initializers, node, layer))
-            after_nodes[position[id(node)]] = _add_output_qdq(graph, node, layer.output_scale)
+            if layer.input_table is None:  # an int32 bias needs one constant input scale
+                before.extend(_quantize_bias(graph, initializers, node, layer))
+            output_scale = layer.output_scale if layer.output_table is None else layer.output_table
+            after_nodes[position[id(node)]] = _add_output_qdq(graph, node, output_scale)
 
-    ordered = []
+    ordered = list(index_nodes)
     for i, node in enumerate(graph.node):
         ordered.extend(new_nodes.get(i, []))
         ordered.append(node)
@@ -124,25 +152,59 @@ def insert_qdq(model: onnx.ModelProto, layers: list[LayerQuant], scope: str) -> 
     return model
 
 
-def _qdq_pair(graph, prefix: str, tensor: str, scale: float, output: str) -> list:
-    """tensor -> QuantizeLinear -> DequantizeLinear -> output, per-tensor symmetric int8."""
+INTERVAL_INDEX = "timestep_interval"
+
+
+def _interval_index_nodes(graph, interval: IntervalIndex) -> list:
+    """timestep (B,) -> its first element's interval, an int64 scalar named INTERVAL_INDEX."""
+    k, T = interval.intervals, interval.num_train_timesteps
     graph.initializer.extend([
-        numpy_helper.from_array(np.array(scale, np.float32), f"{prefix}_scale"),
-        numpy_helper.from_array(np.array(0, np.int8), f"{prefix}_zero_point"),
+        numpy_helper.from_array(np.array(0, np.int64), "timestep_interval/first"),
+        numpy_helper.from_array(np.array(k / T, np.float32), "timestep_interval/per_timestep"),
+        numpy_helper.from_array(np.array(0, np.float32), "timestep_interval/low"),
+        numpy_helper.from_array(np.array(k - 1, np.float32), "timestep_interval/high"),
     ])
-    return [helper.make_node("QuantizeLinear", [tensor, f"{prefix}_scale", f"{prefix}_zero_point"],
+    name = "timestep_interval/"
+    return [
+        helper.make_node("Gather", [interval.timestep_input, f"{name}first"], [f"{name}t"], name=f"{name}Gather", axis=0),
+        helper.make_node("Cast", [f"{name}t"], [f"{name}t_float"], name=f"{name}Cast", to=onnx.TensorProto.FLOAT),
+        helper.make_node("Mul", [f"{name}t_float", f"{name}per_timestep"], [f"{name}scaled"], name=f"{name}Mul"),
+        helper.make_node("Floor", [f"{name}scaled"], [f"{name}floor"], name=f"{name}Floor"),
+        helper.make_node("Clip", [f"{name}floor", f"{name}low", f"{name}high"], [f"{name}clipped"], name=f"{name}Clip"),
+        helper.make_node("Cast", [f"{name}clipped"], [INTERVAL_INDEX], name=f"{name}ToIndex", to=onnx.TensorProto.INT64),
+    ]
+
+
+def _scale_tensor(graph, prefix: str, scale) -> tuple[str, list]:
+    """A constant scale initializer, or for a (K,) table a Gather of the timestep's interval."""
+    scale = np.asarray(scale, np.float32)
+    if scale.ndim == 0:
+        graph.initializer.append(numpy_helper.from_array(scale, f"{prefix}_scale"))
+        return f"{prefix}_scale", []
+    graph.initializer.append(numpy_helper.from_array(scale, f"{prefix}_scale_table"))
+    gather = helper.make_node("Gather", [f"{prefix}_scale_table", INTERVAL_INDEX], [f"{prefix}_scale"],
+                              name=f"{prefix}/scale/Gather", axis=0)
+    return f"{prefix}_scale", [gather]
+
+
+def _qdq_pair(graph, prefix: str, tensor: str, scale, output: str) -> list:
+    """tensor -> QuantizeLinear -> DequantizeLinear -> output, per-tensor symmetric int8; `scale` is a
+    float or a (K,) table of interval scales."""
+    scale_name, nodes = _scale_tensor(graph, prefix, scale)
+    graph.initializer.append(numpy_helper.from_array(np.array(0, np.int8), f"{prefix}_zero_point"))
+    return nodes + [helper.make_node("QuantizeLinear", [tensor, scale_name, f"{prefix}_zero_point"],
                              [f"{prefix}_quantized"], name=f"{prefix}/QuantizeLinear"),
             helper.make_node("DequantizeLinear", [f"{prefix}_quantized", f"{prefix}_scale", f"{prefix}_zero_point"],
                              [output], name=f"{prefix}/DequantizeLinear")]
 
 
-def _add_activation_qdq(graph, before: list, node, scale: float) -> str:
+def _add_activation_qdq(graph, before: list, node, scale) -> str:
     prefix = f"{node.name}/input"
     before.extend(_qdq_pair(graph, prefix, node.input[0], scale, f"{prefix}_dequantized"))
     return f"{prefix}_dequantized"
 
 
-def _add_output_qdq(graph, node, scale: float) -> list:
+def _add_output_qdq(graph, node, scale) -> list:
     """Conv -> Q -> DQ -> consumers: the pattern ONNX Runtime fuses into an integer convolution."""
     output = node.output[0]
     prefix = f"{node.name}/output"

@@ -61,8 +61,14 @@ def _unet_graph(source):
         return onnx_export.export_unet(source)
     with qdq.quantizers_disabled(unet):
         graph = onnx_export.export_unet(source, unet)
-    qdq.insert_qdq(graph.model, layers, scope="/unet/")
+    intervals = max((len(layer.input_table) for layer in layers if layer.input_table is not None), default=1)
+    index = qdq.IntervalIndex("timestep", intervals, int(source.pipeline.scheduler.config.num_train_timesteps))
+    qdq.insert_qdq(graph.model, layers, scope="/unet/", interval=index)
     graph.details["int8_weight_bits"] = max(layer.weight_max for layer in layers).bit_length() + 1
+    if intervals > 1:
+        # the scales are picked in the graph from the timestep input: backends that need constant
+        # scales (TensorRT) cannot build this graph as it is
+        graph.details["activation_scale_intervals"] = intervals
     return graph
 
 

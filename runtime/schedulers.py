@@ -30,7 +30,7 @@ _COMMON_SUPPORTED = {
     "beta_schedule": ("linear", "scaled_linear", "squaredcos_cap_v2"),
     "prediction_type": ("epsilon", "v_prediction", "sample"),
     "timestep_spacing": ("leading", "trailing", "linspace"),
-    "rescale_betas_zero_snr": (False,),
+    "rescale_betas_zero_snr": (False, True),
 }
 _NOT_SET = (False, None)  # boolean options that are off
 
@@ -70,8 +70,25 @@ def _alphas_cumprod(cfg: dict) -> np.ndarray:
             return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
 
         betas = _f32([min(1 - alpha_bar((i + 1) / T) / alpha_bar(i / T), 0.999) for i in range(T)])
+    if cfg["rescale_betas_zero_snr"]:
+        betas = _zero_terminal_snr(betas)
+    return _cumprod_f32(1 - betas)
+
+
+def _cumprod_f32(a: np.ndarray) -> np.ndarray:
     # torch.cumprod on CPU accumulates float32 in float64 and rounds each partial product.
-    return np.cumprod((1 - betas).astype(np.float64)).astype(np.float32)
+    return np.cumprod(a.astype(np.float64)).astype(np.float32)
+
+
+def _zero_terminal_snr(betas: np.ndarray) -> np.ndarray:
+    """Lin et al. 2024, Algorithm 1: shift sqrt(alpha_bar) so that its last value is 0 (the last timestep
+    is pure noise), rescale it so that its first value is unchanged, and return the matching betas."""
+    root = np.sqrt(_cumprod_f32(1 - betas))
+    first, last = root[0], root[-1]
+    root = (root - last) * (first / (first - last))
+    alpha_bar = root**2
+    alphas = np.concatenate([alpha_bar[:1], alpha_bar[1:] / alpha_bar[:-1]])
+    return (1 - alphas).astype(np.float32)
 
 
 def _spaced_timesteps(cfg: dict, n: int) -> np.ndarray:
@@ -101,6 +118,7 @@ class Scheduler:
     _supported: dict = {}
 
     init_noise_sigma: float = 1.0
+    _terminal_alpha_floor: float = 0.0
     timesteps: np.ndarray | None = None
 
     def __init__(self, config: dict):
@@ -119,6 +137,8 @@ class Scheduler:
                 )
         self.num_train_timesteps = int(self.config["num_train_timesteps"])
         self.alphas_cumprod = _alphas_cumprod(self.config)
+        if self.config["rescale_betas_zero_snr"] and self._terminal_alpha_floor:
+            self.alphas_cumprod[-1] = self._terminal_alpha_floor  # as diffusers: keeps the last sigma finite
         self.num_inference_steps: int | None = None
         self._step_index: int | None = None
 
@@ -211,6 +231,7 @@ class EulerScheduler(Scheduler):
     """Euler's method on the probability-flow ODE dx/dsigma = (x - x0) / sigma (Karras et al. 2022), no churn,
     in the variance-exploding parametrisation x = x_t / sqrt(abar_t), sigma = sqrt((1 - abar_t) / abar_t)."""
 
+    _terminal_alpha_floor = 2.0**-24
     _defaults = {
         **_COMMON_DEFAULTS,
         "timestep_spacing": "linspace",
@@ -274,6 +295,7 @@ class DPMSolverPPScheduler(Scheduler):
     """DPM-Solver++ (Lu et al. 2022), multistep, data prediction: solver_order 2 is "2M" (midpoint or Heun
     correction from the previous x0); the first step and, by diffusers' rules, the last are first order."""
 
+    _terminal_alpha_floor = 2.0**-24
     _defaults = {
         **_COMMON_DEFAULTS,
         "timestep_spacing": "linspace",

@@ -56,9 +56,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--calib-prompts", type=Path,
                    help="text file, one calibration prompt per line (default: the model's built-in set)")
     c.add_argument("--calib-num-prompts", type=_positive, help="number of calibration prompts to use (default 4)")
-    c.add_argument("--calib-steps", type=_positive, help="sampling steps per calibration trajectory (default 10)")
+    c.add_argument("--calib-steps", type=_positive, help="sampling steps per calibration trajectory (default: the model's, "
+                                                             "20 for most, 25 for tiny-shapes)")
     c.add_argument("--calib-size", type=_multiple_of_8,
                    help="calibration image size in pixels (default: the model's native size)")
+    c.add_argument("--calib-sampling", choices=("all", "every", "normal", "random-step"),
+                   help="which recorded steps calibrate: all (default), every k-th (--calib-every), normal "
+                        "around 0.4 T (PTQ4DM), random-step (the inputs of one random step: the naive baseline)")
+    c.add_argument("--calib-every", type=_positive, help="k for --calib-sampling every (default 2)")
+    c.add_argument("--calib-aggregation", choices=("max", "percentile", "min-mean", "mean-max"),
+                   help="per-step ranges -> one scale (default max)")
+    c.add_argument("--calib-intervals", type=_positive,
+                   help="K > 1: one activation scale per timestep interval, picked in the exported graph "
+                        "from the timestep (default 1)")
     c.add_argument("--seed", type=int, help="seed of the calibration trajectories (default: the recipe's, 0)")
 
     r = commands.add_parser("run", help="generate an image from an artifact (no torch needed)",
@@ -87,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "set; tiny-shapes: 64 x N held-out pairs, default 256)")
     _sampling_flags(e)
     e.add_argument("--grid", type=Path, help="also write a PNG grid: reference and artifact images of the first prompts")
+    e.add_argument("--clip", type=Path, help="local CLIP model folder (transformers CLIPModel and processor): "
+                                             "adds the CLIP score of both image sets")
     e.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of a table")
     return parser
 
@@ -114,8 +126,10 @@ def cmd_eval(args) -> None:
     settings = EvalSettings(args.steps or info.get("steps", 20), _guidance(args, info), args.scheduler)
     if args.grid is not None and (args.grid.suffix.lower() != ".png" or not args.grid.parent.resolve().is_dir()):
         raise SdoptError(f"--grid {args.grid}: must be a .png file in an existing folder")
+    if args.clip is not None and not (args.clip / "config.json").is_file():
+        raise SdoptError(f"--clip {args.clip}: not a model folder (no config.json)")
     result = evaluate(args.artifact, args.reference, pairs, settings,
-                      progress=lambda it: tqdm(it, desc="generating", unit="image"), grid=args.grid)
+                      progress=lambda it: tqdm(it, desc="generating", unit="image"), grid=args.grid, clip=args.clip)
     print(json.dumps(result) if args.json else format_table(result))
 
 
@@ -130,7 +144,9 @@ def cmd_compress(args) -> None:
     overrides = {}
     if args.calib_prompts is not None:
         overrides["prompts"] = _read_prompts(args.calib_prompts, "--calib-prompts")
-    for flag, key in (("calib_num_prompts", "num_prompts"), ("calib_steps", "steps"), ("calib_size", "size")):
+    for flag, key in (("calib_num_prompts", "num_prompts"), ("calib_steps", "steps"), ("calib_size", "size"),
+                      ("calib_sampling", "sampling"), ("calib_every", "every"),
+                      ("calib_aggregation", "aggregation"), ("calib_intervals", "intervals")):
         if getattr(args, flag) is not None:
             overrides[key] = getattr(args, flag)
     if args.seed is not None:

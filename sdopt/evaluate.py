@@ -3,7 +3,8 @@
 The artifact and a reference (by default the fp32 export of the same source) generate the same
 prompts with the same seeds, scheduler, steps and guidance. Reported: PSNR and SSIM of the
 images against the reference, cosine of the final latents, images per second, and for
-tiny-shapes the prompt alignment read back by its detector.
+tiny-shapes the prompt alignment read back by its detector; with a local CLIP model folder, the CLIP
+score of both.
 """
 
 from __future__ import annotations
@@ -101,8 +102,31 @@ def generate_all(pipe, pairs, settings: EvalSettings, progress=None):
     return images, latents, len(pairs) / (time.perf_counter() - start)
 
 
+def clip_score(clip_dir: Path, prompts: list[str], images: list[np.ndarray]) -> float:
+    """Mean CLIP score, 100 x max(cos(image, text), 0) (Hessel et al. 2021, as torchmetrics), with a local
+    CLIP model folder (transformers CLIPModel + its processor)."""
+    import torch
+    from transformers import CLIPModel, CLIPProcessor
+
+    try:
+        model = CLIPModel.from_pretrained(str(clip_dir), local_files_only=True).eval()
+        processor = CLIPProcessor.from_pretrained(str(clip_dir), local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise SdoptError(f"--clip {clip_dir}: not a CLIP model folder ({str(e).splitlines()[0]})") from None
+    scores = []
+    with torch.no_grad():
+        for start in range(0, len(prompts), 32):
+            batch = processor(text=prompts[start:start + 32], images=list(images[start:start + 32]),
+                              return_tensors="pt", padding=True, truncation=True)
+            out = model(**batch)
+            img = torch.nn.functional.normalize(out.image_embeds, dim=-1)
+            txt = torch.nn.functional.normalize(out.text_embeds, dim=-1)
+            scores.append(100 * (img * txt).sum(-1).clamp(min=0))
+    return float(torch.cat(scores).mean())
+
+
 def evaluate(artifact: Path, reference: Path | None, pairs, settings: EvalSettings, progress=None,
-             grid: Path | None = None) -> dict:
+             grid: Path | None = None, clip: Path | None = None) -> dict:
     from sdopt.runtime.pipeline import Pipeline
 
     pipe = Pipeline(artifact)
@@ -133,6 +157,10 @@ def evaluate(artifact: Path, reference: Path | None, pairs, settings: EvalSettin
         ours, ref = alignment(captions, images), alignment(captions, ref_images)
         result.update(alignment=ours["alignment"], per_attribute=ours["per_attribute"],
                       reference_alignment=ref["alignment"], reference_per_attribute=ref["per_attribute"])
+    if clip is not None:
+        captions = [p for p, _ in pairs]
+        result.update(clip_score=clip_score(clip, captions, images),
+                      reference_clip_score=clip_score(clip, captions, ref_images))
     if grid is not None:
         write_grid(grid, pairs, ref_images, images)
         result["grid"] = str(grid)
@@ -168,9 +196,13 @@ def format_table(result: dict) -> str:
         rows.append(("prompt alignment", f"{result['reference_alignment']:.1%}", f"{result['alignment']:.1%}"))
         rows += [(f"  {k}", f"{result['reference_per_attribute'][k]:.1%}", f"{v:.1%}")
                  for k, v in result["per_attribute"].items()]
+    if "clip_score" in result:
+        rows.append(("CLIP score", f"{result['reference_clip_score']:.2f}", f"{result['clip_score']:.2f}"))
     rows += [("PSNR vs reference, dB", "-", f"{result['psnr']:.2f}"),
              ("SSIM vs reference", "-", f"{result['ssim']:.4f}"),
              ("latent cosine", "-", f"{result['latent_cosine']:.5f}"),
+             ("latency per image, ms", f"{1000 / result['reference_images_per_s']:.0f}",
+              f"{1000 / result['images_per_s']:.0f}"),
              ("images/s", f"{result['reference_images_per_s']:.2f}", f"{result['images_per_s']:.2f}")]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = [header] + [f"{a:<{widths[0]}}  {b:>{widths[1]}}  {c:>{widths[2]}}" for a, b, c in rows]

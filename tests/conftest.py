@@ -7,6 +7,20 @@ import pytest
 warnings.filterwarnings("ignore")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Calibration records and reference artifacts are cached under $SDOPT_CACHE: one per test session."""
+    import os
+
+    previous = os.environ.get("SDOPT_CACHE")
+    os.environ["SDOPT_CACHE"] = str(tmp_path_factory.mktemp("sdopt-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("SDOPT_CACHE", None)
+    else:
+        os.environ["SDOPT_CACHE"] = previous
+
+
 def _text_encoder(cls, hidden, tokenizer, projection_dim=32):
     from transformers import CLIPTextConfig
 

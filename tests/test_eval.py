@@ -53,3 +53,58 @@ def test_eval_rejects_reference_of_another_model(tiny_fp32, sd21_folder, tmp_pat
     assert main(["compress", "--model", str(sd21_folder), "--out", str(other)]) == 0
     assert main(["eval", str(tiny_fp32), "--reference", str(other), "--steps", "2"]) == 2
     assert "was made from" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    """A random-weight CLIP model folder with its processor (tokenizer + image processor)."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    from sdopt.sources import stand_in_tokenizer
+
+    torch.manual_seed(0)
+    tokenizer = stand_in_tokenizer()
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=77,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id),
+        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        projection_dim=16)
+    folder = tmp_path_factory.mktemp("clip")
+    CLIPModel(config).save_pretrained(folder)
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
+def test_clip_score_is_the_cosine_of_clip_embeddings(tiny_clip):
+    import torch
+    from transformers import CLIPModel, CLIPProcessor
+
+    from sdopt.evaluate import clip_score
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(3)]
+    prompts = ["a red circle", "a blue square", "a green triangle"]
+    model, processor = CLIPModel.from_pretrained(tiny_clip), CLIPProcessor.from_pretrained(tiny_clip)
+    with torch.no_grad():
+        img = model.get_image_features(**processor(images=images, return_tensors="pt"))
+        txt = model.get_text_features(**processor(text=prompts, return_tensors="pt", padding=True))
+    img, txt = (getattr(e, "pooler_output", e) for e in (img, txt))
+    expected = (100 * torch.cosine_similarity(img, txt).clamp(min=0)).mean().item()
+    assert clip_score(tiny_clip, prompts, images) == pytest.approx(expected, rel=1e-5)
+
+
+def test_eval_clip_flag(tiny_fp32, tiny_clip, tmp_path, capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\n")
+    args = ["eval", str(tiny_fp32), "--reference", str(tiny_fp32), "--prompts", str(prompts), "--steps", "2",
+            "--clip", str(tiny_clip)]
+    assert main(args + ["--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["clip_score"] == pytest.approx(result["reference_clip_score"])  # same images
+    assert main(args) == 0 and "CLIP score" in capsys.readouterr().out
+    assert main(args[:-1] + [str(tmp_path)]) == 2  # not a model folder
+    assert "--clip" in capsys.readouterr().err

@@ -22,7 +22,7 @@ from .grammar import ATTRIBUTES
 
 #: defaults the fp32 alignment was measured with (see models/tiny_shapes/README.md)
 DEFAULT_STEPS = 25
-DEFAULT_GUIDANCE = 5.0
+DEFAULT_GUIDANCE = 2.0
 DEFAULT_SCHEDULER = "DDIMScheduler"
 
 
@@ -99,7 +99,7 @@ def load_pipeline(model_dir=None, scheduler: str = DEFAULT_SCHEDULER):
 
 
 def main(argv=None) -> int:
-    """python -m sdopt.tinyshapes.evaluate [--model DIR] [--n 256] [--steps 25] [--guidance 5]"""
+    """python -m sdopt.tinyshapes.evaluate [--model DIR] [--n 256] [--steps 25] [--guidance 2]"""
     import argparse
     import json
     import time

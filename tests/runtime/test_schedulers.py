@@ -81,7 +81,10 @@ TRAINED_BETAS = {
     "prediction_type": "v_prediction",
     "set_alpha_to_one": False,
 }
+ZERO_SNR = {**SD15, "rescale_betas_zero_snr": True, "timestep_spacing": "trailing", "steps_offset": 0,
+            "prediction_type": "v_prediction"}
 CONFIGS = {
+    "zero-terminal-snr": ZERO_SNR,
     "sd15": SD15,
     "sd15-leading": SD15_LEADING,
     "sd21-v": SD21,
@@ -99,7 +102,7 @@ DIFFUSERS_CLASSES = {
 STEPS = [1, 4, 20, 25]
 
 
-def run_both(name, config, steps, start=0, seed=0):
+def run_both(name, config, steps, start=0, seed=0, tol=REL_TOL):
     """Run one trajectory in each implementation, from timesteps[start] on (img2img-like when start > 0);
     return the max error relative to the sample scale."""
     ours = make_scheduler(name, config)
@@ -122,7 +125,7 @@ def run_both(name, config, steps, start=0, seed=0):
         model_in = ours.scale_model_input(x, t)
         model_in_ref = ref.scale_model_input(x_ref, t_ref).numpy()
         scale = max(1.0, float(np.abs(model_in_ref).max()))
-        np.testing.assert_allclose(model_in, model_in_ref, rtol=0, atol=REL_TOL * scale)
+        np.testing.assert_allclose(model_in, model_in_ref, rtol=0, atol=tol * scale)
 
         model_output = rng.standard_normal(SHAPE, dtype=np.float32)
         x = ours.step(model_output, t, x)
@@ -130,7 +133,7 @@ def run_both(name, config, steps, start=0, seed=0):
         assert x.dtype == np.float32 and x.shape == SHAPE
         expected = x_ref.numpy()
         err = float(np.abs(x - expected).max()) / max(1.0, float(np.abs(expected).max()))
-        assert err <= REL_TOL, f"step at t={t}: relative error {err:.2e}"
+        assert err <= tol, f"step at t={t}: relative error {err:.2e}"
         worst = max(worst, err)
     return worst
 
@@ -139,7 +142,10 @@ def run_both(name, config, steps, start=0, seed=0):
 @pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS.keys())
 @pytest.mark.parametrize("name", DIFFUSERS_CLASSES)
 def test_trajectory_matches_diffusers(name, config, steps):
-    run_both(name, config, steps)
+    # Euler's first step from a zero-terminal-SNR schedule starts at sigma = 4096 (diffusers' 2**-24 floor):
+    # a 1-ulp difference in sigma moves the result by ~1e-4 of its scale, in float32 either way
+    ill_conditioned = name == "euler" and config.get("rescale_betas_zero_snr")
+    run_both(name, config, steps, tol=2e-4 if ill_conditioned else REL_TOL)
 
 
 # sigma_min as final sigma makes lower_order_final depend on the step count (< 15), heun the 2nd-order
@@ -203,7 +209,6 @@ def test_bad_step_count(name, steps):
 @pytest.mark.parametrize(
     "name, option",
     [
-        ("ddim", {"rescale_betas_zero_snr": True}),
         ("ddim", {"thresholding": True}),
         ("euler", {"use_karras_sigmas": True}),
         ("euler", {"interpolation_type": "log_linear"}),

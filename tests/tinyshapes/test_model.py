@@ -26,7 +26,8 @@ def test_folder_layout_and_size():
     assert sum(t.startswith("CrossAttnUp") for t in unet["up_block_types"]) >= 2
     sched = json.loads((MODEL_DIR / "scheduler" / "scheduler_config.json").read_text())
     assert (sched["beta_schedule"], sched["beta_start"], sched["beta_end"]) == ("scaled_linear", 0.00085, 0.012)
-    assert sched["num_train_timesteps"] == 1000 and sched["prediction_type"] == "epsilon"
+    assert sched["num_train_timesteps"] == 1000 and sched["prediction_type"] == "v_prediction"
+    assert sched["rescale_betas_zero_snr"] and sched["timestep_spacing"] == "trailing"
 
 
 def test_pipeline_loads_offline_and_generates():
@@ -43,3 +44,15 @@ def test_pipeline_loads_offline_and_generates():
                generator=torch.Generator().manual_seed(0))
     assert out.images.shape == (2, size, size, 3)
     assert np.isfinite(out.images).all()
+
+
+def test_generations_follow_the_prompt():
+    """A few held-out pairs through diffusers at the default steps and guidance (the full measurement is
+    `sdopt eval`, 256 pairs)."""
+    from sdopt.tinyshapes.evaluate import DEFAULT_GUIDANCE, DEFAULT_STEPS, alignment, generate, load_pipeline
+    from sdopt.tinyshapes.grammar import heldout_pairs
+
+    pairs = heldout_pairs(24)
+    images = generate(load_pipeline(), pairs, DEFAULT_STEPS, DEFAULT_GUIDANCE, batch_size=24)
+    result = alignment([c for c, _ in pairs], images)
+    assert result["per_attribute"]["position"] >= 0.9 and result["alignment"] >= 0.75, result
