@@ -89,7 +89,7 @@ def calibration_prompts(source, config: CalibrationConfig) -> list[str]:
 
 
 def builtin_prompts(source) -> tuple[str, ...]:
-    if source.spec == "tiny-shapes":
+    if source.family == "tiny-shapes":
         from sdopt.tinyshapes.grammar import calibration_prompts as tiny_prompts
 
         return tuple(tiny_prompts(64))

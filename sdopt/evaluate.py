@@ -67,13 +67,17 @@ def default_pairs(manifest: dict, prompts: list[str] | None, seeds: int | None) 
     generic prompt set."""
     if prompts:
         return [(p, s) for p in prompts for s in range(seeds or 1)]
-    if manifest["source"]["spec"] == "tiny-shapes":
+    if is_tiny_shapes(manifest):
         from sdopt.tinyshapes.grammar import heldout_pairs
 
         return heldout_pairs(seeds * 64 if seeds else 256)
     from sdopt.calibration.trajectory import GENERIC_PROMPTS
 
     return [(p, s) for p in GENERIC_PROMPTS[:4] for s in range(seeds or GENERIC_SEEDS)]
+
+
+def is_tiny_shapes(manifest: dict) -> bool:
+    return manifest["source"].get("family") == "tiny-shapes"
 
 
 def reference_artifact(manifest: dict) -> Path:
@@ -150,7 +154,7 @@ def evaluate(artifact: Path, reference: Path | None, pairs, settings: EvalSettin
         "images_per_s": speed, "reference_images_per_s": ref_speed,
         "reference_recipe": ref_pipe.manifest["recipe"]["name"],
     }
-    if result["source"] == "tiny-shapes":
+    if is_tiny_shapes(pipe.manifest):
         from sdopt.tinyshapes.evaluate import alignment
 
         captions = [p for p, _ in pairs]

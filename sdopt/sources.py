@@ -19,6 +19,7 @@ from .errors import SdoptError
 
 TINY_SHAPES_DIR = Path(__file__).parent / "models" / "tiny_shapes"
 SUPPORTED_PIPELINES = {"StableDiffusionPipeline": "sd", "StableDiffusionXLPipeline": "sdxl"}
+TINY_SHAPES_MARKER = "tiny_shapes.json"
 DEFAULT_MODEL = "tiny-shapes" if (TINY_SHAPES_DIR / "model_index.json").exists() else "arch:tiny"
 
 
@@ -33,6 +34,7 @@ class Source:
     records: list = field(default_factory=list)  # what each pass did, for the manifest
     steps: int = 20  # sampling defaults the model is meant to be run with
     guidance: float = 7.5
+    family: str = ""  # "tiny-shapes" for the reference model and folders trained like it
 
     @property
     def text_encoders(self) -> list:
@@ -54,7 +56,7 @@ class Source:
 
     def describe(self) -> dict:
         return {"spec": self.spec, "kind": self.kind, "random_weights": self.random_weights,
-                "pipeline_class": type(self.pipeline).__name__}
+                "pipeline_class": type(self.pipeline).__name__, "family": self.family}
 
 
 def load_source(spec: str) -> Source:
@@ -68,15 +70,21 @@ def load_source(spec: str) -> Source:
     if spec == "tiny-shapes":
         if not (TINY_SHAPES_DIR / "model_index.json").exists():
             raise SdoptError("the tiny-shapes model is not in this installation")
-        from sdopt.tinyshapes.evaluate import DEFAULT_GUIDANCE, DEFAULT_STEPS
-
-        source = _folder_source(spec, TINY_SHAPES_DIR)
-        source.steps, source.guidance = DEFAULT_STEPS, DEFAULT_GUIDANCE
-        return source
-    path = Path(spec)
-    if not path.exists():
-        raise SdoptError(f"unknown model source '{spec}': not 'tiny-shapes', not arch:NAME, and no such folder")
-    return _folder_source(spec, path)
+        path = TINY_SHAPES_DIR
+    else:
+        path = Path(spec)
+        if not path.exists():
+            raise SdoptError(f"unknown model source '{spec}': not 'tiny-shapes', not arch:NAME, and no such folder")
+    source = _folder_source(spec, path)
+    marker = path / TINY_SHAPES_MARKER  # written by `python -m sdopt.tinyshapes.train`
+    if marker.is_file():
+        try:
+            defaults = json.loads(marker.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise SdoptError(f"'{spec}': unreadable {TINY_SHAPES_MARKER} ({err})") from err
+        source.family = "tiny-shapes"
+        source.steps, source.guidance = int(defaults["steps"]), float(defaults["guidance"])
+    return source
 
 
 def _folder_source(spec: str, path: Path) -> Source:

@@ -544,7 +544,19 @@ def export_pipeline(out: str, vae, unet, text, tok_dir: str, scaling: float, sch
     index["requires_safety_checker"] = False
     with open(os.path.join(out, "model_index.json"), "w") as f:
         json.dump(index, f, indent=2)
+    write_marker(out)
     store_half(out)
+
+
+def write_marker(folder: str) -> None:
+    """Tells sdopt that the folder is a tiny-shapes model: its held-out set, detector and defaults apply."""
+    from sdopt.sources import TINY_SHAPES_MARKER
+
+    from .evaluate import DEFAULT_GUIDANCE, DEFAULT_STEPS
+
+    with open(os.path.join(folder, TINY_SHAPES_MARKER), "w") as f:
+        json.dump({"family": "tiny-shapes", "steps": DEFAULT_STEPS, "guidance": DEFAULT_GUIDANCE}, f, indent=2)
+        f.write("\n")
 
 
 def store_half(folder: str) -> None:

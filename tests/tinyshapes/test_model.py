@@ -56,3 +56,25 @@ def test_generations_follow_the_prompt():
     images = generate(load_pipeline(), pairs, DEFAULT_STEPS, DEFAULT_GUIDANCE, batch_size=24)
     result = alignment([c for c, _ in pairs], images)
     assert result["per_attribute"]["position"] >= 0.9 and result["alignment"] >= 0.75, result
+
+
+def test_a_retrained_folder_is_evaluated_as_tiny_shapes(tmp_path, capsys):
+    """The trainer's marker file makes any tiny-shapes folder get the held-out set, detector and defaults."""
+    import shutil
+
+    from sdopt.cli import main
+
+    folder = tmp_path / "my-tiny-shapes"
+    shutil.copytree(MODEL_DIR, folder)
+    artifact = tmp_path / "fp32"
+    assert main(["compress", "--model", str(folder), "--recipe", "fp32", "--out", str(artifact)]) == 0
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    assert manifest["source"]["family"] == "tiny-shapes"
+    assert (manifest["pipeline"]["steps"], manifest["pipeline"]["guidance"]) == (25, 2.0)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a large red square in the center\na small blue circle at the top left\n")
+    capsys.readouterr()
+    assert main(["eval", str(artifact), "--reference", str(artifact), "--prompts", str(prompts), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["alignment"] == result["reference_alignment"] and set(result["per_attribute"]) == {
+        "size", "color", "shape", "position"}
