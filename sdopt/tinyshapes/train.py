@@ -276,7 +276,9 @@ def train_vae(args, work: str, images: np.ndarray, state: dict):
         bar.update(1)
         if step % 20 == 0:
             bar.set_postfix(l1=f"{l1.item():.4f}", kl=f"{kl.item():.2f}")
-        over = elapsed + (time.time() - t_start) > args.minutes_vae * 60 * args.deadline_factor
+        # time limits guard step counts derived from minutes; explicit counts are always run in full
+        over = args.vae_steps is None and \
+            elapsed + (time.time() - t_start) > args.minutes_vae * 60 * args.deadline_factor
         if time.time() - last_ckpt > args.ckpt_seconds or over or (total and step >= total):
             save_checkpoint(ckpt, {"vae": vae}, opt,
                             {"step": step, "total": total, "elapsed": elapsed + time.time() - t_start})
@@ -338,7 +340,8 @@ def train_decoder(args, work: str, vae, images: np.ndarray, latent_mean, latent_
         bar.update(1)
         if step % 20 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
-        over = elapsed + (time.time() - t_start) > args.minutes_decoder * 60 * args.deadline_factor
+        over = args.decoder_steps is None and \
+            elapsed + (time.time() - t_start) > args.minutes_decoder * 60 * args.deadline_factor
         if time.time() - last_ckpt > args.ckpt_seconds or over or (total and step >= total):
             save_checkpoint(ckpt, {"vae": vae}, opt,
                             {"step": step, "total": total, "elapsed": elapsed + time.time() - t_start})
@@ -499,8 +502,9 @@ def train_unet(args, work: str, captions, latent_mean, latent_std, scaling: floa
         run_loss = loss.item() if run_loss is None else 0.98 * run_loss + 0.02 * loss.item()
         if step % 10 == 0:
             bar.set_postfix(loss=f"{run_loss:.4f}")
-        over = elapsed + (time.time() - t_start) > minutes * 60 * args.deadline_factor
-        if args.max_total_minutes and clock_before is not None:
+        fixed = (args.unet_hi_steps if hi else args.unet_steps) is not None
+        over = not fixed and elapsed + (time.time() - t_start) > minutes * 60 * args.deadline_factor
+        if args.max_total_minutes and clock_before is not None and not fixed:
             over = over or (clock_before + elapsed + time.time() - t_start > args.max_total_minutes * 60)
         if time.time() - last_ckpt > args.ckpt_seconds or over or (total and step >= total):
             save_checkpoint(ckpt, modules, opt,
@@ -597,7 +601,8 @@ def parse_args(argv=None):
     p.add_argument("--decoder-steps", type=int, default=None, help="fixed decoder step count")
     p.add_argument("--unet-steps", type=int, default=None, help="fixed UNet step count (overrides --minutes-unet)")
     p.add_argument("--deadline-factor", type=float, default=1.1,
-                   help="stop a stage anyway after minutes x this factor (guards a shared, slower machine)")
+                   help="stop a timed stage anyway after minutes x this factor (guards a shared, slower "
+                        "machine); stages given an explicit step count always run it in full")
     p.add_argument("--n-images", type=int, default=20000)
     p.add_argument("--vae-batch", type=int, default=16)
     p.add_argument("--vae-lr", type=float, default=2e-3)
