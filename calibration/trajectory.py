@@ -139,14 +139,13 @@ def _record(source, config: CalibrationConfig) -> list[dict[str, torch.Tensor]]:
 
     pipe = source.pipeline
     records: list[dict[str, torch.Tensor]] = []
-    trajectory = [0]
+    position = {"trajectory": 0, "step": 0}
 
     def capture(_module, args, kwargs):
         sample, timestep = args[0], args[1]
-        step = sum(int(r["trajectory"]) == trajectory[0] for r in records)
         record = {
-            "trajectory": torch.tensor(trajectory[0]),
-            "step": torch.tensor(step),
+            "trajectory": torch.tensor(position["trajectory"]),
+            "step": torch.tensor(position["step"]),
             "sample": sample.detach().clone(),
             "timestep": torch.as_tensor(timestep, dtype=torch.float32).reshape(-1).expand(sample.shape[0]).clone(),
             "encoder_hidden_states": kwargs["encoder_hidden_states"].detach().clone(),
@@ -156,6 +155,7 @@ def _record(source, config: CalibrationConfig) -> list[dict[str, torch.Tensor]]:
             if key in added:
                 record[key] = added[key].detach().clone().to(torch.float32)
         records.append(record)
+        position["step"] += 1
 
     steps, guidance = trajectory_settings(source, config)
     size_h = config.size or source.height
@@ -166,7 +166,7 @@ def _record(source, config: CalibrationConfig) -> list[dict[str, torch.Tensor]]:
     try:
         prompts = calibration_prompts(source, config)
         for i, prompt in enumerate(tqdm(prompts, desc="calibration trajectories", unit="prompt")):
-            trajectory[0] = i
+            position.update(trajectory=i, step=0)
             with torch.no_grad():
                 pipe(prompt, num_inference_steps=steps, guidance_scale=guidance,
                      height=size_h, width=size_w, generator=torch.Generator().manual_seed(config.seed + i),

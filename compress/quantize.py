@@ -151,6 +151,7 @@ def set_interval_ranges(unet, tables: dict[str, np.ndarray], num_train_timesteps
             raise SdoptError(f"{name} was never reached by the calibration calls")
         setattr(quantizers[name], INTERVAL_TABLE, table.astype(np.float32))
     intervals = len(next(iter(tables.values())))
+    ranges = [(quantizers[name], torch.from_numpy(table.astype(np.float32))) for name, table in tables.items()]
 
     def select(_module, args, kwargs):
         if torch.jit.is_tracing():  # the exporter traces the float graph and adds the tables itself
@@ -158,11 +159,10 @@ def set_interval_ranges(unet, tables: dict[str, np.ndarray], num_train_timesteps
         timestep = args[1] if len(args) > 1 else kwargs["timestep"]
         k = int(interval_index(torch.as_tensor(timestep).reshape(-1)[:1].float().numpy(), intervals,
                                num_train_timesteps)[0])
-        for quantizer in quantizers.values():
-            quantizer.amax = torch.tensor(getattr(quantizer, INTERVAL_TABLE)[k])
+        for quantizer, table in ranges:
+            quantizer.amax = table[k]
 
-    unet._sdopt_interval_hook = unet.register_forward_pre_hook(select, with_kwargs=True)
-    unet._sdopt_num_train_timesteps = num_train_timesteps
+    unet.register_forward_pre_hook(select, with_kwargs=True)
 
 
 def quantized_layer_names(unet) -> list[str]:
