@@ -1,13 +1,13 @@
 """Calibration methods compared at the same bits: what timestep-aware calibration buys.
 
-    python benchmarks/calibration_methods.py [--model tiny-shapes] [--seeds 4] [--work DIR]
-                                             [--calib-num-prompts N] [--calib-steps N]
+    python benchmarks/calibration_methods.py [--model tiny-shapes] [--formats int8,fp8,w4a8] [--seeds 4]
+                                             [--work DIR] [--calib-num-prompts N] [--calib-steps N]
 
-Each row is `sdopt compress --recipe int8` with one calibration option changed, then `sdopt eval`
+Each row is `sdopt compress --recipe FORMAT` with one calibration option changed, then `sdopt eval`
 against the fp32 export on the same held-out pairs (prompt alignment for tiny-shapes, PSNR / SSIM /
 latent cosine vs fp32). Rows: naive (the inputs of one random step), all steps with max ranges,
-ModelOpt's min-mean, and K = 4 timestep-interval scales. Prints a table and writes
-benchmarks/results/calibration_methods.json.
+ModelOpt's min-mean, K = 4 timestep-interval scales, and K = 4 with split quantizers for the
+concatenated skip inputs. Prints a table and writes benchmarks/results/calibration_methods.json.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ METHODS = [  # (row, artifact folder, compress options)
     ("all steps, max", "max", []),
     ("all steps, min-mean", "min-mean", ["--calib-aggregation", "min-mean"]),
     ("interval scales K=4", "interval4", ["--calib-intervals", "4"]),
+    ("K=4 + split shortcuts", "interval4-split", ["--calib-intervals", "4", "--split-shortcuts"]),
 ]
 
 
@@ -44,6 +45,7 @@ def run(args: list[str]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="tiny-shapes")
+    parser.add_argument("--formats", default="int8,fp8,w4a8", help="comma-separated recipes to compare")
     parser.add_argument("--seeds", default="4", help="sdopt eval --seeds (tiny-shapes: 64 held-out pairs each)")
     parser.add_argument("--work", type=Path, help="where the artifacts go (default: a temporary folder)")
     parser.add_argument("--calib-num-prompts", default="4")
@@ -55,25 +57,27 @@ def main() -> None:
     calib = ["--calib-num-prompts", args.calib_num_prompts] + (["--calib-steps", args.calib_steps]
                                                                 if args.calib_steps else [])
     rows = []
-    for name, folder, options in METHODS:
-        out = work / folder
-        start = time.perf_counter()
-        if not (out / "manifest.json").is_file():
-            run(["compress", "--model", args.model, "--recipe", "int8", "--out", str(out), *calib, *options])
-        seconds = time.perf_counter() - start
-        result = json.loads(run(["eval", str(out), "--seeds", args.seeds, "--json"]))
-        rows.append({"method": name, "options": " ".join(options), "compress_seconds": round(seconds, 1), **result})
+    for recipe in args.formats.split(","):
+        for name, folder, options in METHODS:
+            out = work / f"{recipe}-{folder}"
+            start = time.perf_counter()
+            if not (out / "manifest.json").is_file():
+                run(["compress", "--model", args.model, "--recipe", recipe, "--out", str(out), *calib, *options])
+            seconds = time.perf_counter() - start
+            result = json.loads(run(["eval", str(out), "--seeds", args.seeds, "--json"]))
+            rows.append({"recipe": recipe, "method": name, "options": " ".join(options),
+                         "compress_seconds": round(seconds, 1), **result})
 
     first = rows[0]
-    table = [("fp32", _pct(first.get("reference_alignment")), "-", "-", "-")]
-    table += [(r["method"], _pct(r.get("alignment")), f"{r['psnr']:.2f}", f"{r['ssim']:.4f}",
+    table = [("fp32", "-", _pct(first.get("reference_alignment")), "-", "-", "-")]
+    table += [(r["recipe"], r["method"], _pct(r.get("alignment")), f"{r['psnr']:.2f}", f"{r['ssim']:.4f}",
                f"{r['latent_cosine']:.4f}") for r in rows]
-    header = ("int8 calibration", "alignment", "PSNR dB", "SSIM", "latent cos")
-    widths = [max(len(str(row[i])) for row in [header] + table) for i in range(5)]
+    header = ("recipe", "calibration", "alignment", "PSNR dB", "SSIM", "latent cos")
+    widths = [max(len(str(row[i])) for row in [header] + table) for i in range(len(header))]
     print(f"{args.model}: {first['n_images']} held-out images, {first['scheduler']} {first['steps']} steps, "
           f"guidance {first['guidance']}; calibration {' '.join(calib)}")
     for row in [header] + table:
-        print("  ".join(str(v).ljust(w) if i == 0 else str(v).rjust(w) for i, (v, w) in enumerate(zip(row, widths))))
+        print("  ".join(str(v).ljust(w) if i < 2 else str(v).rjust(w) for i, (v, w) in enumerate(zip(row, widths))))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"model": args.model, "machine": platform.processor() or platform.machine(),
                                      "calibration": calib, "rows": rows}, indent=2))

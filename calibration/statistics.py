@@ -68,8 +68,11 @@ class RangeRecorder:
             values.append(np.nan)  # a quantizer a call does not reach keeps NaN
 
     def _hook(self, name):
-        def hook(_module, args):
-            value = float(args[0].detach().abs().amax())
+        def hook(quantizer, args):
+            x = args[0].detach()
+            if quantizer.pre_quant_scale is not None:  # SmoothQuant / AWQ: the quantizer sees x * scale
+                x = x * quantizer.pre_quant_scale
+            value = float(x.abs().amax())
             values = self.amax[name]
             values[-1] = value if np.isnan(values[-1]) else max(values[-1], value)
         return hook

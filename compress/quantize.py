@@ -17,29 +17,44 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from sdopt.calibration.statistics import Aggregation, RangeRecorder, interval_index
+from sdopt.calibration.statistics import Aggregation, RangeRecorder, StepStatistics, interval_index
 from sdopt.calibration.trajectory import CalibrationConfig, calibration_prompts, record_unet_inputs, select_calls
+from sdopt.compress.split import split_skip_convs
 from sdopt.errors import SdoptError
 
-# Layers that stay in floating point (as ModelOpt's diffusion recipe): the time embedding and its
-# per-block projections see tiny, timestep-dependent inputs; the first and last convs and the
-# 1x1 shortcut convs carry the signal where int8 error costs the most.
-DEFAULT_SKIP = ("time_emb_proj", "time_embedding", "conv_in", "conv_out", "conv_shortcut", "add_embedding")
-FORMATS = ("int8",)
+# Layers that stay in floating point (as ModelOpt's diffusion recipe): the first and last convs
+# and the 1x1 shortcut convs carry the signal where quantization error costs the most.
+DEFAULT_SKIP = ("conv_in", "conv_out", "conv_shortcut", "add_embedding")
+# The time embedding and its per-block projections see tiny, timestep-dependent inputs (TFMQ-DM keeps
+# them in higher precision); `time_embedding: quantized` quantizes them in the recipe's format.
+TIME_EMBEDDING = ("time_embedding", "time_emb_proj")
+FORMATS = ("int8", "fp8", "w4a8")
+FP8_MAX = 448.0  # largest finite E4M3 value
 
 
 @dataclass(frozen=True)
 class QuantizeConfig:
+    """`int8`: W8A8, per-output-channel symmetric weights, per-tensor activations.
+    `fp8`: E4M3 weights (per output channel) and activations (per tensor).
+    `w4a8`: INT4 weights in groups of `group_size` input channels, AWQ-scaled (linear layers; modelopt's
+    AWQ covers Linear only, convolutions keep max-calibrated groups), INT8 activations."""
+
     format: str = "int8"
     skip: tuple[str, ...] = DEFAULT_SKIP  # substrings of module names kept in floating point
-    # Quantize convolution outputs too. ONNX Runtime runs a convolution as an integer kernel only
-    # when its output is quantized as well; otherwise it dequantizes the weights on every call and
-    # the INT8 graph is slower than fp32.
-    conv_outputs: bool = True
-    # Weights are int8 per output channel; 7 keeps them in [-64, 63] (ONNX Runtime's "reduce range"),
-    # so its u8 x s8 integer kernels on x86 CPUs without VNNI (AVX2) cannot saturate their 16-bit
-    # pair sums. Use 8 for CPUs with VNNI and for TensorRT.
+    time_embedding: str = "float"  # "float" (skipped) or "quantized"
+    # Quantize convolution outputs too (default: int8 only). ONNX Runtime runs a convolution as an
+    # integer kernel only when its output is quantized as well; otherwise it dequantizes the weights
+    # on every call and the INT8 graph is slower than fp32.
+    conv_outputs: bool | None = None
+    # int8 weights: 7 keeps them in [-64, 63] (ONNX Runtime's "reduce range"), so its u8 x s8 integer
+    # kernels on x86 CPUs without VNNI (AVX2) cannot saturate their 16-bit pair sums. Use 8 for CPUs
+    # with VNNI and for TensorRT.
     weight_bits: int = 7
+    group_size: int = 128  # w4a8: input channels per INT4 weight scale
+    awq: bool = True  # w4a8: AWQ (modelopt awq_lite) weight scaling of linear layers
+    smoothquant: float | None = None  # int8: SmoothQuant alpha for linear layers (None: off)
+    split_shortcuts: bool = False  # own activation scales for the two halves of concatenated skip inputs
+    auto_skip: float | None = None  # keep the most sensitive layers in float until the UNet-output PSNR (dB) holds
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
 
     def __post_init__(self):
@@ -47,20 +62,50 @@ class QuantizeConfig:
             raise SdoptError(f"unknown quantization format '{self.format}'; choose one of " + ", ".join(FORMATS))
         if self.weight_bits not in (7, 8):
             raise SdoptError(f"weight_bits {self.weight_bits}: int8 weights use 8 bits, or 7 (reduced range)")
+        if self.time_embedding not in ("float", "quantized"):
+            raise SdoptError(f"time_embedding '{self.time_embedding}': choose float or quantized")
+        if self.group_size < 1:
+            raise SdoptError(f"group_size must be >= 1, got {self.group_size}")
+        if self.smoothquant is not None:
+            if not 0 <= self.smoothquant <= 1:
+                raise SdoptError(f"SmoothQuant alpha must lie in [0, 1], got {self.smoothquant}")
+            if self.format != "int8":
+                raise SdoptError(f"SmoothQuant applies to int8 (modelopt smooths int8 layers only), not {self.format}")
+
+    @property
+    def quantize_conv_outputs(self) -> bool:
+        return self.format == "int8" if self.conv_outputs is None else self.conv_outputs
+
+    @property
+    def skipped(self) -> tuple[str, ...]:
+        return self.skip + (TIME_EMBEDDING if self.time_embedding == "float" else ())
 
 
 def modelopt_config(config: QuantizeConfig) -> dict:
-    quant_cfg = [
-        {"quantizer_name": "*", "enable": False},
-        # per-output-channel symmetric weights, per-tensor symmetric activations
-        {"quantizer_name": "*weight_quantizer", "cfg": {"num_bits": config.weight_bits, "axis": 0}},
-        {"quantizer_name": "*input_quantizer", "cfg": {"num_bits": 8, "axis": None}},
-    ]
-    if config.conv_outputs:
-        quant_cfg.append({"quantizer_name": "*output_quantizer", "parent_class": "nn.Conv2d",
-                          "cfg": {"num_bits": 8, "axis": None}})
-    quant_cfg += [{"quantizer_name": f"*{pattern}*", "enable": False} for pattern in config.skip]
-    return {"quant_cfg": quant_cfg, "algorithm": "max"}
+    weight: list[dict] = {
+        # modelopt smooths only 8-bit layers; the range is the same at 7 bits (set after calibration)
+        "int8": [{"quantizer_name": "*weight_quantizer",
+                  "cfg": {"num_bits": 8 if config.smoothquant is not None else config.weight_bits, "axis": 0}}],
+        "fp8": [{"quantizer_name": "*weight_quantizer", "cfg": {"num_bits": (4, 3), "axis": 0}}],
+        # groups along the input channels: the last axis of a Linear weight, axis 1 of a Conv2d weight
+        "w4a8": [{"quantizer_name": "*weight_quantizer",
+                  "cfg": {"num_bits": 4, "block_sizes": {-1: config.group_size, "type": "static"}}},
+                 {"quantizer_name": "*weight_quantizer", "parent_class": "nn.Conv2d",
+                  "cfg": {"num_bits": 4, "block_sizes": {1: config.group_size, "type": "static"}}}],
+    }[config.format]
+    activation = {"num_bits": (4, 3) if config.format == "fp8" else 8, "axis": None}
+    quant_cfg = [{"quantizer_name": "*", "enable": False}, *weight,
+                 {"quantizer_name": "*input_quantizer", "cfg": activation}]
+    if config.quantize_conv_outputs:
+        quant_cfg.append({"quantizer_name": "*output_quantizer", "parent_class": "nn.Conv2d", "cfg": activation})
+    quant_cfg += [{"quantizer_name": f"*{pattern}*", "enable": False} for pattern in config.skipped]
+    if config.format == "w4a8" and config.awq:
+        algorithm = {"method": "awq_lite", "alpha_step": 0.1}
+    elif config.smoothquant is not None:
+        algorithm = {"method": "smoothquant", "alpha": config.smoothquant}
+    else:
+        algorithm = "max"
+    return {"quant_cfg": quant_cfg, "algorithm": algorithm}
 
 
 def apply(source, config: QuantizeConfig):
@@ -72,22 +117,35 @@ def apply(source, config: QuantizeConfig):
     calls = select_calls(records, cal)
     recorded = time.perf_counter()
     unet = source.pipeline.unet
+    split = split_skip_convs(unet, lambda model: run_unet(model, calls[0])) if config.split_shortcuts else []
+    if not any(isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and not any(p in name for p in config.skipped)
+               for name, m in unet.named_modules()):
+        raise SdoptError("quantization matched no layer: check the skip patterns")
+    quant_config = modelopt_config(config)
+    single_pass = quant_config["algorithm"] == "max"
     recorders = []
 
     def forward_loop(model):
-        recorder = RangeRecorder(activation_quantizers(model))
+        # Per-call ranges are recorded in modelopt's own pass when it makes exactly one (max); AWQ and
+        # SmoothQuant make several and change the layers' input scaling, so they are recorded after.
+        recorder = RangeRecorder(activation_quantizers(model)) if single_pass else contextlib.nullcontext()
         with recorder:
             for inputs in tqdm(calls, desc="calibrating quantizers", unit="call"):
-                recorder.start_call(float(inputs["timestep"][0]), int(inputs["step"]))
+                if single_pass:
+                    recorder.start_call(float(inputs["timestep"][0]), int(inputs["step"]))
                 run_unet(model, inputs)
-        recorders.append(recorder)
+        if single_pass:
+            recorders.append(recorder)
 
     with torch.no_grad(), contextlib.redirect_stdout(sys.stderr):  # modelopt prints progress on stdout
-        mtq.quantize(unet, modelopt_config(config), forward_loop)
+        mtq.quantize(unet, quant_config, forward_loop)
+    if config.format == "int8":
+        for name in quantized_layer_names(unet):
+            unet.get_submodule(name).weight_quantizer.num_bits = config.weight_bits
     quantized = sorted(quantized_layer_names(unet))
     if not quantized:
         raise SdoptError("quantization matched no layer: check the skip patterns")
-    stats = recorders[-1].statistics()
+    stats = recorders[-1].statistics() if single_pass else record_ranges(unet, calls)
     aggregation = Aggregation(cal.aggregation, cal.percentile, cal.fraction)
     num_train_timesteps = int(source.pipeline.scheduler.config.num_train_timesteps)
     if cal.intervals > 1:
@@ -95,6 +153,12 @@ def apply(source, config: QuantizeConfig):
                             num_train_timesteps)
     else:
         set_ranges(unet, stats.aggregate(aggregation))
+    calibrated = time.perf_counter()
+    sensitivity = None
+    if config.auto_skip is not None:
+        from sdopt.compress.sensitivity import keep_sensitive_layers_in_float
+
+        sensitivity = keep_sensitive_layers_in_float(unet, calls, config.auto_skip)
     source.records.append({
         "pass": "quantize",
         "format": config.format,
@@ -104,11 +168,27 @@ def apply(source, config: QuantizeConfig):
         "sampling": cal.sampling,
         "aggregation": cal.aggregation,
         "activation_scales": f"{cal.intervals} timestep intervals" if cal.intervals > 1 else "one per tensor",
-        "quantized_layers": len(quantized),
+        "algorithm": quant_config["algorithm"] if single_pass else quant_config["algorithm"]["method"],
+        "split_convs": split,
+        "quantized_layers": len(quantized_layer_names(unet)),
         "float_layers": sorted(float_layer_names(unet)),
-        "seconds": {"record": round(recorded - start, 2), "calibrate": round(time.perf_counter() - recorded, 2)},
+        **({"sensitivity": sensitivity} if sensitivity is not None else {}),
+        "seconds": {"record": round(recorded - start, 2), "calibrate": round(calibrated - recorded, 2),
+                    **({"sensitivity": round(time.perf_counter() - calibrated, 2)} if sensitivity else {})},
     })
     return source
+
+
+def record_ranges(unet, calls: list[dict]) -> StepStatistics:
+    """Per-call activation ranges of the calibrated model, its quantizers passing values through."""
+    from sdopt.export.qdq import quantizers_disabled
+
+    quantizers = activation_quantizers(unet)
+    with torch.no_grad(), RangeRecorder(quantizers) as recorder, quantizers_disabled(unet):
+        for inputs in tqdm(calls, desc="recording activation ranges", unit="call"):
+            recorder.start_call(float(inputs["timestep"][0]), int(inputs["step"]))
+            run_unet(unet, inputs)
+    return recorder.statistics()
 
 
 def run_unet(unet, inputs: dict):

@@ -1,8 +1,9 @@
 """Calibrated modelopt quantizers -> standard ONNX QuantizeLinear/DequantizeLinear.
 
-Form: symmetric INT8 (zero point 0), the explicit-quantization form TensorRT accepts and ONNX
-Runtime runs. Weights are stored as int8 initializers with per-output-channel scales feeding a
-DequantizeLinear; each quantized layer's activation input gets a per-tensor Q -> DQ pair.
+Form: symmetric (zero point 0), the explicit-quantization form TensorRT accepts and ONNX Runtime runs.
+Weights are stored quantized (int8, float8e4m3fn, or int4) with per-output-channel scales, or for
+int4 with one scale per group of input channels (blocked DequantizeLinear, opset 21); each quantized
+layer's activation input gets a per-tensor Q -> DQ pair (int8 or float8e4m3fn, opset 19).
 Nodes are found by the module path the exporter writes into node names.
 
 Timestep-interval scales: an activation with one scale per timestep interval takes its scale from
@@ -15,6 +16,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
+import ml_dtypes
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
@@ -25,14 +27,49 @@ INT8_MAX = 127
 
 
 @dataclass(frozen=True)
+class Format:
+    name: str  # the ONNX element type, lower case
+    dtype: type  # numpy dtype of the stored values
+    max_bound: float  # scale = amax / max_bound
+    opset: int  # lowest opset whose Q/DQ take this type
+
+    def quantize(self, x: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        if self.dtype is ml_dtypes.float8_e4m3fn:  # round to nearest even, saturating as QuantizeLinear does
+            return np.clip(x / scale, -self.max_bound, self.max_bound).astype(self.dtype)
+        return np.clip(np.rint(x / scale), -self.max_bound - 1, self.max_bound).astype(self.dtype)
+
+
+INT8 = Format("int8", np.int8, INT8_MAX, 13)
+FP8 = Format("float8e4m3fn", ml_dtypes.float8_e4m3fn, 448.0, 19)
+INT4 = Format("int4", ml_dtypes.int4, 7, 21)
+
+
+def int_format(num_bits: int) -> Format:
+    """int8 storage of a narrower range (7-bit weights lie in [-64, 63]); 4 bits are stored as int4."""
+    if num_bits == 4:
+        return INT4
+    return Format("int8", np.int8, 2 ** (num_bits - 1) - 1, 13)
+
+
+def quantizer_format(quantizer) -> Format:
+    return FP8 if tuple(np.atleast_1d(quantizer.num_bits)) == (4, 3) else int_format(int(quantizer.num_bits))
+
+
+@dataclass(frozen=True)
 class LayerQuant:
     module: str  # module path inside the UNet, e.g. "down_blocks.0.resnets.0.conv1"
     input_scale: float
-    weight_scales: np.ndarray  # (out_channels,)
+    weight_scales: np.ndarray  # (out,), or with groups: (out, groups) for Linear, (out, groups, kh, kw) for Conv
     output_scale: float | None = None  # set when the layer's output is quantized too
-    weight_max: int = INT8_MAX  # weights lie in [-weight_max - 1, weight_max]
+    weight_format: Format = INT8
+    activation_format: Format = INT8
+    group_size: int | None = None  # input channels per weight scale (int4 groups)
     input_table: np.ndarray | None = None  # (K,) scales per timestep interval, replacing input_scale
     output_table: np.ndarray | None = None  # (K,) likewise for output_scale
+
+    @property
+    def weight_max(self) -> float:
+        return self.weight_format.max_bound
 
 
 @dataclass(frozen=True)
@@ -54,22 +91,36 @@ def collect_layers(unet) -> list[LayerQuant]:
         wq, iq = module.weight_quantizer, module.input_quantizer
         if iq.amax is None or wq.amax is None:
             raise SdoptError(f"layer {name} was never calibrated (no calibration data reached it)")
-        input_amax = float(iq.amax.detach().float().reshape(()))
-        weight_amax = wq.amax.detach().float().reshape(-1).numpy()
-        weight_max = 2 ** (wq.num_bits - 1) - 1  # 127, or 63 for 7-bit weights
+        weight_format, activation_format = quantizer_format(wq), quantizer_format(iq)
+        weight_scales, group_size = _weight_scales(module, weight_format)
+        act_bound = activation_format.max_bound
         oq = getattr(module, "output_quantizer", None)
-        output_scale = float(_scale(float(oq.amax.detach().float().reshape(())))) \
+        output_scale = float(_scale(float(oq.amax.detach().float().reshape(())), act_bound)) \
             if oq is not None and oq.is_enabled and oq.amax is not None else None
         tables = [getattr(q, INTERVAL_TABLE, None) if q is not None else None for q in (iq, oq)]
-        input_table, output_table = (None if t is None else _scale(t) for t in tables)
+        input_table, output_table = (None if t is None else _scale(t, act_bound) for t in tables)
         if output_table is not None and output_scale is None:
             raise SdoptError(f"layer {name}: interval output scales without an enabled output quantizer")
-        layers.append(LayerQuant(name, float(_scale(input_amax)), _scale(weight_amax, weight_max), output_scale,
-                                 weight_max, input_table, output_table))
+        layers.append(LayerQuant(name, float(_scale(float(iq.amax.detach().float().reshape(())), act_bound)),
+                                 weight_scales, output_scale, weight_format, activation_format, group_size,
+                                 input_table, output_table))
     return layers
 
 
-def _scale(amax, max_bound: int = INT8_MAX):
+def _weight_scales(module, fmt: Format) -> tuple[np.ndarray, int | None]:
+    wq, weight = module.weight_quantizer, module.weight
+    amax = wq.amax.detach().float().numpy()
+    out_channels = weight.shape[0]
+    block_sizes = getattr(wq, "block_sizes", None)
+    if not block_sizes:
+        return _scale(amax.reshape(-1), fmt.max_bound), None
+    group = next(v for k, v in block_sizes.items() if isinstance(k, int) and v)
+    groups = -(-weight.shape[1] // group)
+    shape = (out_channels, groups, *weight.shape[2:])  # modelopt keeps one amax per group (and tap)
+    return _scale(amax.reshape(shape), fmt.max_bound), group
+
+
+def _scale(amax, max_bound: float = INT8_MAX):
     # modelopt clamps a zero range the same way: a channel of zeros must not divide by zero
     return np.maximum(np.asarray(amax, dtype=np.float32), 1e-8) / np.float32(max_bound)
 
@@ -112,36 +163,34 @@ def insert_qdq(model: onnx.ModelProto, layers: list[LayerQuant], scope: str,
         weight = initializers.get(node.input[1])
         if weight is None:
             raise SdoptError(f"layer {layer.module}: weight of node {node.name} is not a constant")
-        axis = _output_channel_axis(node, weight)
-        w = numpy_helper.to_array(weight)
-        if w.shape[axis] != layer.weight_scales.size:
-            raise SdoptError(f"layer {layer.module}: {layer.weight_scales.size} weight scales for "
-                             f"{w.shape[axis]} output channels")
-        shape = [1] * w.ndim
-        shape[axis] = -1
-        q = np.clip(np.rint(w / layer.weight_scales.reshape(shape)), -layer.weight_max - 1, layer.weight_max).astype(np.int8)
+        q, scales, dq_attributes = _quantize_weight(node, numpy_helper.to_array(weight), layer)
         base = weight.name
         graph.initializer.remove(weight)
         graph.initializer.extend([
             numpy_helper.from_array(q, f"{base}_quantized"),
-            numpy_helper.from_array(layer.weight_scales.astype(np.float32), f"{base}_scale"),
-            numpy_helper.from_array(np.zeros(layer.weight_scales.size, np.int8), f"{base}_zero_point"),
+            numpy_helper.from_array(scales, f"{base}_scale"),
+            numpy_helper.from_array(np.zeros(scales.shape, layer.weight_format.dtype), f"{base}_zero_point"),
         ])
         before.append(helper.make_node("DequantizeLinear", [f"{base}_quantized", f"{base}_scale",
                                                             f"{base}_zero_point"], [base],
-                                       name=f"{node.name}/weight/DequantizeLinear", axis=axis))
+                                       name=f"{node.name}/weight/DequantizeLinear", **dq_attributes))
 
         input_scale = layer.input_scale if layer.input_table is None else layer.input_table
         key = (node.input[0], np.asarray(input_scale, np.float32).tobytes())
         if key not in activation_qdq:
-            activation_qdq[key] = _add_activation_qdq(graph, before, node, input_scale)
+            activation_qdq[key] = _add_activation_qdq(graph, before, node, input_scale, layer.activation_format)
         node.input[0] = activation_qdq[key]
         if layer.output_scale is not None:
-            if layer.input_table is None:  # an int32 bias needs one constant input scale
+            # an int32 bias needs int8 operands and one constant input scale
+            if layer.input_table is None and layer.weight_format.name == layer.activation_format.name == "int8":
                 before.extend(_quantize_bias(graph, initializers, node, layer))
             output_scale = layer.output_scale if layer.output_table is None else layer.output_table
-            after_nodes[position[id(node)]] = _add_output_qdq(graph, node, output_scale)
+            after_nodes[position[id(node)]] = _add_output_qdq(graph, node, output_scale, layer.activation_format)
 
+    opset = max(layer.weight_format.opset for layer in layers) if layers else 0
+    opset = max([opset] + [layer.activation_format.opset for layer in layers])
+    if opset > _default_opset(model):
+        raise_opset(model, opset)
     ordered = list(index_nodes)
     for i, node in enumerate(graph.node):
         ordered.extend(new_nodes.get(i, []))
@@ -187,29 +236,55 @@ def _scale_tensor(graph, prefix: str, scale) -> tuple[str, list]:
     return f"{prefix}_scale", [gather]
 
 
-def _qdq_pair(graph, prefix: str, tensor: str, scale, output: str) -> list:
-    """tensor -> QuantizeLinear -> DequantizeLinear -> output, per-tensor symmetric int8; `scale` is a
+def _qdq_pair(graph, prefix: str, tensor: str, scale, output: str, fmt: Format) -> list:
+    """tensor -> QuantizeLinear -> DequantizeLinear -> output, per-tensor symmetric; `scale` is a
     float or a (K,) table of interval scales."""
     scale_name, nodes = _scale_tensor(graph, prefix, scale)
-    graph.initializer.append(numpy_helper.from_array(np.array(0, np.int8), f"{prefix}_zero_point"))
+    graph.initializer.append(numpy_helper.from_array(np.array(0, fmt.dtype), f"{prefix}_zero_point"))
     return nodes + [helper.make_node("QuantizeLinear", [tensor, scale_name, f"{prefix}_zero_point"],
                              [f"{prefix}_quantized"], name=f"{prefix}/QuantizeLinear"),
             helper.make_node("DequantizeLinear", [f"{prefix}_quantized", f"{prefix}_scale", f"{prefix}_zero_point"],
                              [output], name=f"{prefix}/DequantizeLinear")]
 
 
-def _add_activation_qdq(graph, before: list, node, scale) -> str:
+def _add_activation_qdq(graph, before: list, node, scale, fmt: Format) -> str:
     prefix = f"{node.name}/input"
-    before.extend(_qdq_pair(graph, prefix, node.input[0], scale, f"{prefix}_dequantized"))
+    before.extend(_qdq_pair(graph, prefix, node.input[0], scale, f"{prefix}_dequantized", fmt))
     return f"{prefix}_dequantized"
 
 
-def _add_output_qdq(graph, node, scale) -> list:
+def _add_output_qdq(graph, node, scale, fmt: Format) -> list:
     """Conv -> Q -> DQ -> consumers: the pattern ONNX Runtime fuses into an integer convolution."""
     output = node.output[0]
     prefix = f"{node.name}/output"
     node.output[0] = f"{prefix}_float"
-    return _qdq_pair(graph, prefix, f"{prefix}_float", scale, output)
+    return _qdq_pair(graph, prefix, f"{prefix}_float", scale, output, fmt)
+
+
+def _quantize_weight(node, w: np.ndarray, layer: LayerQuant) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Graph weight -> (quantized values, scales laid out for the graph's weight, DequantizeLinear attributes)."""
+    axis = _output_channel_axis(node, w)
+    out_channels = w.shape[axis]
+    if layer.weight_scales.shape[0] != out_channels:
+        raise SdoptError(f"layer {layer.module}: {layer.weight_scales.shape[0]} weight scales for "
+                         f"{out_channels} output channels")
+    if layer.group_size is None:
+        shape = [1] * w.ndim
+        shape[axis] = -1
+        scales = layer.weight_scales.astype(np.float32)
+        return layer.weight_format.quantize(w, scales.reshape(shape)), scales, {"axis": axis}
+    # groups run along the input channels: axis 1 of a Conv / transposed Gemm weight, else the other one
+    scales = layer.weight_scales.astype(np.float32)
+    if node.op_type == "Conv":
+        group_axis = 1
+    else:
+        group_axis = 1 - axis
+        if axis == 1:  # MatMul / Gemm without transB store (in, out): scales (groups, out)
+            scales = scales.T
+    expanded = np.repeat(scales, layer.group_size, axis=group_axis)
+    expanded = np.take(expanded, np.arange(w.shape[group_axis]), axis=group_axis)
+    q = layer.weight_format.quantize(w, expanded)
+    return q, np.ascontiguousarray(scales), {"axis": group_axis, "block_size": layer.group_size}
 
 
 def _quantize_bias(graph, initializers: dict, node, layer: LayerQuant) -> list:
@@ -252,7 +327,7 @@ def onnx_scope(module: str) -> str:
     return "/".join(parts)
 
 
-def _output_channel_axis(node, weight) -> int:
+def _output_channel_axis(node, weight: np.ndarray) -> int:
     if node.op_type == "MatMul":
         return 1  # the exporter stores a Linear's weight transposed: (in, out)
     if node.op_type == "Gemm":
@@ -266,3 +341,42 @@ def count_ops(model: onnx.ModelProto) -> dict[str, int]:
     for node in model.graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return counts
+
+
+def _default_opset(model: onnx.ModelProto) -> int:
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
+# Operators whose newer versions (up to opset 21) only add types or optional attributes/inputs
+# with defaults that keep the opset-17 meaning, so a graph using them may declare a higher opset.
+_UNCHANGED_MEANING = {"Cast", "Constant", "ConstantOfShape", "DequantizeLinear", "QuantizeLinear", "Equal",
+                      "Reshape", "Resize", "Shape", "Transpose", "Unsqueeze", "Squeeze", "Identity", "Split",
+                      "Pad", "Flatten", "Size"}
+_REDUCE_AXES_INPUT = {"ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+                      "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"}  # opset 18: axes became an input
+
+
+def raise_opset(model: onnx.ModelProto, opset: int) -> None:
+    """Declare a higher default-domain opset (fp8 Q/DQ need 19, int4 blocks 21), rewriting the
+    reductions whose axes moved from attribute to input in opset 18."""
+    from onnx import defs
+
+    current = _default_opset(model)
+    for node in model.graph.node:
+        if node.domain not in ("", "ai.onnx"):
+            continue
+        if node.op_type in _REDUCE_AXES_INPUT:
+            axes = next((a for a in node.attribute if a.name == "axes"), None)
+            if axes is not None:
+                name = f"{node.name or node.output[0]}/axes"
+                model.graph.initializer.append(numpy_helper.from_array(np.array(axes.ints, np.int64), name))
+                node.input.append(name)
+                node.attribute.remove(axes)
+            continue
+        changed = defs.get_schema(node.op_type, opset).since_version > current
+        if changed and node.op_type not in _UNCHANGED_MEANING:
+            raise SdoptError(f"cannot raise the graph to opset {opset}: {node.op_type} changed meaning after "
+                             f"opset {current}")
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            entry.version = opset

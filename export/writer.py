@@ -64,7 +64,14 @@ def _unet_graph(source):
     intervals = max((len(layer.input_table) for layer in layers if layer.input_table is not None), default=1)
     index = qdq.IntervalIndex("timestep", intervals, int(source.pipeline.scheduler.config.num_train_timesteps))
     qdq.insert_qdq(graph.model, layers, scope="/unet/", interval=index)
-    graph.details["int8_weight_bits"] = max(layer.weight_max for layer in layers).bit_length() + 1
+    graph.details["weight_format"] = sorted({layer.weight_format.name for layer in layers})
+    graph.details["activation_format"] = sorted({layer.activation_format.name for layer in layers})
+    int8_weights = [layer.weight_max for layer in layers if layer.weight_format.name == "int8"]
+    if int8_weights:
+        graph.details["int8_weight_bits"] = int(max(int8_weights)).bit_length() + 1
+    groups = {layer.group_size for layer in layers if layer.group_size}
+    if groups:
+        graph.details["weight_group_size"] = max(groups)
     if intervals > 1:
         # the scales are picked in the graph from the timestep input: backends that need constant
         # scales (TensorRT) cannot build this graph as it is

@@ -29,6 +29,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _unit_interval(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{value} is not in [0, 1]")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage errors as one line (the full usage is one `--help` away), exit code 2."""
 
@@ -50,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"model source: tiny-shapes, a local diffusers pipeline folder, or arch:sd15|sd21|sdxl|tiny "
                         f"(real architecture, random weights: speed only). Default: {DEFAULT_MODEL}")
     c.add_argument("--recipe", default="fp32",
-                   help="built-in recipe (fp32: export only; int8: W8A8 UNet quantization) or a YAML recipe file. "
+                   help="built-in recipe (fp32: export only; int8: W8A8, fp8: E4M3 weights and activations, "
+                        "w4a8: INT4 AWQ weights + INT8 activations; UNet quantization) or a YAML recipe file. "
                         "Default: fp32")
     c.add_argument("--out", required=True, type=Path, help="artifact folder to write (replaced if it is an artifact)")
     c.add_argument("--calib-prompts", type=Path,
@@ -70,6 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="K > 1: one activation scale per timestep interval, picked in the exported graph "
                         "from the timestep (default 1)")
     c.add_argument("--seed", type=int, help="seed of the calibration trajectories (default: the recipe's, 0)")
+    c.add_argument("--skip", help="comma-separated substrings of UNet layer names kept in floating point "
+                                  "(replaces the default: conv_in,conv_out,conv_shortcut,add_embedding)")
+    c.add_argument("--time-embedding", choices=("float", "quantized"),
+                   help="keep the time embedding and its per-block projections in float (default) or quantize them")
+    c.add_argument("--smoothquant", type=_unit_interval, metavar="ALPHA",
+                   help="SmoothQuant the linear layers with this alpha (int8, fp8)")
+    c.add_argument("--split-shortcuts", action="store_true", default=None,
+                   help="own activation scales for the two halves (upsampled, skip) of up-block ResNet inputs")
+    c.add_argument("--auto-skip", type=float, metavar="PSNR",
+                   help="sensitivity analysis: keep the layers that cost the most in float until the UNet "
+                        "output reaches this PSNR (dB) vs float on calibration inputs; prints the table")
 
     r = commands.add_parser("run", help="generate an image from an artifact (no torch needed)",
                             description="Text-to-image with classifier-free guidance from an artifact folder.")
@@ -151,7 +170,13 @@ def cmd_compress(args) -> None:
             overrides[key] = getattr(args, flag)
     if args.seed is not None:
         overrides["seed"] = args.seed
-    recipe = resolve(args.recipe, overrides)
+    quantize = {key: getattr(args, key) for key in ("time_embedding", "smoothquant", "split_shortcuts", "auto_skip")
+                if getattr(args, key) is not None}
+    if args.skip is not None:
+        quantize["skip"] = tuple(p for p in args.skip.split(",") if p)
+    recipe = resolve(args.recipe, overrides, quantize)
+    if quantize and not any(name == "quantize" for name, _ in recipe.passes):
+        raise SdoptError(f"--{next(iter(quantize)).replace('_', '-')} needs a quantizing recipe (int8, fp8, w4a8)")
     check_writable_destination(args.out)
 
     from .recipe import apply

@@ -20,6 +20,8 @@ from .errors import SdoptError
 BUILTIN = {
     "fp32": [],
     "int8": [{"pass": "quantize", "format": "int8"}],
+    "fp8": [{"pass": "quantize", "format": "fp8"}],
+    "w4a8": [{"pass": "quantize", "format": "w4a8"}],
 }
 PASS_ORDER = ("prune", "distill", "quantize", "cache")
 
@@ -41,9 +43,9 @@ class Recipe:
                 "passes": [{"pass": p, **_asdict(c)} for p, c in self.passes]}
 
 
-def resolve(spec: str, calibration_overrides: dict | None = None) -> Recipe:
+def resolve(spec: str, calibration_overrides: dict | None = None, quantize_overrides: dict | None = None) -> Recipe:
     """A built-in name or a YAML file -> validated Recipe. `calibration_overrides` (from CLI flags)
-    replace fields of every pass's calibration config."""
+    replace fields of every pass's calibration config, `quantize_overrides` fields of the quantize pass."""
     if spec in BUILTIN:
         name, entries = spec, BUILTIN[spec]
     elif Path(spec).suffix in (".yaml", ".yml") or Path(spec).is_file():
@@ -60,6 +62,8 @@ def resolve(spec: str, calibration_overrides: dict | None = None) -> Recipe:
         if pass_name not in registry:
             raise SdoptError(f"recipe '{spec}': unknown pass {pass_name!r}; available: " + ", ".join(registry))
         config_class = registry[pass_name][0]
+        if pass_name == "quantize" and quantize_overrides:
+            entry.update(quantize_overrides)
         if calibration_overrides and "calibration" in {f.name for f in dataclasses.fields(config_class)}:
             entry["calibration"] = {**entry.get("calibration", {}), **calibration_overrides}
         passes.append((pass_name, build_config(config_class, entry, f"recipe '{spec}', pass {pass_name}")))

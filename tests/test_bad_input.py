@@ -50,6 +50,18 @@ def test_recipe_file_with_unknown_option(capsys, tmp_path):
     assert "unknown option(s) alpha" in line
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--recipe", "fp8", "--smoothquant", "0.5"], "SmoothQuant applies to int8"),
+    (["--recipe", "fp32", "--split-shortcuts"], "--split-shortcuts needs a quantizing recipe"),
+    (["--recipe", "int8", "--skip", "block,conv"], "quantization matched no layer"),
+])
+def test_quantize_options_that_do_not_fit(capsys, tmp_path, argv, message):
+    line = _fails(capsys, ["compress", "--model", "arch:tiny", "--out", str(tmp_path / "out-art"),
+                           "--calib-steps", "1", "--calib-num-prompts", "1", *argv])
+    assert message in line
+    _no_artifact(tmp_path, "out-art")
+
+
 def test_unwritable_out(capsys, tmp_path):
     locked = tmp_path / "locked"
     locked.mkdir()

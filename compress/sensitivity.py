@@ -1,0 +1,98 @@
+"""Sensitivity analysis: which quantized layers cost the most fidelity, and keeping those in float.
+
+Each layer is quantized alone (every other quantizer off) and scored by the PSNR of the UNet's output
+against the float UNet on a spread of calibration calls (peak: the largest |value| of the float
+outputs). Then, from the worst layer on, layers go back to floating point until the fully quantized
+UNet reaches the target PSNR.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+EVALUATION_CALLS = 8
+
+
+def keep_sensitive_layers_in_float(unet, calls: list[dict], target_db: float) -> dict:
+    from sdopt.compress.quantize import is_quantized, quantized_layer_names
+    from sdopt.export.qdq import quantizers_disabled
+
+    chosen = [calls[i] for i in np.linspace(0, len(calls) - 1, min(EVALUATION_CALLS, len(calls))).round().astype(int)]
+    if not _has_interval_scales(unet):  # one batch; interval scales follow each call's own timestep
+        chosen = [{k: torch.cat([c[k] for c in chosen]) for k in chosen[0] if chosen[0][k].dim()}]
+    with quantizers_disabled(unet):
+        reference = _outputs(unet, chosen)
+    peak = max(float(r.abs().max()) for r in reference)
+    modules = dict(unet.named_modules())
+    layers = quantized_layer_names(unet)
+    quantizers = {name: _enabled_quantizers(modules[name]) for name in layers}
+
+    def psnr() -> float:
+        return _psnr(_outputs(unet, chosen), reference, peak)
+
+    alone = {}
+    with quantizers_disabled(unet):
+        for name in tqdm(layers, desc="layer sensitivity", unit="layer"):
+            for q in quantizers[name]:
+                q.enable()
+            alone[name] = psnr()
+            for q in quantizers[name]:
+                q.disable()
+    before = after = psnr()
+    kept_float = []
+    for name in sorted(alone, key=alone.get):
+        if after >= target_db:
+            break
+        for q in quantizers[name]:
+            q.disable()
+        assert not is_quantized(modules[name])
+        kept_float.append(name)
+        after = psnr() if len(kept_float) < len(layers) else float("inf")
+    report = {
+        "metric": "UNet output PSNR vs float (dB)",
+        "target_db": target_db,
+        "psnr_all_quantized_db": round(before, 2),
+        "psnr_db": round(after, 2) if np.isfinite(after) else None,
+        "kept_float": kept_float,
+        "layer_psnr_db": {name: round(alone[name], 2) for name in sorted(alone, key=alone.get)},
+    }
+    print(format_report(report), file=sys.stderr)
+    return report
+
+
+def format_report(report: dict, rows: int = 10) -> str:
+    lines = [f"sensitivity (quantized alone, {report['metric']}), worst {rows}:",
+             f"{'layer':64s} {'PSNR dB':>8s}  kept float"]
+    for name, value in list(report["layer_psnr_db"].items())[:rows]:
+        lines.append(f"{name:64s} {value:8.2f}  {'yes' if name in report['kept_float'] else ''}")
+    final = "all float" if report["psnr_db"] is None else f"{report['psnr_db']:.2f} dB"
+    lines.append(f"all quantized {report['psnr_all_quantized_db']:.2f} dB -> {len(report['kept_float'])} layer(s) "
+                 f"kept in float -> {final} (target {report['target_db']} dB)")
+    return "\n".join(lines)
+
+
+def _has_interval_scales(unet) -> bool:
+    from sdopt.compress.quantize import INTERVAL_TABLE
+
+    return any(hasattr(m, INTERVAL_TABLE) for m in unet.modules())
+
+
+def _enabled_quantizers(module) -> list:
+    return [q for q in (getattr(module, k, None) for k in ("weight_quantizer", "input_quantizer", "output_quantizer"))
+            if q is not None and q.is_enabled]
+
+
+def _outputs(unet, calls: list[dict]) -> list[torch.Tensor]:
+    from sdopt.compress.quantize import run_unet
+
+    with torch.no_grad():
+        return [run_unet(unet, inputs) for inputs in calls]
+
+
+def _psnr(outputs, reference, peak: float) -> float:
+    mse = float(np.mean([torch.mean((o - r) ** 2).item() for o, r in zip(outputs, reference)]))
+    return float("inf") if mse == 0 else 10 * np.log10(peak ** 2 / mse)
