@@ -29,7 +29,6 @@ DEFAULT_SKIP = ("conv_in", "conv_out", "conv_shortcut", "add_embedding")
 # them in higher precision); `time_embedding: quantized` quantizes them in the recipe's format.
 TIME_EMBEDDING = ("time_embedding", "time_emb_proj")
 FORMATS = ("int8", "fp8", "w4a8")
-FP8_MAX = 448.0  # largest finite E4M3 value
 
 
 @dataclass(frozen=True)
@@ -122,7 +121,9 @@ def apply(source, config: QuantizeConfig):
                for name, m in unet.named_modules()):
         raise SdoptError("quantization matched no layer: check the skip patterns")
     quant_config = modelopt_config(config)
-    single_pass = quant_config["algorithm"] == "max"
+    algorithm = quant_config["algorithm"] if isinstance(quant_config["algorithm"], str) \
+        else quant_config["algorithm"]["method"]
+    single_pass = algorithm == "max"
     recorders = []
 
     def forward_loop(model):
@@ -142,9 +143,6 @@ def apply(source, config: QuantizeConfig):
     if config.format == "int8":
         for name in quantized_layer_names(unet):
             unet.get_submodule(name).weight_quantizer.num_bits = config.weight_bits
-    quantized = sorted(quantized_layer_names(unet))
-    if not quantized:
-        raise SdoptError("quantization matched no layer: check the skip patterns")
     stats = recorders[-1].statistics() if single_pass else record_ranges(unet, calls)
     aggregation = Aggregation(cal.aggregation, cal.percentile, cal.fraction)
     num_train_timesteps = int(source.pipeline.scheduler.config.num_train_timesteps)
@@ -168,13 +166,13 @@ def apply(source, config: QuantizeConfig):
         "sampling": cal.sampling,
         "aggregation": cal.aggregation,
         "activation_scales": f"{cal.intervals} timestep intervals" if cal.intervals > 1 else "one per tensor",
-        "algorithm": quant_config["algorithm"] if single_pass else quant_config["algorithm"]["method"],
+        "algorithm": algorithm,
         "split_convs": split,
         "quantized_layers": len(quantized_layer_names(unet)),
         "float_layers": sorted(float_layer_names(unet)),
         **({"sensitivity": sensitivity} if sensitivity is not None else {}),
         "seconds": {"record": round(recorded - start, 2), "calibrate": round(calibrated - recorded, 2),
-                    **({"sensitivity": round(time.perf_counter() - calibrated, 2)} if sensitivity else {})},
+                    **({"sensitivity": round(time.perf_counter() - calibrated, 2)} if sensitivity is not None else {})},
     })
     return source
 

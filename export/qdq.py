@@ -187,8 +187,7 @@ def insert_qdq(model: onnx.ModelProto, layers: list[LayerQuant], scope: str,
             output_scale = layer.output_scale if layer.output_table is None else layer.output_table
             after_nodes[position[id(node)]] = _add_output_qdq(graph, node, output_scale, layer.activation_format)
 
-    opset = max(layer.weight_format.opset for layer in layers) if layers else 0
-    opset = max([opset] + [layer.activation_format.opset for layer in layers])
+    opset = max((max(layer.weight_format.opset, layer.activation_format.opset) for layer in layers), default=0)
     if opset > _default_opset(model):
         raise_opset(model, opset)
     ordered = list(index_nodes)

@@ -29,7 +29,7 @@ class Generation:
 
 
 class Pipeline:
-    def __init__(self, folder: Path, backend: str = "onnxruntime", verify: bool = True):
+    def __init__(self, folder: Path, backend: str = "onnxruntime", verify: bool = True, **backend_options):
         self.folder = Path(folder)
         self.manifest = load_manifest(self.folder, verify=verify)
         self.info = self.manifest["pipeline"]
@@ -38,8 +38,9 @@ class Pipeline:
         for required in ("text_encoder", "unet", "vae_decoder"):
             if required not in components:
                 raise SdoptError(f"artifact '{folder}': manifest lists no {required}")
+        self.backend = backend
         self.models = {name: backends.load(backend, self.folder / name / "model.onnx",
-                                           int8_weight_bits=components[name].get("int8_weight_bits"))
+                                           int8_weight_bits=components[name].get("int8_weight_bits"), **backend_options)
                        for name in components}
         self.tokenizers = [Tokenizer.from_file(str(self.folder / "tokenizer" / "tokenizer.json"))]
         if self.sdxl:

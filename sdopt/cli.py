@@ -36,6 +36,21 @@ def _unit_interval(text: str) -> float:
     return value
 
 
+def _backend_flags(parser) -> None:
+    parser.add_argument("--backend", choices=("onnxruntime", "openvino"), default="onnxruntime",
+                        help="inference engine (default onnxruntime; openvino needs the openvino extra)")
+    parser.add_argument("--device", help="OpenVINO device (default CPU)")
+    parser.add_argument("--precision", choices=("f32", "bf16", "f16"),
+                        help="OpenVINO inference precision hint (default: the device's own, bf16 on CPUs with AMX)")
+
+
+def _backend_options(args) -> dict:
+    options = {k: getattr(args, k) for k in ("device", "precision") if getattr(args, k) is not None}
+    if options and args.backend != "openvino":
+        raise SdoptError(f"--{next(iter(options))} applies to --backend openvino")
+    return options
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage errors as one line (the full usage is one `--help` away), exit code 2."""
 
@@ -100,8 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     _sampling_flags(r)
     r.add_argument("--height", type=_multiple_of_8, help="image height in pixels (default: the model's)")
     r.add_argument("--width", type=_multiple_of_8, help="image width in pixels (default: the model's)")
-    r.add_argument("--backend", choices=("onnxruntime",), default="onnxruntime",
-                   help="inference engine (default onnxruntime)")
+    _backend_flags(r)
 
     e = commands.add_parser("eval", help="compare an artifact's images with a reference's",
                             description="Generate the same prompts and seeds with the artifact and a reference "
@@ -119,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--clip", type=Path, help="local CLIP model folder (transformers CLIPModel and processor): "
                                              "adds the CLIP score of both image sets")
     e.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of a table")
+    _backend_flags(e)  # for the artifact; the reference runs on ONNX Runtime
     return parser
 
 
@@ -148,7 +163,8 @@ def cmd_eval(args) -> None:
     if args.clip is not None and not (args.clip / "config.json").is_file():
         raise SdoptError(f"--clip {args.clip}: not a model folder (no config.json)")
     result = evaluate(args.artifact, args.reference, pairs, settings,
-                      progress=lambda it: tqdm(it, desc="generating", unit="image"), grid=args.grid, clip=args.clip)
+                      progress=lambda it: tqdm(it, desc="generating", unit="image"), grid=args.grid, clip=args.clip,
+                      backend=args.backend, backend_options=_backend_options(args))
     print(json.dumps(result) if args.json else format_table(result))
 
 
@@ -202,7 +218,7 @@ def cmd_run(args) -> None:
         raise SdoptError(f"--out {out}: must be a .png file")
     if not out.parent.resolve().is_dir():
         raise SdoptError(f"--out {out}: folder {out.parent} does not exist")
-    pipe = Pipeline(args.artifact, backend=args.backend)
+    pipe = Pipeline(args.artifact, args.backend, **_backend_options(args))
     source = pipe.manifest["source"]
     if source.get("random_weights"):
         _say(f"note: {source['spec']} has random weights: the image is noise (speed measurements only)")

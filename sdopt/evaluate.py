@@ -130,10 +130,12 @@ def clip_score(clip_dir: Path, prompts: list[str], images: list[np.ndarray]) -> 
 
 
 def evaluate(artifact: Path, reference: Path | None, pairs, settings: EvalSettings, progress=None,
-             grid: Path | None = None, clip: Path | None = None) -> dict:
+             grid: Path | None = None, clip: Path | None = None, backend: str = "onnxruntime",
+             backend_options: dict | None = None) -> dict:
+    """The artifact runs on `backend`; the reference always on ONNX Runtime."""
     from sdopt.runtime.pipeline import Pipeline
 
-    pipe = Pipeline(artifact)
+    pipe = Pipeline(artifact, backend, **(backend_options or {}))
     if not pairs:
         raise SdoptError("no prompts to evaluate")
     reference = reference or reference_artifact(pipe.manifest)

@@ -3,7 +3,7 @@ has `input_names` and `run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray
 
 from sdopt.errors import SdoptError
 
-BACKENDS = ("onnxruntime",)
+BACKENDS = ("onnxruntime", "openvino")
 
 
 def load(backend: str, path, **options):
@@ -11,4 +11,8 @@ def load(backend: str, path, **options):
         from .onnxruntime import OrtModel
 
         return OrtModel(path, **options)
+    if backend == "openvino":
+        from .openvino import OvModel
+
+        return OvModel(path, **options)
     raise SdoptError(f"unknown backend '{backend}'; available: " + ", ".join(BACKENDS))

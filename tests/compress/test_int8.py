@@ -73,3 +73,12 @@ def test_int8_artifact_runs(quantized, tmp_path):
     _, out = quantized
     assert main(["run", str(out), "--prompt", "a cat", "--out", str(tmp_path / "x.png"), "--steps", "3"]) == 0
     assert (tmp_path / "x.png").stat().st_size > 0
+
+
+def test_time_embedding_precision_option():
+    calibration = CalibrationConfig(num_prompts=1, steps=2)
+    default = apply(load_source("arch:tiny"), QuantizeConfig(calibration=calibration))
+    assert not [n for n in quantized_layer_names(default.pipeline.unet) if "time_emb" in n]
+    quantized = apply(load_source("arch:tiny"), QuantizeConfig(time_embedding="quantized", calibration=calibration))
+    names = quantized_layer_names(quantized.pipeline.unet)
+    assert "time_embedding.linear_1" in names and any(n.endswith("time_emb_proj") for n in names)
