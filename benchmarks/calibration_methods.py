@@ -46,6 +46,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="tiny-shapes")
     parser.add_argument("--formats", default="int8,fp8,w4a8", help="comma-separated recipes to compare")
+    parser.add_argument("--methods", default=",".join(m[1] for m in METHODS),
+                        help="comma-separated rows to run (default: all): " + ", ".join(m[1] for m in METHODS))
     parser.add_argument("--seeds", default="4", help="sdopt eval --seeds (tiny-shapes: 64 held-out pairs each)")
     parser.add_argument("--work", type=Path, help="where the artifacts go (default: a temporary folder)")
     parser.add_argument("--calib-num-prompts", default="4")
@@ -59,12 +61,17 @@ def main() -> None:
     rows = []
     for recipe in args.formats.split(","):
         for name, folder, options in METHODS:
+            if folder not in args.methods.split(","):
+                continue
             out = work / f"{recipe}-{folder}"
             start = time.perf_counter()
             if not (out / "manifest.json").is_file():
                 run(["compress", "--model", args.model, "--recipe", recipe, "--out", str(out), *calib, *options])
             seconds = time.perf_counter() - start
-            result = json.loads(run(["eval", str(out), "--seeds", args.seeds, "--json"]))
+            evaluated = work / f"{recipe}-{folder}-eval-{args.seeds}.json"  # a rerun with --work reuses it
+            if not evaluated.is_file():
+                evaluated.write_text(run(["eval", str(out), "--seeds", args.seeds, "--json"]))
+            result = json.loads(evaluated.read_text())
             rows.append({"recipe": recipe, "method": name, "options": " ".join(options),
                          "compress_seconds": round(seconds, 1), **result})
 
