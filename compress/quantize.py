@@ -124,26 +124,23 @@ def apply(source, config: QuantizeConfig):
     algorithm = quant_config["algorithm"] if isinstance(quant_config["algorithm"], str) \
         else quant_config["algorithm"]["method"]
     single_pass = algorithm == "max"
-    recorders = []
+    statistics = []
 
     def forward_loop(model):
         # Per-call ranges are recorded in modelopt's own pass when it makes exactly one (max); AWQ and
         # SmoothQuant make several and change the layers' input scaling, so they are recorded after.
-        recorder = RangeRecorder(activation_quantizers(model)) if single_pass else contextlib.nullcontext()
-        with recorder:
-            for inputs in tqdm(calls, desc="calibrating quantizers", unit="call"):
-                if single_pass:
-                    recorder.start_call(float(inputs["timestep"][0]), int(inputs["step"]))
-                run_unet(model, inputs)
         if single_pass:
-            recorders.append(recorder)
+            statistics.append(_record_calls(model, calls, "calibrating quantizers"))
+        else:
+            for inputs in tqdm(calls, desc="calibrating quantizers", unit="call"):
+                run_unet(model, inputs)
 
     with torch.no_grad(), contextlib.redirect_stdout(sys.stderr):  # modelopt prints progress on stdout
         mtq.quantize(unet, quant_config, forward_loop)
     if config.format == "int8":
         for name in quantized_layer_names(unet):
             unet.get_submodule(name).weight_quantizer.num_bits = config.weight_bits
-    stats = recorders[-1].statistics() if single_pass else record_ranges(unet, calls)
+    stats = statistics[-1] if single_pass else record_ranges(unet, calls)
     aggregation = Aggregation(cal.aggregation, cal.percentile, cal.fraction)
     num_train_timesteps = int(source.pipeline.scheduler.config.num_train_timesteps)
     if cal.intervals > 1:
@@ -181,9 +178,13 @@ def record_ranges(unet, calls: list[dict]) -> StepStatistics:
     """Per-call activation ranges of the calibrated model, its quantizers passing values through."""
     from sdopt.export.qdq import quantizers_disabled
 
-    quantizers = activation_quantizers(unet)
-    with torch.no_grad(), RangeRecorder(quantizers) as recorder, quantizers_disabled(unet):
-        for inputs in tqdm(calls, desc="recording activation ranges", unit="call"):
+    with torch.no_grad(), quantizers_disabled(unet):
+        return _record_calls(unet, calls, "recording activation ranges")
+
+
+def _record_calls(unet, calls: list[dict], description: str) -> StepStatistics:
+    with RangeRecorder(activation_quantizers(unet)) as recorder:
+        for inputs in tqdm(calls, desc=description, unit="call"):
             recorder.start_call(float(inputs["timestep"][0]), int(inputs["step"]))
             run_unet(unet, inputs)
     return recorder.statistics()

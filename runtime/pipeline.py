@@ -38,7 +38,6 @@ class Pipeline:
         for required in ("text_encoder", "unet", "vae_decoder"):
             if required not in components:
                 raise SdoptError(f"artifact '{folder}': manifest lists no {required}")
-        self.backend = backend
         self.models = {name: backends.load(backend, self.folder / name / "model.onnx",
                                            int8_weight_bits=components[name].get("int8_weight_bits"), **backend_options)
                        for name in components}

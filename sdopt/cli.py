@@ -37,10 +37,13 @@ def _unit_interval(text: str) -> float:
 
 
 def _backend_flags(parser) -> None:
-    parser.add_argument("--backend", choices=("onnxruntime", "openvino"), default="onnxruntime",
+    from sdopt.runtime.backends import BACKENDS
+    from sdopt.runtime.backends.openvino import PRECISIONS
+
+    parser.add_argument("--backend", choices=BACKENDS, default="onnxruntime",
                         help="inference engine (default onnxruntime; openvino needs the openvino extra)")
     parser.add_argument("--device", help="OpenVINO device (default CPU)")
-    parser.add_argument("--precision", choices=("f32", "bf16", "f16"),
+    parser.add_argument("--precision", choices=PRECISIONS,
                         help="OpenVINO inference precision hint (default: the device's own, bf16 on CPUs with AMX)")
 
 
@@ -98,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--time-embedding", choices=("float", "quantized"),
                    help="keep the time embedding and its per-block projections in float (default) or quantize them")
     c.add_argument("--smoothquant", type=_unit_interval, metavar="ALPHA",
-                   help="SmoothQuant the linear layers with this alpha (int8, fp8)")
+                   help="SmoothQuant the linear layers with this alpha (int8)")
     c.add_argument("--split-shortcuts", action="store_true", default=None,
                    help="own activation scales for the two halves (upsampled, skip) of up-block ResNet inputs")
     c.add_argument("--auto-skip", type=float, metavar="PSNR",

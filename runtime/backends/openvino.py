@@ -37,15 +37,11 @@ class OvModel:
         self.request = self.compiled.create_infer_request()
         # a port can carry several tensor names (OpenVINO merges names through its graph rewrites): keep
         # the ONNX graph's own input / output names
-        self.input_names = [_onnx_name(port, self._graph_names(path, "input")) for port in self.compiled.inputs]
-        self.output_names = [_onnx_name(port, self._graph_names(path, "output")) for port in self.compiled.outputs]
-
-    @staticmethod
-    def _graph_names(path: Path, kind: str) -> set[str]:
         import onnx
 
         graph = onnx.load(str(path), load_external_data=False).graph
-        return {v.name for v in (graph.input if kind == "input" else graph.output)}
+        self.input_names = [_onnx_name(port, {v.name for v in graph.input}) for port in self.compiled.inputs]
+        self.output_names = [_onnx_name(port, {v.name for v in graph.output}) for port in self.compiled.outputs]
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         results = self.request.infer({i: feeds[name] for i, name in enumerate(self.input_names) if name in feeds})

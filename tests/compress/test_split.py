@@ -58,4 +58,4 @@ def test_split_shortcuts_export_two_quantized_paths(tmp_path):
     first, second = (float(inits[scales[f"{scope}/parts.{p}/Conv/input/QuantizeLinear"]]) for p in (0, 1))
     assert first != second
     # the shortcut conv is in the default skip list: split, but left in float
-    assert f"/unet/up_blocks.0/resnets.0/conv_shortcut/parts.0/Conv/input/QuantizeLinear" not in names
+    assert "/unet/up_blocks.0/resnets.0/conv_shortcut/parts.0/Conv/input/QuantizeLinear" not in names
