@@ -38,13 +38,39 @@ class Pipeline:
         for required in ("text_encoder", "unet", "vae_decoder"):
             if required not in components:
                 raise SdoptError(f"artifact '{folder}': manifest lists no {required}")
+        per_component = {name: {} for name in components}
+        if backend == "openvino":
+            for name, ir in self._openvino_ir(components).items():
+                per_component[name]["ir_path"] = ir
+        if backend == "tensorrt":
+            per_component = self._tensorrt_engines(components)
         self.models = {name: backends.load(backend, self.folder / name / "model.onnx",
-                                           int8_weight_bits=components[name].get("int8_weight_bits"), **backend_options)
+                                           int8_weight_bits=components[name].get("int8_weight_bits"),
+                                           **backend_options, **per_component[name])
                        for name in components}
         self.tokenizers = [Tokenizer.from_file(str(self.folder / "tokenizer" / "tokenizer.json"))]
         if self.sdxl:
             self.tokenizers.append(Tokenizer.from_file(str(self.folder / "tokenizer_2" / "tokenizer.json")))
         self.scheduler_config = json.loads((self.folder / "scheduler" / "scheduler_config.json").read_text())
+
+    def _openvino_ir(self, components: dict) -> dict[str, Path]:
+        """The OpenVINO build's IR per component; an int8 artifact must have one (its activation form)."""
+        build = self.manifest.get("builds", {}).get("openvino")
+        if build is None:
+            if any("int8" in c.get("activation_format", []) for c in components.values()):
+                raise SdoptError(f"artifact '{self.folder}' has int8 activations: build its OpenVINO form first "
+                                 f"(sdopt build {self.folder} --format openvino)")
+            return {}
+        return {name: self.folder / "openvino" / name / "model.xml" for name in components}
+
+    def _tensorrt_engines(self, components: dict) -> dict[str, dict]:
+        build = self.manifest.get("builds", {}).get("tensorrt")
+        if build is None:
+            raise SdoptError(f"artifact '{self.folder}' has no TensorRT engines: "
+                             f"sdopt build {self.folder} --format tensorrt (on the GPU that will run them)")
+        return {name: {"engine_paths": [self.folder / e for e in build["components"][name]["engines"]],
+                       "interval_per_timestep": build["components"][name].get("interval_per_timestep")}
+                for name in components}
 
     def check_size(self, height: int, width: int) -> None:
         multiple = self.info["vae_scale_factor"] * self.info["latent_size_multiple"]

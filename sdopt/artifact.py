@@ -35,6 +35,26 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def write_atomically(path: Path, write) -> None:
+    """`write(tmp)` writes a temporary file beside `path`, renamed into place only when it succeeds."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp made it private
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def check_writable_destination(out: Path) -> None:
     """Fail before any work if `out` cannot be created, or would clobber something that is not ours."""
     out = Path(out)
@@ -95,9 +115,7 @@ class ArtifactWriter:
         manifest = {"schema_version": SCHEMA_VERSION, "sdopt_version": __version__, **manifest,
                     "components": self.components, "files": extra_files}
         self.write_json(MANIFEST, manifest)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(self.tmp, 0o777 & ~umask)  # mkdtemp made it private
+        os.chmod(self.tmp, 0o777 & ~_umask())  # mkdtemp made it private
         old = None
         if self.out.exists():
             old = self.out.with_name(f".{self.out.name}.old-{os.getpid()}")
@@ -106,6 +124,27 @@ class ArtifactWriter:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         return self.out
+
+
+def record_build(folder: Path, name: str, staging: Path, record: dict) -> dict:
+    """Move a backend build (staged in a temporary folder inside the artifact) to `folder/name` and list
+    its files in the manifest under builds[name]; an earlier build of that name is replaced."""
+    folder = Path(folder)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    target = folder / name
+    record = {**record, "files": {rel: {"sha256": sha256_file(staging / Path(rel).relative_to(name)),
+                                        "bytes": (staging / Path(rel).relative_to(name)).stat().st_size}
+                                  for rel in record["files"]}}
+    old = folder / f".{name}.old-{os.getpid()}"
+    os.chmod(staging, 0o777 & ~_umask())  # mkdtemp made it private
+    if target.exists():
+        os.rename(target, old)
+    os.rename(staging, target)
+    manifest.setdefault("builds", {})[name] = record
+    write_atomically(folder / MANIFEST, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2,
+                                                                                    sort_keys=True) + "\n"))
+    shutil.rmtree(old, ignore_errors=True)
+    return record
 
 
 def load_manifest(folder: Path, verify: bool = True) -> dict:
@@ -125,6 +164,8 @@ def load_manifest(folder: Path, verify: bool = True) -> dict:
     for name, comp in manifest.get("components", {}).items():
         for fname, meta in comp.get("files", {}).items():
             expected[f"{name}/{fname}"] = meta["sha256"]
+    for build in manifest.get("builds", {}).values():
+        expected.update({rel: meta["sha256"] for rel, meta in build["files"].items()})
     for rel, digest in expected.items():
         file = folder / rel
         if not file.is_file():

@@ -1,4 +1,4 @@
-"""`sdopt` command line: compress | run | eval.
+"""`sdopt` command line: compress | run | eval | build | bench.
 
 Every user error is one line on stderr and exit code 2; nothing half-written is left behind.
 """
@@ -41,7 +41,9 @@ def _backend_flags(parser) -> None:
     from sdopt.runtime.backends.openvino import PRECISIONS
 
     parser.add_argument("--backend", choices=BACKENDS, default="onnxruntime",
-                        help="inference engine (default onnxruntime; openvino needs the openvino extra)")
+                        help="inference engine (default onnxruntime; openvino needs the openvino extra and, for int8 "
+                             "artifacts, `sdopt build --format openvino`; tensorrt needs engines from "
+                             "`sdopt build --format tensorrt`)")
     parser.add_argument("--device", help="OpenVINO device (default CPU)")
     parser.add_argument("--precision", choices=PRECISIONS,
                         help="OpenVINO inference precision hint (default: the device's own, bf16 on CPUs with AMX)")
@@ -137,6 +139,52 @@ def build_parser() -> argparse.ArgumentParser:
                                              "adds the CLIP score of both image sets")
     e.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of a table")
     _backend_flags(e)  # for the artifact; the reference runs on ONNX Runtime
+
+    d = commands.add_parser("build", help="build an artifact for a deployment backend (OpenVINO IR, TensorRT)",
+                            description="Convert an artifact's ONNX graphs into a backend's own form, stored "
+                                        "inside the artifact folder and listed in its manifest; `run`, `eval` "
+                                        "and `bench` on that backend use it.")
+    d.add_argument("artifact", type=Path, help="artifact folder written by `sdopt compress`")
+    d.add_argument("--format", required=True, choices=("openvino", "tensorrt"),
+                   help="openvino: IR with the uint8 activation form OpenVINO computes exactly; tensorrt: one "
+                        "engine per component (needs TensorRT and an NVIDIA GPU)")
+    d.add_argument("--batch", help="tensorrt: images per prompt, N or MIN:OPT:MAX (default 1; "
+                                                "the UNet profile doubles it for guidance)")
+    d.add_argument("--height", help="tensorrt: image height in pixels, N or MIN:OPT:MAX (default: the model's)")
+    d.add_argument("--width", help="tensorrt: image width in pixels, N or MIN:OPT:MAX (default: the model's)")
+    d.add_argument("--static", action="store_true", help="tensorrt: one fixed shape (the OPT values), for edge devices")
+    d.add_argument("--float-precision", choices=("fp16", "fp32"), default="fp16",
+                   help="tensorrt: precision of the layers the artifact keeps in float: fp16 (default) or fp32 "
+                        "(strongly typed: every type from the ONNX graph and its Q/DQ)")
+    d.add_argument("--workspace", type=float, metavar="GIB", help="tensorrt: workspace memory limit in GiB")
+    d.add_argument("--timing-cache", type=Path, help="tensorrt: timing cache file to read and update "
+                                                     "(default: kept inside the build)")
+
+    b = commands.add_parser("bench", help="latency per stage, memory, load time and size, against peers",
+                            description="Time text encoder, UNet per step, VAE decode and end-to-end guided "
+                                        "generation of artifacts and of peers (diffusers eager fp32, the fp32 "
+                                        "ONNX on ONNX Runtime and on OpenVINO), each in its own process; "
+                                        "prints a table with speedups over each peer.")
+    b.add_argument("artifacts", nargs="*", type=Path, help="artifact folders to measure (any number)")
+    b.add_argument("--model", help="model source of the peers (default: the artifacts' source, else "
+                                   f"{DEFAULT_MODEL})")
+    b.add_argument("--backends", default="onnxruntime",
+                   help="comma-separated backends to run each artifact on (default onnxruntime)")
+    b.add_argument("--device", help="OpenVINO device for artifacts on openvino (default CPU)")
+    from sdopt.runtime.backends.openvino import PRECISIONS
+
+    b.add_argument("--precision", choices=PRECISIONS,
+                   help="OpenVINO precision hint for artifacts on openvino (default: the device's own)")
+    b.add_argument("--peers", default="diffusers,ort-fp32,openvino",
+                   help="comma-separated peers, or none (default diffusers,ort-fp32,openvino)")
+    b.add_argument("--steps", type=_positive, help="sampling steps (default: the model's)")
+    b.add_argument("--height", type=_multiple_of_8, help="image height in pixels (default: the model's)")
+    b.add_argument("--width", type=_multiple_of_8, help="image width in pixels (default: the model's)")
+    b.add_argument("--runs", type=_positive, default=5, help="timed generations per target (default 5)")
+    b.add_argument("--warmup", type=_positive, default=1,
+                   help="warm-up generations (2 steps each, same shapes) before timing (default 1)")
+    b.add_argument("--json", type=Path, help="write the results as JSON here (and the plot beside it as .png)")
+    b.add_argument("--plot", type=Path, help="PNG bar plot (default: the --json path with .png)")
     return parser
 
 
@@ -169,6 +217,92 @@ def cmd_eval(args) -> None:
                       progress=lambda it: tqdm(it, desc="generating", unit="image"), grid=args.grid, clip=args.clip,
                       backend=args.backend, backend_options=_backend_options(args))
     print(json.dumps(result) if args.json else format_table(result))
+
+
+def cmd_build(args) -> None:
+    from tqdm.auto import tqdm
+
+    from .artifact import load_manifest
+
+    tensorrt_flags = [f for f in ("batch", "height", "width", "workspace", "timing_cache")
+                      if getattr(args, f) is not None]
+    tensorrt_flags += [f for f in ("static",) if getattr(args, f)]
+    if args.format == "openvino":
+        if tensorrt_flags:
+            raise SdoptError(f"--{tensorrt_flags[0].replace('_', '-')} applies to --format tensorrt")
+        from sdopt.export.openvino import build
+
+        record = build(args.artifact, progress=lambda names: tqdm(names, desc="converting", unit="graph"))
+    else:
+        from sdopt.export.tensorrt import TensorrtConfig, build, parse_range
+
+        info = load_manifest(args.artifact, verify=False)["pipeline"]
+        multiple = info["vae_scale_factor"] * info["latent_size_multiple"]
+        config = TensorrtConfig(batch=parse_range(args.batch or "1"),
+                                height=parse_range(args.height, multiple) if args.height else None,
+                                width=parse_range(args.width, multiple) if args.width else None,
+                                static=args.static, precision=args.float_precision, workspace_gib=args.workspace,
+                                timing_cache=args.timing_cache)
+        record = build(args.artifact, config, progress=lambda jobs: tqdm(jobs, desc="building", unit="engine"))
+    size = sum(f["bytes"] for f in record["files"].values())
+    _say(f"wrote {args.artifact}/{args.format} ({len(record['files'])} files, {size / 1e6:.0f} MB) "
+         f"in {record['seconds']:.1f} s")
+
+
+def cmd_bench(args) -> None:
+    from .artifact import load_manifest
+    from .bench import Settings, bench, check_peers, format_table, plan_targets, write_json, write_plot
+    from .evaluate import default_pairs, fp32_export
+    from .sources import DEFAULT_MODEL
+    from sdopt.runtime.backends import BACKENDS
+
+    peers = check_peers(args.peers)
+    backends = [b for b in args.backends.split(",") if b]
+    for backend in backends:
+        if backend not in BACKENDS:
+            raise SdoptError(f"--backends: unknown backend '{backend}'; choose from " + ", ".join(BACKENDS))
+    if not args.artifacts and not peers:
+        raise SdoptError("nothing to measure: give artifact folders or --peers")
+    manifests = [load_manifest(folder, verify=False) for folder in args.artifacts]
+    specs = {m["source"]["spec"] for m in manifests}
+    if len(specs) > 1 or (args.model and specs and specs != {args.model}):
+        raise SdoptError("the artifacts and --model come from different sources: " + ", ".join(
+            sorted(specs | {args.model} - {None})))
+    spec = args.model or (specs.pop() if specs else DEFAULT_MODEL)
+    plot = args.plot or (args.json.with_suffix(".png") if args.json else None)
+    for flag, path in (("--json", args.json), ("--plot", plot)):
+        if path is not None and not path.parent.resolve().is_dir():
+            raise SdoptError(f"{flag} {path}: folder {path.parent} does not exist")
+    options = {k: getattr(args, k) for k in ("device", "precision") if getattr(args, k) is not None}
+    if options and "openvino" not in backends:
+        raise SdoptError(f"--{next(iter(options))} applies to artifacts on --backends openvino")
+
+    manifest = manifests[0] if manifests else load_manifest(fp32_export(spec), verify=False)
+    info = manifest["pipeline"]
+    multiple = info["vae_scale_factor"] * info["latent_size_multiple"]
+    height, width = args.height or info["height"], args.width or info["width"]
+    for name, value in (("--height", height), ("--width", width)):
+        if value % multiple:
+            raise SdoptError(f"{name} {value} is not a multiple of {multiple} for this model")
+    settings = Settings(prompt=default_pairs(manifest, None, 1)[0][0], steps=args.steps or info.get("steps", 20),
+                        height=height, width=width,
+                        guidance=max(info.get("guidance", 7.5), 1.5),  # always guided: the batch-2 UNet
+                        runs=args.runs, warmup=args.warmup)
+    targets = plan_targets(args.artifacts, backends, peers, spec, options)
+    random_weights = spec.startswith("arch:") or any(m["source"].get("random_weights") for m in manifests)
+    if random_weights:
+        _say(f"note: {spec} has random weights: speed measurements only")
+    result = bench(targets, settings, spec, random_weights)
+    print(format_table(result))
+    if args.json:
+        write_json(result, args.json)
+        _say(f"wrote {args.json}")
+    if plot:
+        write_plot(result, plot)
+        _say(f"wrote {plot}")
+    failed = [r["name"] for r in result["rows"] if "error" in r]
+    if failed:
+        raise SdoptError(f"{len(failed)} of {len(result['rows'])} targets failed: " + ", ".join(failed))
 
 
 def _guidance(args, info: dict) -> float:
@@ -239,22 +373,10 @@ def cmd_run(args) -> None:
         meta.add_text(key, str(value))
     from PIL import Image
 
-    _write_atomically(out, lambda tmp: Image.fromarray(result.image).save(tmp, format="PNG", pnginfo=meta))
+    from .artifact import write_atomically
+
+    write_atomically(out, lambda tmp: Image.fromarray(result.image).save(tmp, format="PNG", pnginfo=meta))
     _say(f"wrote {out}")
-
-
-def _write_atomically(path: Path, write) -> None:
-    import os
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _read_prompts(path: Path, flag: str) -> list[str]:
@@ -277,7 +399,7 @@ def _version() -> str:
     return __version__
 
 
-COMMANDS = {"compress": cmd_compress, "run": cmd_run, "eval": cmd_eval}
+COMMANDS = {"compress": cmd_compress, "run": cmd_run, "eval": cmd_eval, "build": cmd_build, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -82,9 +82,15 @@ def is_tiny_shapes(manifest: dict) -> bool:
 
 def reference_artifact(manifest: dict) -> Path:
     """The fp32 export of the artifact's source, made once and cached."""
-    spec = manifest["source"]["spec"]
+    return fp32_export(manifest["source"]["spec"], manifest["sdopt_version"])
+
+
+def fp32_export(spec: str, version: str | None = None) -> Path:
+    """The plain fp32 ONNX export of a model source, made once and cached under $SDOPT_CACHE."""
+    from sdopt import __version__
+
     key = hashlib.sha256(f"{spec}|{Path(spec).resolve() if Path(spec).exists() else ''}|"
-                         f"{manifest['sdopt_version']}".encode()).hexdigest()[:16]
+                         f"{version or __version__}".encode()).hexdigest()[:16]
     cache = Path(os.environ.get("SDOPT_CACHE", Path.home() / ".cache" / "sdopt")) / "reference" / key
     if not (cache / "manifest.json").is_file():
         from sdopt.export.writer import write_artifact

@@ -194,5 +194,7 @@ def _quiet_libraries() -> None:
 
         dlog.set_verbosity_error()
         tlog.set_verbosity_error()
+        dlog.disable_progress_bar()  # "Loading pipeline components" / "Loading weights" bars
+        tlog.disable_progress_bar()
     except ImportError:
         pass

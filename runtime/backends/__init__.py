@@ -3,7 +3,7 @@ has `input_names` and `run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray
 
 from sdopt.errors import SdoptError
 
-BACKENDS = ("onnxruntime", "openvino")
+BACKENDS = ("onnxruntime", "openvino", "tensorrt")
 
 
 def load(backend: str, path, **options):
@@ -15,4 +15,8 @@ def load(backend: str, path, **options):
         from .openvino import OvModel
 
         return OvModel(path, **options)
+    if backend == "tensorrt":
+        from .tensorrt import TrtModel
+
+        return TrtModel(path, **options)
     raise SdoptError(f"unknown backend '{backend}'; available: " + ", ".join(BACKENDS))

@@ -13,7 +13,9 @@ PRECISIONS = ("f32", "bf16", "f16")
 
 class OvModel:
     def __init__(self, path: Path, device: str = "CPU", precision: str | None = None, threads: int = 0,
-                 int8_weight_bits: int | None = None):
+                 int8_weight_bits: int | None = None, ir_path: Path | None = None):
+        """`path`: the ONNX graph; `ir_path`: its OpenVINO build (`sdopt build --format openvino`), compiled
+        instead when given."""
         try:
             import openvino as ov
         except ImportError as err:
@@ -30,10 +32,10 @@ class OvModel:
             raise SdoptError(f"OpenVINO device '{device}' is not available here; available: "
                              + ", ".join(core.available_devices))
         try:
-            self.compiled = core.compile_model(str(path), device, config)
+            self.compiled = core.compile_model(str(ir_path or path), device, config)
         except RuntimeError as err:
             first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise SdoptError(f"{path}: OpenVINO cannot compile it ({first_line})") from err
+            raise SdoptError(f"{ir_path or path}: OpenVINO cannot compile it ({first_line})") from err
         self.request = self.compiled.create_infer_request()
         # a port can carry several tensor names (OpenVINO merges names through its graph rewrites): keep
         # the ONNX graph's own input / output names

@@ -1,0 +1,206 @@
+"""`sdopt build DIR --format tensorrt`: one TensorRT engine per ONNX component (TensorRT Python API).
+
+- Optimization profiles from the requested min/opt/max batch and image size (the UNet sees twice the
+  batch: classifier-free guidance runs negative and positive prompt together); `static` builds
+  min = opt = max, for edge devices.
+- Precision: the artifact's Q/DQ decide int8 / fp8 / int4 regions (explicit quantization). Float layers
+  run fp16 (weakly typed network, FP16 flag plus the flag of each Q/DQ format) or, with
+  `precision="fp32"`, as the ONNX types say (strongly typed network: every type from the graph).
+- A timing cache is read before and written after every build, so rebuilds skip layer timing.
+- Interval scales (`--calib-intervals K`) are gathered by timestep in the artifact's graph; TensorRT wants
+  constant scales, so the UNet becomes K engines, each with its interval's constants, and the runtime
+  picks the engine by timestep.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+from sdopt.errors import SdoptError
+from sdopt.export.rewrite import (constant_interval_scales, interval_count, interval_per_timestep,
+                                  rewritten_copy)
+
+BUILD_DIR = "tensorrt"
+FORMAT_FLAGS = {"int8": "INT8", "float8e4m3fn": "FP8", "int4": "INT4"}
+GUIDED_COMPONENTS = ("unet",)  # run at twice the image batch with guidance
+
+
+@dataclass(frozen=True)
+class TensorrtConfig:
+    batch: tuple[int, int, int] = (1, 1, 1)  # images per prompt: min, opt, max
+    height: tuple[int, int, int] | None = None  # pixels: min, opt, max (default: the model's size)
+    width: tuple[int, int, int] | None = None
+    static: bool = False  # one shape: the opt values
+    precision: str = "fp16"  # float layers: fp16 (weakly typed) or fp32 (strongly typed)
+    guidance: bool = True
+    workspace_gib: float | None = None
+    timing_cache: Path | None = None  # default: DIR/tensorrt/timing.cache
+
+
+def parse_range(text: str, multiple: int = 1) -> tuple[int, int, int]:
+    """"512" -> (512, 512, 512); "256:512:768" -> min, opt, max."""
+    try:
+        values = tuple(int(v) for v in text.split(":"))
+    except ValueError:
+        raise SdoptError(f"'{text}' is not N or MIN:OPT:MAX") from None
+    if len(values) == 1:
+        values = values * 3
+    if len(values) != 3 or not 0 < values[0] <= values[1] <= values[2]:
+        raise SdoptError(f"'{text}' is not N or MIN:OPT:MAX with 0 < MIN <= OPT <= MAX")
+    if any(v % multiple for v in values):
+        raise SdoptError(f"'{text}': every value must be a multiple of {multiple}")
+    return values
+
+
+def input_profiles(component: str, inputs: list[dict], info: dict, config: TensorrtConfig) -> dict:
+    """{input name: (min shape, opt shape, max shape)} from the manifest's symbolic input shapes."""
+    height = config.height or (info["height"],) * 3
+    width = config.width or (info["width"],) * 3
+    batch = config.batch
+    if config.guidance and component in GUIDED_COMPONENTS:
+        batch = tuple(2 * b for b in batch)
+    f = info["vae_scale_factor"]
+    dims = {"batch": batch, "height": tuple(h // f for h in height), "width": tuple(w // f for w in width)}
+    profiles = {}
+    for spec in inputs:
+        shapes = []
+        for i in range(3):
+            shape = []
+            for d in spec["shape"]:
+                if isinstance(d, int):
+                    shape.append(d)
+                elif d in dims:
+                    shape.append(dims[d][1] if config.static else dims[d][i])
+                else:
+                    raise SdoptError(f"{component}: input {spec['name']} has a dimension '{d}' that no profile sets")
+            shapes.append(tuple(shape))
+        profiles[spec["name"]] = tuple(shapes)
+    return profiles
+
+
+def network_settings(component: dict, precision: str) -> tuple[bool, list[str]]:
+    """(strongly typed, builder flags) for a component of the manifest."""
+    if precision not in ("fp16", "fp32"):
+        raise SdoptError(f"unknown TensorRT float precision '{precision}'; choose fp16 or fp32")
+    formats = set(component.get("weight_format", [])) | set(component.get("activation_format", []))
+    if precision == "fp32":
+        return True, []
+    return False, ["FP16"] + sorted({FORMAT_FLAGS[f] for f in formats if f in FORMAT_FLAGS})
+
+
+def parser_graphs(folder: Path, name: str) -> list[tuple[str, onnx.ModelProto | None]]:
+    """What the ONNX parser gets for a component: [(engine file, graph)], graph None = the artifact's
+    own file as it is; an interval-scale UNet gives one constant-scale graph per interval."""
+    path = Path(folder) / name / "model.onnx"
+    model = onnx.load(str(path), load_external_data=False)
+    for init in model.graph.initializer:  # TensorRT's explicit quantization is symmetric
+        if init.name.endswith("_zero_point") and init.data_type == onnx.TensorProto.UINT8:
+            raise SdoptError(f"{path}: uint8 activations with a zero point; TensorRT needs the symmetric int8 form")
+    intervals = interval_count(model)
+    if intervals == 1:
+        return [(f"{name}.plan", None)]
+    graphs = []
+    for k in range(intervals):
+        graph = onnx.load(str(path), load_external_data=False)
+        constant_interval_scales(graph, k)
+        graphs.append((f"{name}.interval{k}.plan", graph))
+    return graphs
+
+
+def build_engine(onnx_path: Path, profiles: dict, strongly_typed: bool, flags: list[str],
+                 timing_cache: bytes, workspace_gib: float | None) -> tuple[bytes, bytes]:
+    """Serialized engine and the updated timing cache."""
+    import tensorrt as trt
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network_flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
+    network = builder.create_network(network_flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise SdoptError(f"{onnx_path}: TensorRT's ONNX parser refused it ({errors})")
+    config = builder.create_builder_config()
+    for flag in flags:
+        config.set_flag(getattr(trt.BuilderFlag, flag))
+    if workspace_gib:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
+    profile = builder.create_optimization_profile()
+    for name, (low, opt, high) in profiles.items():
+        profile.set_shape(name, low, opt, high)
+    config.add_optimization_profile(profile)
+    cache = config.create_timing_cache(timing_cache)
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise SdoptError(f"{onnx_path}: TensorRT could not build an engine (see its log above)")
+    return bytes(plan), bytes(cache.serialize())
+
+
+def plan_build(folder: Path, config: TensorrtConfig) -> dict:
+    """Everything about the build that needs no GPU: per component its graphs, profiles and flags."""
+    from sdopt.artifact import load_manifest
+
+    manifest = load_manifest(folder, verify=False)
+    info = manifest["pipeline"]
+    plan = {}
+    for name, component in manifest["components"].items():
+        strongly_typed, flags = network_settings(component, config.precision)
+        plan[name] = {"graphs": parser_graphs(folder, name), "strongly_typed": strongly_typed, "flags": flags,
+                      "profiles": input_profiles(name, component["inputs"], info, config)}
+    return plan
+
+
+def build(folder: Path, config: TensorrtConfig, progress=None) -> dict:
+    """Write DIR/tensorrt/<component>[.intervalK].plan and record them in the manifest."""
+    try:
+        import tensorrt as trt
+    except ImportError as err:
+        raise SdoptError("building TensorRT engines needs TensorRT and an NVIDIA GPU: "
+                         "pip install 'sdopt[tensorrt]' on a machine with one") from err
+    from sdopt.artifact import load_manifest, record_build
+
+    folder = Path(folder)
+    load_manifest(folder)
+    plan = plan_build(folder, config)
+    cache_path = Path(config.timing_cache or folder / BUILD_DIR / "timing.cache")
+    timing_cache = cache_path.read_bytes() if cache_path.is_file() else b""
+    start = time.perf_counter()
+    staging = Path(tempfile.mkdtemp(prefix=f".{BUILD_DIR}.partial-", dir=folder))
+    try:
+        components = {}
+        jobs = [(name, engine, graph) for name, p in plan.items() for engine, graph in p["graphs"]]
+        for name, engine, graph in (progress(jobs) if progress else jobs):
+            p = plan[name]
+            onnx_path = folder / name / "model.onnx"
+            if graph is None:
+                serialized, timing_cache = build_engine(onnx_path, p["profiles"], p["strongly_typed"], p["flags"],
+                                                        timing_cache, config.workspace_gib)
+            else:
+                with rewritten_copy(onnx_path, graph) as rewritten:
+                    serialized, timing_cache = build_engine(rewritten, p["profiles"], p["strongly_typed"],
+                                                            p["flags"], timing_cache, config.workspace_gib)
+            (staging / engine).write_bytes(serialized)
+            entry = components.setdefault(name, {"engines": [], "strongly_typed": p["strongly_typed"],
+                                                 "flags": p["flags"],
+                                                 "profiles": {k: [list(s) for s in v] for k, v in p["profiles"].items()}})
+            entry["engines"].append(f"{BUILD_DIR}/{engine}")
+            if graph is not None:
+                entry["interval_per_timestep"] = interval_per_timestep(
+                    onnx.load(str(onnx_path), load_external_data=False))
+        (staging / "timing.cache").write_bytes(timing_cache)
+        if config.timing_cache:
+            cache_path.write_bytes(timing_cache)
+        files = [f"{BUILD_DIR}/{p.name}" for p in sorted(staging.iterdir()) if p.suffix == ".plan"]
+        record = {"files": files, "components": components, "tensorrt_version": trt.__version__,
+                  "static": config.static, "precision": config.precision,
+                  "seconds": round(time.perf_counter() - start, 1)}
+        return record_build(folder, BUILD_DIR, staging, record)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

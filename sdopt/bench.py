@@ -1,0 +1,222 @@
+"""`sdopt bench`: latency per stage and end to end, peak memory, load time and size on disk of sdopt
+artifacts and of the peers a user would deploy instead, measured in one run on this machine.
+
+Peers, all from the same model source:
+    diffusers  the diffusers pipeline in torch, eager fp32
+    ort-fp32   the plain fp32 ONNX export on ONNX Runtime (what Optimum gives)
+    openvino   the same fp32 ONNX in OpenVINO at the device's default precision
+Every target runs in its own process, one after the other, so its memory and threads are its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from sdopt.artifact import write_atomically
+from sdopt.errors import SdoptError
+
+PEERS = ("diffusers", "ort-fp32", "openvino")
+STAGE_LABELS = {"text_encoder": "text encoder", "unet": "UNet", "vae_decode": "VAE decode"}
+
+
+@dataclass
+class Target:
+    name: str
+    kind: str  # "artifact" (sdopt runtime) or "diffusers" (torch)
+    path: str  # artifact folder, or model source spec for diffusers
+    backend: str = "onnxruntime"
+    options: dict = field(default_factory=dict)
+    peer: bool = False
+    size_bytes: int | None = None
+
+
+@dataclass
+class Settings:
+    prompt: str
+    steps: int
+    height: int
+    width: int
+    guidance: float
+    runs: int = 5
+    warmup: int = 1
+    warmup_steps: int = 2  # a warm-up generation runs every graph at the measured shapes
+
+
+def deployed_bytes(manifest: dict, backend: str) -> int:
+    """Size on disk of the graphs a backend loads: its build where it uses one, else the ONNX files."""
+    build = manifest.get("builds", {}).get(backend)
+    files = build["files"].values() if build else (f for c in manifest["components"].values()
+                                                   for f in c["files"].values())
+    return sum(f["bytes"] for f in files)
+
+
+def plan_targets(artifacts: list[Path], backends: list[str], peers: list[str], spec: str,
+                 backend_options: dict) -> list[Target]:
+    """sdopt's artifacts on each backend, then the peers."""
+    from sdopt.artifact import load_manifest
+
+    targets = []
+    for folder in artifacts:
+        manifest = load_manifest(folder, verify=False)
+        for backend in backends:
+            options = backend_options if backend == "openvino" else {}
+            targets.append(Target(f"sdopt {manifest['recipe']['name']} ({folder.name}, {backend})", "artifact",
+                                  str(folder), backend, options, size_bytes=deployed_bytes(manifest, backend)))
+    if "ort-fp32" in peers or "openvino" in peers:
+        from sdopt.evaluate import fp32_export
+
+        export = fp32_export(spec)
+        size = deployed_bytes(load_manifest(export, verify=False), "onnxruntime")
+        for peer, backend in (("ort-fp32", "onnxruntime"), ("openvino", "openvino")):
+            if peer in peers:
+                targets.append(Target(peer, "artifact", str(export), backend, peer=True, size_bytes=size))
+    if "diffusers" in peers:
+        targets.append(Target("diffusers", "diffusers", spec, peer=True))
+    order = {name: i for i, name in enumerate(peers)}
+    return [t for t in targets if not t.peer] + sorted((t for t in targets if t.peer), key=lambda t: order[t.name])
+
+
+def run_target(target: Target, settings: Settings) -> dict:
+    """Measure one target in a child process; a failure becomes {"error": ...} for that row."""
+    with tempfile.TemporaryDirectory(prefix="sdopt-bench-") as tmp:
+        spec_file, result_file = Path(tmp) / "target.json", Path(tmp) / "result.json"
+        spec_file.write_text(json.dumps({"target": asdict(target), "settings": asdict(settings)}))
+        proc = subprocess.run([sys.executable, "-m", "sdopt.bench_worker", str(spec_file), str(result_file)],
+                              stdout=subprocess.DEVNULL)
+        if not result_file.is_file():
+            return {"error": f"the benchmark process ended with exit code {proc.returncode} (out of memory?)"}
+        return json.loads(result_file.read_text())
+
+
+def summarize(target: Target, measured: dict) -> dict:
+    row = {"name": target.name, "kind": target.kind, "path": target.path, "backend": target.backend,
+           "options": target.options, "peer": target.peer, "size_bytes": target.size_bytes}
+    if "error" in measured:
+        return {**row, "error": measured["error"]}
+    runs = measured["runs"]
+    stages = {"end_to_end": [r["end_to_end"] for r in runs],
+              "text_encoder": [sum(r.get("text_encoder", [])) for r in runs],
+              "unet": [t for r in runs for t in r.get("unet", [])],  # per step
+              "vae_decode": [sum(r.get("vae_decode", [])) for r in runs]}
+    stats = {name: {"median_s": statistics.median(v), "min_s": min(v), "max_s": max(v), "n": len(v)}
+             for name, v in stages.items() if v}
+    if measured.get("size_bytes"):
+        row["size_bytes"] = measured["size_bytes"]
+    return {**row, "load_s": measured["load_s"], "warmup_s": measured["warmup_s"],
+            "peak_rss_bytes": measured["peak_rss_bytes"], "stages": stats, "raw_runs": runs}
+
+
+def with_speedups(rows: list[dict]) -> list[dict]:
+    """Each row's end-to-end speedup over each peer (peer median / row median)."""
+    peers = {r["name"]: r["stages"]["end_to_end"]["median_s"] for r in rows if r["peer"] and "error" not in r}
+    for r in rows:
+        if "error" not in r:
+            r["speedup"] = {p: t / r["stages"]["end_to_end"]["median_s"] for p, t in peers.items()}
+    return rows
+
+
+def machine() -> dict:
+    info = {"system": platform.system(), "machine": platform.machine(), "cpus": os.cpu_count(),
+            "processor": platform.processor()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = f.read().splitlines()
+        info["processor"] = next(l.split(":", 1)[1].strip() for l in lines if l.startswith("model name"))
+        flags = next(l.split(":", 1)[1].split() for l in lines if l.startswith("flags"))
+        info["isa"] = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")
+                       if f in flags]
+    except (OSError, StopIteration):
+        pass
+    return info
+
+
+def format_table(result: dict) -> str:
+    s = result["settings"]
+    header = (f"{result['source']}{' (random weights: speed only)' if result['random_weights'] else ''}, "
+              f"{s['width']}x{s['height']}, {s['steps']} steps, guidance {s['guidance']} (UNet batch 2), "
+              f"median of {s['runs']} runs after {s['warmup']} warm-up; "
+              f"{result['machine'].get('processor')}, {result['machine']['cpus']} CPUs")
+    peers = [r["name"] for r in result["rows"] if r["peer"] and "error" not in r]
+    columns = ["target", "end-to-end s", "min-max s", "text enc s", "UNet/step s", "VAE s", "load s",
+               "warm-up s", "peak RSS GB", "size GB"] + [f"x {p}" for p in peers]
+    lines = []
+    for r in result["rows"]:
+        if "error" in r:
+            lines.append([r["name"], "failed: " + r["error"]])
+            continue
+        st = r["stages"]
+        cells = [r["name"], f"{st['end_to_end']['median_s']:.2f}",
+                 f"{st['end_to_end']['min_s']:.2f}-{st['end_to_end']['max_s']:.2f}"]
+        cells += [f"{st[k]['median_s']:.3f}" if k in st else "-" for k in ("text_encoder", "unet", "vae_decode")]
+        cells += [f"{r['load_s']:.1f}", f"{r['warmup_s']:.1f}", f"{r['peak_rss_bytes'] / 1e9:.2f}",
+                  f"{r['size_bytes'] / 1e9:.2f}" if r["size_bytes"] else "-"]
+        cells += [f"{r['speedup'][p]:.2f}" for p in peers]
+        lines.append(cells)
+    widths = [max(len(columns[i]), *(len(c[i]) for c in lines if len(c) == len(columns)))
+              for i in range(len(columns))]
+
+    def fmt(cells):
+        if len(cells) != len(columns):
+            return f"{cells[0]:<{widths[0]}}  {cells[1]}"
+        return "  ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(cells, widths)))
+    return "\n".join([header, fmt(columns)] + [fmt(c) for c in lines])
+
+
+def write_plot(result: dict, path: Path) -> None:
+    """Stacked bars: end-to-end median per target, split into its stages."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in result["rows"] if "error" not in r]
+    steps = result["settings"]["steps"]
+    fig, ax = plt.subplots(figsize=(9, 0.6 * len(rows) + 1.8))
+    names = [r["name"] for r in rows][::-1]
+    left = [0.0] * len(rows)
+    parts = {"text encoder": [r["stages"]["text_encoder"]["median_s"] for r in rows],
+             f"UNet x {steps}": [r["stages"]["unet"]["median_s"] * steps for r in rows],
+             "VAE decode": [r["stages"]["vae_decode"]["median_s"] for r in rows]}
+    parts["other"] = [max(r["stages"]["end_to_end"]["median_s"] - sum(p[i] for p in parts.values()), 0.0)
+                      for i, r in enumerate(rows)]
+    for label, values in parts.items():
+        values = values[::-1]
+        ax.barh(names, values, left=left, label=label)
+        left = [a + b for a, b in zip(left, values)]
+    for y, r in enumerate(rows[::-1]):
+        ax.text(left[y], y, f" {r['stages']['end_to_end']['median_s']:.2f} s", va="center", fontsize=8)
+    s = result["settings"]
+    ax.set_xlim(0, max(left) * 1.15)
+    ax.set_xlabel("seconds per image (median)")
+    ax.set_title(f"{result['source']}{' (random weights)' if result['random_weights'] else ''}, "
+                 f"{s['width']}x{s['height']}, {steps} steps, guided", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    write_atomically(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+
+
+def write_json(result: dict, path: Path) -> None:
+    write_atomically(path, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2) + "\n"))
+
+
+def bench(targets: list[Target], settings: Settings, source: str, random_weights: bool) -> dict:
+    rows = [summarize(t, run_target(t, settings)) for t in targets]
+    return {"benchmark": "sdopt bench", "source": source, "random_weights": random_weights,
+            "settings": asdict(settings), "machine": machine(), "rows": with_speedups(rows)}
+
+
+def check_peers(text: str) -> list[str]:
+    peers = [p for p in text.split(",") if p and p != "none"]
+    unknown = [p for p in peers if p not in PEERS]
+    if unknown:
+        raise SdoptError(f"--peers: unknown peer '{unknown[0]}'; choose from " + ", ".join(PEERS) + " or none")
+    return peers

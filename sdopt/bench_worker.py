@@ -1,0 +1,116 @@
+"""One `sdopt bench` target, timed in a process of its own (so its peak memory is its own).
+
+    python -m sdopt.bench_worker TARGET.json RESULT.json
+
+Each stage is timed inside every end-to-end generation: the text encoder (the negative and the
+positive prompt), every UNet call (one per step, batch 2 with guidance) and the VAE decode.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+STAGES = {"text_encoder": "text_encoder", "text_encoder_2": "text_encoder", "unet": "unet",
+          "vae_decoder": "vae_decode"}
+
+
+class StageClock:
+    """Durations per stage within the current generation."""
+
+    def __init__(self):
+        self.calls: dict[str, list[float]] = defaultdict(list)
+
+    def timed(self, stage: str, fn):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.calls[stage].append(time.perf_counter() - start)
+        return wrapper
+
+    def take(self) -> dict[str, list[float]]:
+        calls, self.calls = dict(self.calls), defaultdict(list)
+        return calls
+
+
+def artifact_generator(target: dict, settings: dict, clock: StageClock, sizes: dict):
+    from sdopt.runtime.pipeline import Pipeline
+
+    pipe = Pipeline(Path(target["path"]), target["backend"], verify=False, **target.get("options", {}))
+    for name, model in pipe.models.items():
+        model.run = clock.timed(STAGES.get(name, name), model.run)
+
+    def generate(steps: int):
+        pipe(settings["prompt"], seed=0, steps=steps, guidance=settings["guidance"], height=settings["height"],
+             width=settings["width"])
+    return generate
+
+
+def diffusers_generator(target: dict, settings: dict, clock: StageClock, sizes: dict):
+    import torch
+
+    from sdopt.sources import load_source
+
+    pipe = load_source(target["path"]).pipeline
+    modules = [pipe.unet, pipe.vae.decoder, pipe.vae.post_quant_conv, *encoders_of(pipe)]
+    sizes["size_bytes"] = sum(p.numel() * p.element_size() for m in modules for p in m.parameters())
+    for module, stage in [(e, "text_encoder") for e in encoders_of(pipe)] + [(pipe.unet, "unet")]:
+        module.forward = clock.timed(stage, module.forward)
+    pipe.vae.decode = clock.timed("vae_decode", pipe.vae.decode)
+
+    def generate(steps: int):
+        with torch.inference_mode():
+            pipe(settings["prompt"], negative_prompt="", num_inference_steps=steps,
+                 guidance_scale=settings["guidance"], height=settings["height"], width=settings["width"],
+                 generator=torch.Generator().manual_seed(0), output_type="np")
+    return generate
+
+
+def encoders_of(pipe) -> list:
+    return [pipe.text_encoder] + ([pipe.text_encoder_2] if getattr(pipe, "text_encoder_2", None) else [])
+
+
+GENERATORS = {"artifact": artifact_generator, "diffusers": diffusers_generator}
+
+
+def measure(target: dict, settings: dict) -> dict:
+    from tqdm.auto import tqdm
+
+    clock, sizes = StageClock(), {}
+    start = time.perf_counter()
+    generate = GENERATORS[target["kind"]](target, settings, clock, sizes)
+    load_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(settings["warmup"]):
+        generate(settings["warmup_steps"])
+    warmup_s = time.perf_counter() - start
+    clock.take()
+    runs = []
+    for _ in tqdm(range(settings["runs"]), desc=target["name"], unit="run", file=sys.stderr):
+        start = time.perf_counter()
+        generate(settings["steps"])
+        total = time.perf_counter() - start
+        runs.append({"end_to_end": total, **clock.take()})
+    return {"load_s": load_s, "warmup_s": warmup_s, "runs": runs, **sizes,
+            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+
+
+def main(target_file: str, result_file: str) -> int:
+    spec = json.loads(Path(target_file).read_text())
+    try:
+        result = measure(spec["target"], spec["settings"])
+    except Exception as err:  # reported as this target's row; the other targets still run
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        result = {"error": f"{type(err).__name__}: {first}"}
+    Path(result_file).write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:3]))

@@ -1,0 +1,64 @@
+"""`sdopt bench`: every target measured in its own process, per stage and end to end, with peers."""
+
+import json
+
+import pytest
+
+from sdopt.bench import Target, summarize, with_speedups
+from sdopt.cli import main
+
+
+def test_bench_artifact_against_peers(tiny_fp32, tmp_path, capsys):
+    pytest.importorskip("openvino", reason="the openvino extra is not installed")
+    out = tmp_path / "bench.json"
+    assert main(["bench", str(tiny_fp32), "--peers", "diffusers,ort-fp32,openvino", "--runs", "2", "--steps", "3",
+                 "--json", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "arch:tiny (random weights: speed only)" in captured.out
+    result = json.loads(out.read_text())
+    rows = {r["name"]: r for r in result["rows"]}
+    assert list(rows) == ["sdopt fp32 (tiny-fp32, onnxruntime)", "diffusers", "ort-fp32", "openvino"]
+    for name, row in rows.items():
+        assert "error" not in row, row
+        stages = row["stages"]
+        assert stages["end_to_end"]["n"] == 2 and stages["unet"]["n"] == 2 * 3  # one UNet call per step
+        assert stages["text_encoder"]["n"] == 2 and stages["vae_decode"]["n"] == 2
+        parts = sum(stages[s]["median_s"] for s in ("text_encoder", "vae_decode")) + 3 * stages["unet"]["min_s"]
+        assert parts <= stages["end_to_end"]["max_s"]
+        assert row["peak_rss_bytes"] > 50e6 and row["load_s"] > 0 and row["warmup_s"] > 0
+        assert set(row["speedup"]) == {"diffusers", "ort-fp32", "openvino"}
+        if row["peer"]:
+            assert row["speedup"][name] == pytest.approx(1.0)
+        assert name in captured.out
+    assert rows["ort-fp32"]["size_bytes"] > 1e6
+    assert result["settings"]["steps"] == 3 and result["settings"]["guidance"] > 1
+    png = out.with_suffix(".png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_bad_input(tiny_fp32, tmp_path, capsys):
+    for argv, message in [
+        (["bench", str(tiny_fp32), "--peers", "tensorflow"], "unknown peer 'tensorflow'"),
+        (["bench", "--peers", "none"], "nothing to measure"),
+        (["bench", str(tiny_fp32), "--backends", "onnx"], "unknown backend 'onnx'"),
+        (["bench", str(tiny_fp32), "--model", "tiny-shapes"], "different sources"),
+        (["bench", str(tiny_fp32), "--json", str(tmp_path / "no" / "b.json")], "does not exist"),
+        (["bench", str(tiny_fp32), "--precision", "f32"], "--precision applies to artifacts on --backends openvino"),
+        (["bench", str(tmp_path)], "not an sdopt artifact"),
+    ]:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], (argv, err)
+
+
+def test_a_failing_target_is_reported_not_hidden():
+    target = Target("broken", "artifact", "/nonexistent", peer=True)
+    row = summarize(target, {"error": "SdoptError: no such artifact"})
+    good = summarize(Target("ok", "artifact", "x"), {"load_s": 1.0, "warmup_s": 0.5, "peak_rss_bytes": 1e8, "runs": [
+        {"end_to_end": 2.0, "text_encoder": [0.1, 0.1], "unet": [0.5, 0.6, 0.7], "vae_decode": [0.3]},
+        {"end_to_end": 3.0, "text_encoder": [0.2, 0.2], "unet": [0.9, 0.8, 0.4], "vae_decode": [0.5]}]})
+    rows = with_speedups([good, row])
+    assert rows[1]["error"].startswith("SdoptError") and "speedup" not in rows[1]
+    assert good["stages"]["text_encoder"]["median_s"] == pytest.approx(0.3)  # both prompts, per run
+    assert good["stages"]["unet"]["median_s"] == pytest.approx(0.65) and good["stages"]["unet"]["n"] == 6
+    assert good["stages"]["end_to_end"]["median_s"] == pytest.approx(2.5) and good["speedup"] == {}
