@@ -179,7 +179,7 @@ def write_plot(result: dict, path: Path) -> None:
 
     rows = [r for r in result["rows"] if "error" not in r]
     steps = result["settings"]["steps"]
-    fig, ax = plt.subplots(figsize=(9, 0.6 * len(rows) + 1.8))
+    fig, ax = plt.subplots(figsize=(9, 0.6 * len(rows) + 2.2))
     names = [r["name"] for r in rows][::-1]
     left = [0.0] * len(rows)
     parts = {"text encoder": [r["stages"]["text_encoder"]["median_s"] for r in rows],
@@ -198,7 +198,7 @@ def write_plot(result: dict, path: Path) -> None:
     ax.set_xlabel("seconds per image (median)")
     ax.set_title(f"{result['source']}{' (random weights)' if result['random_weights'] else ''}, "
                  f"{s['width']}x{s['height']}, {steps} steps, guided", fontsize=10)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=len(parts), frameon=False)
     fig.tight_layout()
     write_atomically(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
