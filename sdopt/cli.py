@@ -175,8 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     b.add_argument("--precision", choices=PRECISIONS,
                    help="OpenVINO precision hint for artifacts on openvino (default: the device's own)")
-    b.add_argument("--peers", default="diffusers,ort-fp32,openvino",
-                   help="comma-separated peers, or none (default diffusers,ort-fp32,openvino)")
+    b.add_argument("--peers", help="comma-separated peers, or none (default diffusers,ort-fp32,openvino; "
+                                   "openvino only where the openvino package is installed)")
     b.add_argument("--steps", type=_positive, help="sampling steps (default: the model's)")
     b.add_argument("--height", type=_multiple_of_8, help="image height in pixels (default: the model's)")
     b.add_argument("--width", type=_multiple_of_8, help="image width in pixels (default: the model's)")
@@ -251,12 +251,17 @@ def cmd_build(args) -> None:
 
 def cmd_bench(args) -> None:
     from .artifact import load_manifest
-    from .bench import Settings, bench, check_peers, format_table, plan_targets, write_json, write_plot
+    import importlib.util
+
+    from .bench import PEERS, Settings, bench, check_peers, format_table, plan_targets, write_json, write_plot
     from .evaluate import default_pairs, fp32_export
     from .sources import DEFAULT_MODEL
     from sdopt.runtime.backends import BACKENDS
 
-    peers = check_peers(args.peers)
+    peers = check_peers(args.peers or ",".join(PEERS))
+    if args.peers is None and "openvino" in peers and importlib.util.find_spec("openvino") is None:
+        peers.remove("openvino")
+        _say("note: no openvino package: the openvino peer is left out (pip install 'sdopt[openvino]')")
     backends = [b for b in args.backends.split(",") if b]
     for backend in backends:
         if backend not in BACKENDS:
