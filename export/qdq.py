@@ -201,18 +201,19 @@ def insert_qdq(model: onnx.ModelProto, layers: list[LayerQuant], scope: str,
 
 
 INTERVAL_INDEX = "timestep_interval"
+INTERVAL_PREFIX = f"{INTERVAL_INDEX}/"  # names of the index nodes and their constants
 
 
 def _interval_index_nodes(graph, interval: IntervalIndex) -> list:
     """timestep (B,) -> its first element's interval, an int64 scalar named INTERVAL_INDEX."""
     k, T = interval.intervals, interval.num_train_timesteps
+    name = INTERVAL_PREFIX
     graph.initializer.extend([
-        numpy_helper.from_array(np.array(0, np.int64), "timestep_interval/first"),
-        numpy_helper.from_array(np.array(k / T, np.float32), "timestep_interval/per_timestep"),
-        numpy_helper.from_array(np.array(0, np.float32), "timestep_interval/low"),
-        numpy_helper.from_array(np.array(k - 1, np.float32), "timestep_interval/high"),
+        numpy_helper.from_array(np.array(0, np.int64), f"{name}first"),
+        numpy_helper.from_array(np.array(k / T, np.float32), f"{name}per_timestep"),
+        numpy_helper.from_array(np.array(0, np.float32), f"{name}low"),
+        numpy_helper.from_array(np.array(k - 1, np.float32), f"{name}high"),
     ])
-    name = "timestep_interval/"
     return [
         helper.make_node("Gather", [interval.timestep_input, f"{name}first"], [f"{name}t"], name=f"{name}Gather", axis=0),
         helper.make_node("Cast", [f"{name}t"], [f"{name}t_float"], name=f"{name}Cast", to=onnx.TensorProto.FLOAT),

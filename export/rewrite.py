@@ -15,9 +15,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from sdopt.export.qdq import INTERVAL_INDEX
-
-INTERVAL_PREFIX = "timestep_interval/"
+from sdopt.export.qdq import INTERVAL_INDEX, INTERVAL_PREFIX
 
 
 def to_uint8_activations(model: onnx.ModelProto) -> int:

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import time
@@ -107,7 +108,8 @@ def parser_graphs(folder: Path, name: str) -> list[tuple[str, onnx.ModelProto | 
         return [(f"{name}.plan", None)]
     graphs = []
     for k in range(intervals):
-        graph = onnx.load(str(path), load_external_data=False)
+        graph = onnx.ModelProto()
+        graph.CopyFrom(model)
         constant_interval_scales(graph, k)
         graphs.append((f"{name}.interval{k}.plan", graph))
     return graphs
@@ -154,6 +156,9 @@ def plan_build(folder: Path, config: TensorrtConfig) -> dict:
         strongly_typed, flags = network_settings(component, config.precision)
         plan[name] = {"graphs": parser_graphs(folder, name), "strongly_typed": strongly_typed, "flags": flags,
                       "profiles": input_profiles(name, component["inputs"], info, config)}
+        if len(plan[name]["graphs"]) > 1:
+            plan[name]["interval_per_timestep"] = interval_per_timestep(
+                onnx.load(str(Path(folder) / name / "model.onnx"), load_external_data=False))
     return plan
 
 
@@ -179,21 +184,15 @@ def build(folder: Path, config: TensorrtConfig, progress=None) -> dict:
         for name, engine, graph in (progress(jobs) if progress else jobs):
             p = plan[name]
             onnx_path = folder / name / "model.onnx"
-            if graph is None:
-                serialized, timing_cache = build_engine(onnx_path, p["profiles"], p["strongly_typed"], p["flags"],
+            with (rewritten_copy(onnx_path, graph) if graph is not None else contextlib.nullcontext(onnx_path)) as path:
+                serialized, timing_cache = build_engine(path, p["profiles"], p["strongly_typed"], p["flags"],
                                                         timing_cache, config.workspace_gib)
-            else:
-                with rewritten_copy(onnx_path, graph) as rewritten:
-                    serialized, timing_cache = build_engine(rewritten, p["profiles"], p["strongly_typed"],
-                                                            p["flags"], timing_cache, config.workspace_gib)
             (staging / engine).write_bytes(serialized)
-            entry = components.setdefault(name, {"engines": [], "strongly_typed": p["strongly_typed"],
-                                                 "flags": p["flags"],
-                                                 "profiles": {k: [list(s) for s in v] for k, v in p["profiles"].items()}})
+            entry = components.setdefault(name, {
+                "engines": [], "strongly_typed": p["strongly_typed"], "flags": p["flags"],
+                "profiles": {k: [list(s) for s in v] for k, v in p["profiles"].items()},
+                **({"interval_per_timestep": p["interval_per_timestep"]} if "interval_per_timestep" in p else {})})
             entry["engines"].append(f"{BUILD_DIR}/{engine}")
-            if graph is not None:
-                entry["interval_per_timestep"] = interval_per_timestep(
-                    onnx.load(str(onnx_path), load_external_data=False))
         (staging / "timing.cache").write_bytes(timing_cache)
         if config.timing_cache:
             cache_path.write_bytes(timing_cache)

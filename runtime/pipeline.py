@@ -38,12 +38,8 @@ class Pipeline:
         for required in ("text_encoder", "unet", "vae_decoder"):
             if required not in components:
                 raise SdoptError(f"artifact '{folder}': manifest lists no {required}")
-        per_component = {name: {} for name in components}
-        if backend == "openvino":
-            for name, ir in self._openvino_ir(components).items():
-                per_component[name]["ir_path"] = ir
-        if backend == "tensorrt":
-            per_component = self._tensorrt_engines(components)
+        builds = {"openvino": self._openvino_ir, "tensorrt": self._tensorrt_engines}
+        per_component = builds[backend](components) if backend in builds else {name: {} for name in components}
         self.models = {name: backends.load(backend, self.folder / name / "model.onnx",
                                            int8_weight_bits=components[name].get("int8_weight_bits"),
                                            **backend_options, **per_component[name])
@@ -53,15 +49,15 @@ class Pipeline:
             self.tokenizers.append(Tokenizer.from_file(str(self.folder / "tokenizer_2" / "tokenizer.json")))
         self.scheduler_config = json.loads((self.folder / "scheduler" / "scheduler_config.json").read_text())
 
-    def _openvino_ir(self, components: dict) -> dict[str, Path]:
+    def _openvino_ir(self, components: dict) -> dict[str, dict]:
         """The OpenVINO build's IR per component; an int8 artifact must have one (its activation form)."""
         build = self.manifest.get("builds", {}).get("openvino")
         if build is None:
             if any("int8" in c.get("activation_format", []) for c in components.values()):
                 raise SdoptError(f"artifact '{self.folder}' has int8 activations: build its OpenVINO form first "
                                  f"(sdopt build {self.folder} --format openvino)")
-            return {}
-        return {name: self.folder / "openvino" / name / "model.xml" for name in components}
+            return {name: {} for name in components}
+        return {name: {"ir_path": self.folder / "openvino" / name / "model.xml"} for name in components}
 
     def _tensorrt_engines(self, components: dict) -> dict[str, dict]:
         build = self.manifest.get("builds", {}).get("tensorrt")

@@ -24,7 +24,6 @@ from sdopt.artifact import write_atomically
 from sdopt.errors import SdoptError
 
 PEERS = ("diffusers", "ort-fp32", "openvino")
-STAGE_LABELS = {"text_encoder": "text encoder", "unet": "UNet", "vae_decode": "VAE decode"}
 
 
 @dataclass
