@@ -35,6 +35,14 @@ def _unet_feeds(timestep: float):
             "encoder_hidden_states": rng.standard_normal((2, 77, 32)).astype(np.float32)}
 
 
+def _unoptimized(path):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 def test_uint8_activations_are_the_same_grid(tiny_int8_intervals):
     path = tiny_int8_intervals / "unet" / "model.onnx"
     model = onnx.load(str(path), load_external_data=False)
@@ -84,7 +92,10 @@ def test_interval_graphs_for_tensorrt_equal_the_gathered_scales(tiny_int8_interv
     assert per_timestep == pytest.approx(2 / 1000)
     graphs = parser_graphs(tiny_int8_intervals, "unet")
     assert [engine for engine, _ in graphs] == ["unet.interval0.plan", "unet.interval1.plan"]
-    reference = OrtModel(path)
+    # Compared without ONNX Runtime's graph optimizations (the ONNX semantics of each graph): fused integer
+    # kernels round requantization differently from the float path the gathered-scale graph takes, and
+    # the random UNet amplifies those one-level differences on some CPUs.
+    reference = _unoptimized(path)
     for k, (_, graph) in enumerate(graphs):
         assert not any(n.name.startswith("timestep_interval/") for n in graph.graph.node)
         assert not any(i.name.endswith("_scale_table") for i in graph.graph.initializer)
@@ -92,8 +103,8 @@ def test_interval_graphs_for_tensorrt_equal_the_gathered_scales(tiny_int8_interv
         assert interval_of(timestep, per_timestep, 2) == k
         with rewritten_copy(path, graph) as constant:
             onnx.checker.check_model(str(constant))
-            got = OrtModel(constant).run(_unet_feeds(timestep))["noise_pred"]
-        np.testing.assert_allclose(got, reference.run(_unet_feeds(timestep))["noise_pred"], rtol=0, atol=1e-6)
+            got = _unoptimized(constant).run(None, _unet_feeds(timestep))[0]
+        np.testing.assert_allclose(got, reference.run(None, _unet_feeds(timestep))[0], rtol=0, atol=1e-6)
     # the runtime picks engines with the graph's own arithmetic, boundaries included
     for t in (0.0, 499.0, 499.99, 500.0, 999.0, 1000.0):
         assert interval_of(t, per_timestep, 2) == min(int(np.floor(np.float32(t) * np.float32(per_timestep))), 1)
