@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sdopt.errors import SdoptError
+from sdopt.limits import MAX_SEED, MAX_SIDE, MAX_STEPS, check_image_size
 
 # Generic prompts for models that bring no prompt set of their own.
 GENERIC_PROMPTS = (
@@ -81,6 +84,36 @@ class CalibrationConfig:
                              + ", ".join(SCHEDULERS))
         if self.size < 0 or self.size % 8:
             raise SdoptError(f"calibration size {self.size} is not a positive multiple of 8")
+        if self.size > MAX_SIDE:
+            raise SdoptError(f"calibration size {self.size} is over the limit of {MAX_SIDE} pixels")
+        if self.steps > MAX_STEPS or self.intervals > MAX_STEPS:
+            raise SdoptError(f"calibration steps and intervals must be <= {MAX_STEPS}")
+        if self.guidance is not None and not math.isfinite(self.guidance):
+            raise SdoptError(f"calibration guidance {self.guidance} is not a finite number")
+        if not 0 <= self.seed <= MAX_SEED - self.num_prompts:
+            raise SdoptError(f"calibration seed {self.seed} must lie in [0, {MAX_SEED} - num_prompts]")
+        if any(not isinstance(p, str) or not p.strip() for p in self.prompts):
+            raise SdoptError("calibration prompts must be non-empty strings")
+
+
+def check_calibration(source, config: CalibrationConfig) -> None:
+    """What the config needs of the loaded model, checked before any trajectory is recorded."""
+    steps, _ = trajectory_settings(source, config)
+    timesteps = int(source.pipeline.scheduler.config.num_train_timesteps)
+    if steps > timesteps:
+        raise SdoptError(f"calibration steps {steps}: the model's scheduler has {timesteps} timesteps")
+    if config.intervals > steps:
+        raise SdoptError(f"calibration intervals {config.intervals} > calibration steps {steps}: every interval "
+                         f"needs calls to calibrate on")
+    if config.sampling == "every" and config.every > steps:
+        raise SdoptError(f"calibration every {config.every} > calibration steps {steps}: no step would be kept")
+    available = len(config.prompts) or len(builtin_prompts(source))
+    if config.num_prompts > available:
+        raise SdoptError(f"calibration num_prompts {config.num_prompts}: only {available} prompts are available "
+                         f"(give more with --calib-prompts)")
+    if config.size:
+        multiple = source.pipeline.vae_scale_factor * 2 ** (len(source.pipeline.unet.config.block_out_channels) - 1)
+        check_image_size(config.size, config.size, multiple)
 
 
 def calibration_prompts(source, config: CalibrationConfig) -> list[str]:
@@ -101,7 +134,12 @@ def record_unet_inputs(source, config: CalibrationConfig, use_cache: bool = True
     (from the cache when the same weights, prompts and settings were recorded before)."""
     path = _cache_path(source, config) if use_cache else None
     if path is not None and path.is_file():
-        return _load_records(path)
+        try:
+            return _load_records(path)
+        except Exception as err:  # whatever damaged the cache file, the cure is to record again
+            print(f"note: calibration cache {path} is unreadable ({type(err).__name__}: "
+                  f"{str(err).splitlines()[0] if str(err) else ''}); recording it again", file=sys.stderr)
+            path.unlink(missing_ok=True)
     records = _record(source, config)
     if path is not None:
         _save_records(path, records)
@@ -216,10 +254,11 @@ def _load_records(path: Path) -> list[dict]:
     from safetensors.torch import load_file
 
     tensors = load_file(str(path))
-    records: list[dict] = []
+    records: list[dict] = [{} for _ in range(len({name.split("/", 1)[0] for name in tensors}))]
     for name, value in tensors.items():
         index, key = name.split("/", 1)
-        while len(records) <= int(index):
-            records.append({})
         records[int(index)][key] = value
+    required = {"trajectory", "step", "sample", "timestep", "encoder_hidden_states"}
+    if not records or any(not required <= set(r) for r in records):
+        raise ValueError("records are incomplete")
     return records

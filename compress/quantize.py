@@ -18,7 +18,8 @@ import torch
 from tqdm.auto import tqdm
 
 from sdopt.calibration.statistics import Aggregation, RangeRecorder, StepStatistics, interval_index
-from sdopt.calibration.trajectory import CalibrationConfig, calibration_prompts, record_unet_inputs, select_calls
+from sdopt.calibration.trajectory import (CalibrationConfig, calibration_prompts, check_calibration,
+                                         record_unet_inputs, select_calls)
 from sdopt.compress.split import split_skip_convs
 from sdopt.errors import SdoptError
 
@@ -65,6 +66,12 @@ class QuantizeConfig:
             raise SdoptError(f"time_embedding '{self.time_embedding}': choose float or quantized")
         if self.group_size < 1:
             raise SdoptError(f"group_size must be >= 1, got {self.group_size}")
+        if self.group_size > 1 << 16:
+            raise SdoptError(f"group_size must be <= 65536, got {self.group_size}")
+        if any(not pattern for pattern in self.skip):
+            raise SdoptError("skip patterns must be non-empty")
+        if self.auto_skip is not None and not 0 < self.auto_skip <= 200:
+            raise SdoptError(f"auto_skip {self.auto_skip} dB must lie in (0, 200]")
         if self.smoothquant is not None:
             if not 0 <= self.smoothquant <= 1:
                 raise SdoptError(f"SmoothQuant alpha must lie in [0, 1], got {self.smoothquant}")
@@ -105,6 +112,10 @@ def modelopt_config(config: QuantizeConfig) -> dict:
     else:
         algorithm = "max"
     return {"quant_cfg": quant_cfg, "algorithm": algorithm}
+
+
+def check(source, config: QuantizeConfig) -> None:
+    check_calibration(source, config.calibration)
 
 
 def apply(source, config: QuantizeConfig):

@@ -128,13 +128,14 @@ def trace(module, args, input_names, output_names, dynamic_axes) -> onnx.ModelPr
         return onnx.load(str(path), load_external_data=True)
 
 
-def save_model(model: onnx.ModelProto, folder: Path) -> list[str]:
-    """Write `model.onnx` (+ `model.onnx_data` when the weights would pass protobuf's 2 GiB limit).
+def save_model(model: onnx.ModelProto, folder: Path, external_data: bool = False) -> list[str]:
+    """Write `model.onnx` (+ `model.onnx_data` when the weights would pass protobuf's 2 GiB limit, or always
+    with `external_data`).
 
     Returns the file names written."""
     folder.mkdir(parents=True, exist_ok=True)
     weight_bytes = sum(_tensor_bytes(t) for t in model.graph.initializer)
-    if weight_bytes > EXTERNAL_DATA_THRESHOLD:
+    if external_data or weight_bytes > EXTERNAL_DATA_THRESHOLD:
         onnx.save_model(model, str(folder / "model.onnx"), save_as_external_data=True,
                         all_tensors_to_one_file=True, location=EXTERNAL_DATA_NAME, size_threshold=1024)
         return ["model.onnx", EXTERNAL_DATA_NAME]

@@ -10,7 +10,6 @@ rewrites every int8 activation zero point and leaves scales and weights alone.
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,12 +25,17 @@ def _convert(onnx_path: Path, out_xml: Path) -> int:
     """ONNX (with its external data) -> IR files; returns the number of rewritten zero points."""
     import openvino as ov
 
+    from sdopt.runtime.backends import engine_message
+
     model = onnx.load(str(onnx_path), load_external_data=False)
     rewritten = to_uint8_activations(model)
     with rewritten_copy(onnx_path, model) as path:
-        converted = ov.convert_model(str(path))
-        out_xml.parent.mkdir(parents=True, exist_ok=True)
-        ov.save_model(converted, str(out_xml), compress_to_fp16=False)
+        try:
+            converted = ov.convert_model(str(path))
+            out_xml.parent.mkdir(parents=True, exist_ok=True)
+            ov.save_model(converted, str(out_xml), compress_to_fp16=False)
+        except Exception as err:  # OpenVINO raises its own types; its message's last line says what went wrong
+            raise SdoptError(f"{onnx_path}: OpenVINO cannot convert it ({engine_message(err)})") from err
     return rewritten
 
 
@@ -41,21 +45,22 @@ def build(folder: Path, progress=None) -> dict:
         import openvino as ov
     except ImportError as err:
         raise SdoptError("building for OpenVINO needs the openvino package: pip install 'sdopt[openvino]'") from err
-    from sdopt.artifact import load_manifest, record_build
+    from sdopt.artifact import open_artifact, record_build
+    from sdopt.safe_io import staging_folder
 
-    folder = Path(folder)
-    manifest = load_manifest(folder)
+    artifact = open_artifact(folder)
     start = time.perf_counter()
-    staging = Path(tempfile.mkdtemp(prefix=f".{BUILD_DIR}.partial-", dir=folder))
+    staging = staging_folder(artifact.folder, BUILD_DIR)
     try:
         rewritten = {}
-        names = list(manifest["components"])
+        names = list(artifact.components)
         for name in (progress(names) if progress else names):
-            rewritten[name] = _convert(folder / name / "model.onnx", staging / name / "model.xml")
-        files = [f"{BUILD_DIR}/{p.relative_to(staging)}" for p in sorted(staging.rglob("*")) if p.is_file()]
+            rewritten[name] = _convert(artifact.path(f"{name}/model.onnx"), staging / name / "model.xml")
+        files = [f"{BUILD_DIR}/{p.relative_to(staging).as_posix()}" for p in sorted(staging.rglob("*"))
+                 if p.is_file() and p.parent != staging]
         record = {"files": files, "activation_zero_point": 128 if any(rewritten.values()) else None,
                   "uint8_activation_quantizers": rewritten, "openvino_version": ov.get_version(),
                   "seconds": round(time.perf_counter() - start, 1)}
-        return record_build(folder, BUILD_DIR, staging, record)
+        return record_build(artifact, BUILD_DIR, staging, record)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import shutil
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from sdopt.artifact import SCRATCH
+from sdopt.errors import SdoptError
 from sdopt.export.qdq import INTERVAL_INDEX, INTERVAL_PREFIX
+from sdopt.safe_io import staging_folder
 
 
 def to_uint8_activations(model: onnx.ModelProto) -> int:
@@ -71,15 +74,30 @@ def constant_interval_scales(model: onnx.ModelProto, interval: int) -> int:
     return len(constants)
 
 
+def external_data_files(model: onnx.ModelProto) -> set[str]:
+    """Locations of the external data files the graph's initializers name."""
+    return {entry.value for init in model.graph.initializer for entry in init.external_data if entry.key == "location"}
+
+
 @contextlib.contextmanager
 def rewritten_copy(onnx_path: Path, model: onnx.ModelProto):
     """Yield the path of `model` (a graph loaded from `onnx_path` without its external data, then
-    rewritten) saved in a temporary folder beside links to the original external data files."""
+    rewritten) saved in a scratch folder inside the artifact, beside hard links to the external data files
+    it names. Engines refuse external data reached through a symlink that leads out of the graph's folder;
+    a hard link is an ordinary file there (a copy where the file system has no hard links)."""
     onnx_path = Path(onnx_path)
-    with tempfile.TemporaryDirectory(prefix="sdopt-graph-") as tmp:
-        for data in onnx_path.parent.iterdir():
-            if data.name != onnx_path.name and data.is_file():
-                os.symlink(data.resolve(), Path(tmp) / data.name)
-        path = Path(tmp) / onnx_path.name
+    folder = staging_folder(onnx_path.parent.parent, SCRATCH)
+    try:
+        for name in sorted(external_data_files(model)):
+            source = onnx_path.parent / name
+            if Path(name).name != name or not source.is_file():
+                raise SdoptError(f"{onnx_path}: external data '{name}' is not a file beside the graph")
+            try:
+                os.link(source, folder / name)
+            except OSError:
+                shutil.copyfile(source, folder / name)
+        path = folder / onnx_path.name
         onnx.save(model, str(path))
         yield path
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

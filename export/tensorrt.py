@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,12 +146,12 @@ def build_engine(onnx_path: Path, profiles: dict, strongly_typed: bool, flags: l
 
 def plan_build(folder: Path, config: TensorrtConfig) -> dict:
     """Everything about the build that needs no GPU: per component its graphs, profiles and flags."""
-    from sdopt.artifact import load_manifest
+    from sdopt.artifact import open_artifact
 
-    manifest = load_manifest(folder, verify=False)
-    info = manifest["pipeline"]
+    artifact = open_artifact(folder, verify=False)
+    info = artifact.pipeline
     plan = {}
-    for name, component in manifest["components"].items():
+    for name, component in artifact.components.items():
         strongly_typed, flags = network_settings(component, config.precision)
         plan[name] = {"graphs": parser_graphs(folder, name), "strongly_typed": strongly_typed, "flags": flags,
                       "profiles": input_profiles(name, component["inputs"], info, config)}
@@ -169,15 +168,17 @@ def build(folder: Path, config: TensorrtConfig, progress=None) -> dict:
     except ImportError as err:
         raise SdoptError("building TensorRT engines needs TensorRT and an NVIDIA GPU: "
                          "pip install 'sdopt[tensorrt]' on a machine with one") from err
-    from sdopt.artifact import load_manifest, record_build
+    from sdopt.artifact import open_artifact, record_build
+    from sdopt.safe_io import staging_folder
 
     folder = Path(folder)
-    load_manifest(folder)
+    artifact = open_artifact(folder)
     plan = plan_build(folder, config)
-    cache_path = Path(config.timing_cache or folder / BUILD_DIR / "timing.cache")
-    timing_cache = cache_path.read_bytes() if cache_path.is_file() else b""
+    own_cache = artifact.build(BUILD_DIR) and f"{BUILD_DIR}/timing.cache" in artifact.build(BUILD_DIR)["files"]
+    cache_path = Path(config.timing_cache) if config.timing_cache else folder / BUILD_DIR / "timing.cache"
+    timing_cache = cache_path.read_bytes() if cache_path.is_file() and (config.timing_cache or own_cache) else b""
     start = time.perf_counter()
-    staging = Path(tempfile.mkdtemp(prefix=f".{BUILD_DIR}.partial-", dir=folder))
+    staging = staging_folder(folder, BUILD_DIR)
     try:
         components = {}
         jobs = [(name, engine, graph) for name, p in plan.items() for engine, graph in p["graphs"]]
@@ -196,10 +197,10 @@ def build(folder: Path, config: TensorrtConfig, progress=None) -> dict:
         (staging / "timing.cache").write_bytes(timing_cache)
         if config.timing_cache:
             cache_path.write_bytes(timing_cache)
-        files = [f"{BUILD_DIR}/{p.name}" for p in sorted(staging.iterdir()) if p.suffix == ".plan"]
+        files = [f"{BUILD_DIR}/{p.name}" for p in sorted(staging.iterdir()) if p.suffix in (".plan", ".cache")]
         record = {"files": files, "components": components, "tensorrt_version": trt.__version__,
                   "static": config.static, "precision": config.precision,
                   "seconds": round(time.perf_counter() - start, 1)}
-        return record_build(folder, BUILD_DIR, staging, record)
+        return record_build(artifact, BUILD_DIR, staging, record)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

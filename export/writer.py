@@ -16,16 +16,19 @@ from sdopt.export import onnx as onnx_export
 from sdopt.export import qdq
 
 
-def write_artifact(source, recipe: dict, out: Path, command: list[str] | None = None) -> Path:
+def write_artifact(source, recipe: dict, out: Path, command: list[str] | None = None,
+                   external_data: bool = False) -> Path:
+    """`external_data`: every graph's weights in a `model.onnx_data` file beside it (default: only graphs
+    whose weights pass protobuf's 2 GiB limit)."""
     with ArtifactWriter(out) as writer:
         for i, tokenizer in enumerate(source.tokenizers):
             folder = "tokenizer" if i == 0 else f"tokenizer_{i + 1}"
             save_tokenizer_json(tokenizer, writer.path(f"{folder}/tokenizer.json"))
-        writer.write_json("scheduler/scheduler_config.json", dict(source.pipeline.scheduler.config))
+        writer.write_json("scheduler/scheduler_config.json", dict(source.pipeline.scheduler.config), strict=False)
 
         total = len(source.text_encoders) + 2
         for graph in tqdm(_component_graphs(source), total=total, desc="exporting ONNX", unit="component"):
-            files = onnx_export.save_model(graph.model, writer.path(graph.name))
+            files = onnx_export.save_model(graph.model, writer.path(graph.name), external_data)
             writer.add_component(graph.name, files, *_io_signature(graph.model),
                                  ops={k: v for k, v in qdq.count_ops(graph.model).items()
                                       if k in ("QuantizeLinear", "DequantizeLinear", "Conv", "MatMul", "Gemm")},

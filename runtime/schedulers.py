@@ -39,7 +39,33 @@ def make_scheduler(name: str, config: dict) -> Scheduler:
     classes = {"ddim": DDIMScheduler, "euler": EulerScheduler, "dpmpp": DPMSolverPPScheduler}
     if name not in classes:
         raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(classes)}")
+    check_config(config)
     return classes[name](config)
+
+
+def check_config(config: dict) -> None:
+    """ValueError unless the numbers the schedulers compute with have usable types and ranges (a config
+    may come from anywhere); unsupported option values are refused by each scheduler."""
+    from sdopt import schema as s
+
+    numbers = {"num_train_timesteps": s.integer(2, 100_000), "steps_offset": s.integer(0, 1000),
+               "solver_order": s.integer(1, 3), "beta_start": s.number(0, 1, low_open=True),
+               "beta_end": s.number(0, 1, low_open=True), "clip_sample_range": s.number(0, 1e6, low_open=True),
+               "trained_betas": s.nullable(s.array(s.number(0, 1, low_open=True), 100_000, min_length=2))}
+    if not isinstance(config, dict):
+        raise ValueError("the scheduler config is not a mapping")
+    defaulted = config.get("_use_default_values", [])
+    if not isinstance(defaulted, list) or not all(isinstance(k, str) for k in defaulted):
+        raise ValueError("scheduler config: _use_default_values is not a list of names")
+    try:
+        for key, check in numbers.items():
+            if key in config and key not in defaulted:
+                check(config[key], key)
+    except s.Invalid as err:
+        raise ValueError(f"scheduler config: {err}") from None
+    betas = config.get("trained_betas")
+    if betas is not None and len(betas) != config.get("num_train_timesteps", _COMMON_DEFAULTS["num_train_timesteps"]):
+        raise ValueError("scheduler config: trained_betas must have num_train_timesteps entries")
 
 
 def _f32(a) -> np.ndarray:

@@ -1,3 +1,3 @@
 """sdopt: compress, export and run Stable Diffusion models."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

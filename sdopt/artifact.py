@@ -9,6 +9,12 @@ Layout (diffusers-style):
     text_encoder/model.onnx  [text_encoder_2/model.onnx]
     unet/model.onnx [+ model.onnx_data]
     vae_decoder/model.onnx
+    [openvino/<component>/model.xml + .bin]  [tensorrt/<component>.plan]
+
+`open_artifact` is the one way in: the manifest is size-capped, strict JSON and schema-checked
+(`sdopt.manifest`) before any other file is opened; every path it names is relative and inside the
+folder (symlinks included); every file a backend opens is listed with its size and sha256, and no file
+that is not listed lies where a backend would find it.
 """
 
 from __future__ import annotations
@@ -17,14 +23,20 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__
+from . import __version__, interrupts
+from . import manifest as rules
 from .errors import SdoptError
+from .limits import MAX_MANIFEST_BYTES
+from .schema import json_safe, parse_json
+from .safe_io import (commit_folder, make_parents, nearest_existing, remove_created, remove_stale,
+                      staging_folder, write_atomically)
 
-SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
+SCRATCH = "scratch"  # builds stage rewritten graphs in `.scratch.partial-*` folders inside the artifact
+SCHEMA_VERSION = rules.SCHEMA_VERSION
 
 
 def sha256_file(path: Path) -> str:
@@ -35,52 +47,161 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _umask() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
+@dataclass(frozen=True)
+class Artifact:
+    folder: Path  # as given
+    manifest: dict  # validated
+
+    def path(self, relative: str) -> Path:
+        """A file the manifest lists (checked inside the folder when the artifact was opened)."""
+        if relative not in rules.listed_files(self.manifest):
+            raise SdoptError(f"artifact '{self.folder}': {relative} is not listed in its manifest")
+        return self.folder / relative
+
+    @property
+    def components(self) -> dict:
+        return self.manifest["components"]
+
+    @property
+    def pipeline(self) -> dict:
+        return self.manifest["pipeline"]
+
+    def build(self, name: str) -> dict | None:
+        return self.manifest.get("builds", {}).get(name)
 
 
-def write_atomically(path: Path, write) -> None:
-    """`write(tmp)` writes a temporary file beside `path`, renamed into place only when it succeeds."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
+def read_manifest(folder: Path) -> dict:
+    """Parse and validate `folder/manifest.json`; no other file is looked at."""
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if not folder.is_dir():
+        raise SdoptError(f"'{folder}' is not a folder" if folder.exists() else f"'{folder}' does not exist")
+    if path.is_symlink() or not path.is_file():
+        raise SdoptError(f"'{folder}' is not an sdopt artifact (no {MANIFEST})")
     try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp made it private
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        size = path.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise SdoptError(f"'{path}': {size:,} bytes, over the {MAX_MANIFEST_BYTES >> 20} MiB a manifest may have")
+        data = path.read_bytes()
+    except OSError as err:
+        raise SdoptError(f"'{path}': cannot read it ({err.strerror or err})") from err
+    try:
+        manifest = parse_json(data)
+    except ValueError as err:
+        raise SdoptError(f"'{path}': {err}") from None
+    return rules.validate(manifest, f"'{path}'")
+
+
+def open_artifact(folder: Path, verify: bool = True) -> Artifact:
+    """Read and check an artifact: schema, paths, sizes, no unlisted files where backends look, and with
+    `verify` every file's sha256."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    root = folder.resolve()
+    files = rules.listed_files(manifest)
+    for rel, entry in files.items():
+        file = folder / rel
+        if not _inside(file, root):
+            raise SdoptError(f"artifact '{folder}': {rel} resolves outside the artifact folder")
+        if not file.is_file():
+            raise SdoptError(f"artifact '{folder}': missing file {rel}")
+        if file.stat().st_size != entry["bytes"]:
+            raise SdoptError(f"artifact '{folder}': {rel} is corrupt (size differs from the manifest)")
+    for sub in rules.scanned_folders(manifest):
+        if (folder / sub).exists() and not _inside(folder / sub, root):
+            raise SdoptError(f"artifact '{folder}': folder {sub} resolves outside the artifact folder")
+        for path in sorted((folder / sub).rglob("*")):
+            rel = path.relative_to(folder).as_posix()
+            if (path.is_file() or path.is_symlink()) and rel not in files:
+                raise SdoptError(f"artifact '{folder}': {rel} is not listed in the manifest (refusing to load "
+                                 f"files that were not verified)")
+    if verify:
+        for rel, entry in files.items():
+            interrupts.raise_if_interrupted()
+            if sha256_file(folder / rel) != entry["sha256"]:
+                raise SdoptError(f"artifact '{folder}': {rel} is corrupt (sha256 does not match the manifest)")
+    return Artifact(folder, manifest)
+
+
+def load_manifest(folder: Path, verify: bool = True) -> dict:
+    return open_artifact(folder, verify).manifest
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path.resolve().is_relative_to(root)
 
 
 def check_writable_destination(out: Path) -> None:
-    """Fail before any work if `out` cannot be created, or would clobber something that is not ours."""
+    """Before any work: `out` can be created, or is an sdopt artifact that may be replaced whole."""
     out = Path(out)
+    if out.is_symlink():
+        raise SdoptError(f"--out {out}: is a symbolic link; give the folder itself")
     if out.exists() and not out.is_dir():
         raise SdoptError(f"--out {out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
-        raise SdoptError(f"--out {out}: folder exists, is not empty and is not an sdopt artifact")
-    parent = out.resolve().parent
+    if out.is_dir() and any(out.iterdir()):
+        _check_replaceable(out)
+    existing = nearest_existing(out.parent if not out.exists() else out)
+    if not existing.is_dir():
+        raise SdoptError(f"--out {out}: cannot create it ({existing} is not a folder)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SdoptError(f"--out {out}: cannot write there ({existing} is not writable)")
+
+
+def _check_replaceable(out: Path) -> None:
+    """Only a folder that is wholly an sdopt artifact is replaced: its manifest says so, and it holds
+    nothing the manifest does not list (a user's own files are never deleted)."""
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.mkdtemp(prefix=f".{out.name}.probe-", dir=parent)
-        os.rmdir(probe)
-    except OSError as err:
-        raise SdoptError(f"--out {out}: cannot write there ({err.strerror or err})") from err
+        manifest = json.loads((out / MANIFEST).read_text()) if (out / MANIFEST).is_file() else None
+    except (OSError, ValueError, RecursionError):
+        manifest = None
+    known = _own_files(manifest) if isinstance(manifest, dict) else None
+    if known is None:
+        raise SdoptError(f"--out {out}: folder exists, is not empty and is not an sdopt artifact; "
+                         f"not replaced (choose another --out)")
+    for name in (*rules.BUILDS, SCRATCH):  # what killed builds left inside it
+        remove_stale(out, name)
+    for path in sorted(out.rglob("*")):
+        rel = path.relative_to(out).as_posix()
+        if (path.is_file() or path.is_symlink()) and rel not in known:
+            raise SdoptError(f"--out {out}: holds {rel}, which is not part of the artifact; not replaced "
+                             f"(move it away or choose another --out)")
+
+
+def _own_files(manifest: dict) -> set[str] | None:
+    """The files an sdopt manifest of any schema version lists, or None if it is not an sdopt manifest."""
+    if not isinstance(manifest.get("sdopt_version"), str) or not isinstance(manifest.get("components"), dict):
+        return None
+    if manifest.get("schema_version") == SCHEMA_VERSION and manifest.get("format") != rules.FORMAT:
+        return None
+    try:
+        own = {MANIFEST, *manifest.get("files", {})}
+        for name, component in manifest["components"].items():
+            own.update(f"{name}/{f}" for f in component["files"])
+        for build_name, build in manifest.get("builds", {}).items():
+            own.update(build["files"])
+            if build_name == "tensorrt":  # schema 1 did not list the timing cache
+                own.add("tensorrt/timing.cache")
+    except (AttributeError, KeyError, TypeError):
+        return None
+    return {f for f in own if isinstance(f, str)}
 
 
 class ArtifactWriter:
     """Stage an artifact in a hidden temporary folder beside `out`; rename it into place on success.
 
-    An interrupted or failed run leaves no artifact behind (and an older artifact at `out` intact).
+    An interrupted or failed run leaves no artifact behind (an older artifact at `out` intact, and no
+    parent folder it created); a run killed outright leaves a staging folder the next run removes.
     """
 
     def __init__(self, out: Path):
         self.out = Path(out)
         check_writable_destination(self.out)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.partial-", dir=self.out.resolve().parent))
+        self.created = make_parents(self.out.parent)
+        try:
+            self.tmp = staging_folder(self.out.parent, self.out.name)
+        except BaseException:
+            remove_created(self.created)
+            raise
         self.components: dict[str, dict] = {}
 
     def __enter__(self):
@@ -89,6 +210,7 @@ class ArtifactWriter:
     def __exit__(self, exc_type, exc, tb):
         if exc_type is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
+            remove_created(self.created)
         return False
 
     def path(self, relative: str) -> Path:
@@ -96,8 +218,9 @@ class ArtifactWriter:
         p.parent.mkdir(parents=True, exist_ok=True)
         return p
 
-    def write_json(self, relative: str, data: dict) -> None:
-        self.path(relative).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    def write_json(self, relative: str, data: dict, strict: bool = True) -> None:
+        """`strict`: no NaN / Infinity (diffusers' own configs may hold -Infinity, which it reads back)."""
+        self.path(relative).write_text(json.dumps(data, indent=2, sort_keys=True, allow_nan=not strict) + "\n")
 
     def add_component(self, name: str, files: list[str], inputs: list[dict], outputs: list[dict],
                       **details) -> None:
@@ -105,71 +228,35 @@ class ArtifactWriter:
 
     def commit(self, manifest: dict) -> Path:
         for name, comp in self.components.items():
-            comp["files"] = {f: {"sha256": sha256_file(self.tmp / name / f),
-                                 "bytes": (self.tmp / name / f).stat().st_size} for f in comp["files"]}
+            comp["files"] = {f: _file_entry(self.tmp / name / f) for f in comp["files"]}
         extra_files = {}
         for rel in ("model_index.json", "scheduler/scheduler_config.json", "tokenizer/tokenizer.json",
                     "tokenizer_2/tokenizer.json"):
             if (self.tmp / rel).is_file():
-                extra_files[rel] = sha256_file(self.tmp / rel)
-        manifest = {"schema_version": SCHEMA_VERSION, "sdopt_version": __version__, **manifest,
-                    "components": self.components, "files": extra_files}
+                extra_files[rel] = _file_entry(self.tmp / rel)
+        manifest = json_safe({"schema_version": SCHEMA_VERSION, "format": rules.FORMAT, "sdopt_version": __version__,
+                              **manifest, "components": self.components, "files": extra_files})
+        rules.validate(manifest, "the manifest being written")  # what we write, we can read
         self.write_json(MANIFEST, manifest)
-        os.chmod(self.tmp, 0o777 & ~_umask())  # mkdtemp made it private
-        old = None
         if self.out.exists():
-            old = self.out.with_name(f".{self.out.name}.old-{os.getpid()}")
-            os.rename(self.out, old)
-        os.rename(self.tmp, self.out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            check_writable_destination(self.out)  # still ours to replace after the long work
+        commit_folder(self.tmp, self.out)
         return self.out
 
 
-def record_build(folder: Path, name: str, staging: Path, record: dict) -> dict:
-    """Move a backend build (staged in a temporary folder inside the artifact) to `folder/name` and list
-    its files in the manifest under builds[name]; an earlier build of that name is replaced."""
-    folder = Path(folder)
-    manifest = json.loads((folder / MANIFEST).read_text())
-    target = folder / name
-    record = {**record, "files": {rel: {"sha256": sha256_file(staging / Path(rel).relative_to(name)),
-                                        "bytes": (staging / Path(rel).relative_to(name)).stat().st_size}
-                                  for rel in record["files"]}}
-    old = folder / f".{name}.old-{os.getpid()}"
-    os.chmod(staging, 0o777 & ~_umask())  # mkdtemp made it private
-    if target.exists():
-        os.rename(target, old)
-    os.rename(staging, target)
+def _file_entry(path: Path) -> dict:
+    return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+def record_build(artifact: Artifact, name: str, staging: Path, record: dict) -> dict:
+    """Move a backend build (staged in `staging_folder(artifact.folder, name)`) to `folder/name` and list its
+    files in the manifest under builds[name]; an earlier build of that name is replaced."""
+    folder = artifact.folder
+    record = {**record, "files": {rel: _file_entry(staging / Path(rel).relative_to(name)) for rel in record["files"]}}
+    manifest = read_manifest(folder)
     manifest.setdefault("builds", {})[name] = record
-    write_atomically(folder / MANIFEST, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2,
-                                                                                    sort_keys=True) + "\n"))
-    shutil.rmtree(old, ignore_errors=True)
+    rules.validate(manifest, "the manifest being written")
+    commit_folder(staging, folder / name)
+    write_atomically(folder / MANIFEST, lambda tmp: Path(tmp).write_text(
+        json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n"))
     return record
-
-
-def load_manifest(folder: Path, verify: bool = True) -> dict:
-    """Read and check an artifact: every file present, every sha256 as recorded."""
-    folder = Path(folder)
-    path = folder / MANIFEST
-    if not path.is_file():
-        raise SdoptError(f"'{folder}' is not an sdopt artifact (no {MANIFEST})")
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise SdoptError(f"'{path}': unreadable manifest ({err})") from err
-    if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise SdoptError(f"'{path}': schema version {manifest.get('schema_version')!r}, "
-                         f"this sdopt reads {SCHEMA_VERSION}")
-    expected = dict(manifest.get("files", {}))
-    for name, comp in manifest.get("components", {}).items():
-        for fname, meta in comp.get("files", {}).items():
-            expected[f"{name}/{fname}"] = meta["sha256"]
-    for build in manifest.get("builds", {}).values():
-        expected.update({rel: meta["sha256"] for rel, meta in build["files"].items()})
-    for rel, digest in expected.items():
-        file = folder / rel
-        if not file.is_file():
-            raise SdoptError(f"artifact '{folder}': missing file {rel}")
-        if verify and sha256_file(file) != digest:
-            raise SdoptError(f"artifact '{folder}': {rel} is corrupt (sha256 does not match the manifest)")
-    return manifest

@@ -6,31 +6,67 @@ Every user error is one line on stderr and exit code 2; nothing half-written is 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
 
+from . import interrupts
 from .errors import SdoptError
+from .limits import MAX_SEED, MAX_SIDE, MAX_STEPS
 
 SCHEDULERS = ("ddim", "euler", "dpmpp")
 
 
-def _multiple_of_8(text: str) -> int:
-    value = int(text)
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number")
+    return value
+
+
+def _image_side(text: str) -> int:
+    value = _integer(text)
     if value <= 0 or value % 8:
         raise argparse.ArgumentTypeError(f"{value} is not a positive multiple of 8")
+    if value > MAX_SIDE:
+        raise argparse.ArgumentTypeError(f"{value} is over the limit of {MAX_SIDE} pixels")
     return value
 
 
 def _positive(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
     return value
 
 
+def _steps(text: str) -> int:
+    value = _positive(text)
+    if value > MAX_STEPS:
+        raise argparse.ArgumentTypeError(f"{value} is over the limit of {MAX_STEPS} steps")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = _integer(text)
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"{value} is not in [0, {MAX_SEED}]")
+    return value
+
+
 def _unit_interval(text: str) -> float:
-    value = float(text)
+    value = _finite(text)
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"{value} is not in [0, 1]")
     return value
@@ -84,9 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--calib-prompts", type=Path,
                    help="text file, one calibration prompt per line (default: the model's built-in set)")
     c.add_argument("--calib-num-prompts", type=_positive, help="number of calibration prompts to use (default 4)")
-    c.add_argument("--calib-steps", type=_positive, help="sampling steps per calibration trajectory (default: the model's, "
-                                                             "20 for most, 25 for tiny-shapes)")
-    c.add_argument("--calib-size", type=_multiple_of_8,
+    c.add_argument("--calib-steps", type=_steps,
+                   help="sampling steps per calibration trajectory (default: the model's, 20 for most, "
+                        "25 for tiny-shapes)")
+    c.add_argument("--calib-size", type=_image_side,
                    help="calibration image size in pixels (default: the model's native size)")
     c.add_argument("--calib-sampling", choices=("all", "every", "normal", "random-step"),
                    help="which recorded steps calibrate: all (default), every k-th (--calib-every), normal "
@@ -94,10 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--calib-every", type=_positive, help="k for --calib-sampling every (default 2)")
     c.add_argument("--calib-aggregation", choices=("max", "percentile", "min-mean", "mean-max"),
                    help="per-step ranges -> one scale (default max)")
-    c.add_argument("--calib-intervals", type=_positive,
+    c.add_argument("--calib-intervals", type=_steps,
                    help="K > 1: one activation scale per timestep interval, picked in the exported graph "
                         "from the timestep (default 1)")
-    c.add_argument("--seed", type=int, help="seed of the calibration trajectories (default: the recipe's, 0)")
+    c.add_argument("--seed", type=_seed, help="seed of the calibration trajectories (default: the recipe's, 0)")
     c.add_argument("--skip", help="comma-separated substrings of UNet layer names kept in floating point "
                                   "(replaces the default: conv_in,conv_out,conv_shortcut,add_embedding)")
     c.add_argument("--time-embedding", choices=("float", "quantized"),
@@ -106,9 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SmoothQuant the linear layers with this alpha (int8)")
     c.add_argument("--split-shortcuts", action="store_true", default=None,
                    help="own activation scales for the two halves (upsampled, skip) of up-block ResNet inputs")
-    c.add_argument("--auto-skip", type=float, metavar="PSNR",
+    c.add_argument("--auto-skip", type=_finite, metavar="PSNR",
                    help="sensitivity analysis: keep the layers that cost the most in float until the UNet "
                         "output reaches this PSNR (dB) vs float on calibration inputs; prints the table")
+    c.add_argument("--external-data", action="store_true",
+                   help="write every graph's weights to a model.onnx_data file beside it (default: only graphs over "
+                        "the 2 GiB protobuf limit)")
 
     r = commands.add_parser("run", help="generate an image from an artifact (no torch needed)",
                             description="Text-to-image with classifier-free guidance from an artifact folder.")
@@ -116,10 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--prompt", required=True, help="text prompt")
     r.add_argument("--negative-prompt", default="", help="negative prompt (default: empty)")
     r.add_argument("--out", required=True, type=Path, help="output PNG file")
-    r.add_argument("--seed", type=int, default=0, help="seed of the initial noise (default 0)")
+    r.add_argument("--seed", type=_seed, default=0, help=f"seed of the initial noise, 0 to {MAX_SEED} (default 0)")
     _sampling_flags(r)
-    r.add_argument("--height", type=_multiple_of_8, help="image height in pixels (default: the model's)")
-    r.add_argument("--width", type=_multiple_of_8, help="image width in pixels (default: the model's)")
+    r.add_argument("--height", type=_image_side, help="image height in pixels (default: the model's)")
+    r.add_argument("--width", type=_image_side, help="image width in pixels (default: the model's)")
     _backend_flags(r)
 
     e = commands.add_parser("eval", help="compare an artifact's images with a reference's",
@@ -156,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--float-precision", choices=("fp16", "fp32"), default="fp16",
                    help="tensorrt: precision of the layers the artifact keeps in float: fp16 (default) or fp32 "
                         "(strongly typed: every type from the ONNX graph and its Q/DQ)")
-    d.add_argument("--workspace", type=float, metavar="GIB", help="tensorrt: workspace memory limit in GiB")
+    d.add_argument("--workspace", type=_finite, metavar="GIB", help="tensorrt: workspace memory limit in GiB")
     d.add_argument("--timing-cache", type=Path, help="tensorrt: timing cache file to read and update "
                                                      "(default: kept inside the build)")
 
@@ -177,9 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="OpenVINO precision hint for artifacts on openvino (default: the device's own)")
     b.add_argument("--peers", help="comma-separated peers, or none (default diffusers,ort-fp32,openvino; "
                                    "openvino only where the openvino package is installed)")
-    b.add_argument("--steps", type=_positive, help="sampling steps (default: the model's)")
-    b.add_argument("--height", type=_multiple_of_8, help="image height in pixels (default: the model's)")
-    b.add_argument("--width", type=_multiple_of_8, help="image width in pixels (default: the model's)")
+    b.add_argument("--steps", type=_steps, help="sampling steps (default: the model's)")
+    b.add_argument("--height", type=_image_side, help="image height in pixels (default: the model's)")
+    b.add_argument("--width", type=_image_side, help="image width in pixels (default: the model's)")
     b.add_argument("--runs", type=_positive, default=5, help="timed generations per target (default 5)")
     b.add_argument("--warmup", type=_positive, default=1,
                    help="warm-up generations (2 steps each, same shapes) before timing (default 1)")
@@ -189,8 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _sampling_flags(parser) -> None:
-    parser.add_argument("--steps", type=_positive, help="sampling steps (default: the model's, 20 for most)")
-    parser.add_argument("--guidance", type=float, help="classifier-free guidance scale; <= 1 disables guidance "
+    parser.add_argument("--steps", type=_steps, help=f"sampling steps, 1 to {MAX_STEPS} (default: the model's, "
+                                                          f"20 for most)")
+    parser.add_argument("--guidance", type=_finite, help="classifier-free guidance scale; <= 1 disables guidance "
                                                        "(default: the model's, 7.5 for most)")
     parser.add_argument("--scheduler", choices=SCHEDULERS, default="ddim",
                         help="ddim, euler (Euler discrete) or dpmpp (DPM-Solver++ 2M). Default: ddim")
@@ -201,32 +242,37 @@ def cmd_eval(args) -> None:
 
     from tqdm.auto import tqdm
 
-    from .artifact import load_manifest
+    from .artifact import open_artifact
     from .evaluate import EvalSettings, default_pairs, evaluate, format_table
+    from .safe_io import check_output_file
+    from .schema import json_safe
 
-    manifest = load_manifest(args.artifact, verify=False)
+    manifest = open_artifact(args.artifact, verify=False).manifest
     prompts = _read_prompts(args.prompts, "--prompts") if args.prompts else None
     pairs = default_pairs(manifest, prompts, args.seeds)
     info = manifest["pipeline"]
-    settings = EvalSettings(args.steps or info.get("steps", 20), _guidance(args, info), args.scheduler)
-    if args.grid is not None and (args.grid.suffix.lower() != ".png" or not args.grid.parent.resolve().is_dir()):
-        raise SdoptError(f"--grid {args.grid}: must be a .png file in an existing folder")
+    settings = EvalSettings(args.steps or info["steps"], _guidance(args, info), args.scheduler)
+    if args.grid is not None:
+        check_output_file(args.grid, "--grid", ".png")
     if args.clip is not None and not (args.clip / "config.json").is_file():
         raise SdoptError(f"--clip {args.clip}: not a model folder (no config.json)")
+    if args.reference is not None:
+        open_artifact(args.reference, verify=False)
     result = evaluate(args.artifact, args.reference, pairs, settings,
                       progress=lambda it: tqdm(it, desc="generating", unit="image"), grid=args.grid, clip=args.clip,
                       backend=args.backend, backend_options=_backend_options(args))
-    print(json.dumps(result) if args.json else format_table(result))
+    print(json.dumps(json_safe(result), allow_nan=False) if args.json else format_table(result))
 
 
 def cmd_build(args) -> None:
     from tqdm.auto import tqdm
 
-    from .artifact import load_manifest
+    from .artifact import open_artifact
 
     tensorrt_flags = [f for f in ("batch", "height", "width", "workspace", "timing_cache")
                       if getattr(args, f) is not None]
     tensorrt_flags += [f for f in ("static",) if getattr(args, f)]
+    info = open_artifact(args.artifact, verify=False).pipeline
     if args.format == "openvino":
         if tensorrt_flags:
             raise SdoptError(f"--{tensorrt_flags[0].replace('_', '-')} applies to --format tensorrt")
@@ -236,8 +282,13 @@ def cmd_build(args) -> None:
     else:
         from sdopt.export.tensorrt import TensorrtConfig, build, parse_range
 
-        info = load_manifest(args.artifact, verify=False)["pipeline"]
         multiple = info["vae_scale_factor"] * info["latent_size_multiple"]
+        if args.workspace is not None and args.workspace <= 0:
+            raise SdoptError(f"--workspace {args.workspace}: must be a positive number of GiB")
+        if args.timing_cache is not None:
+            from .safe_io import check_output_file
+
+            check_output_file(args.timing_cache, "--timing-cache")
         config = TensorrtConfig(batch=parse_range(args.batch or "1"),
                                 height=parse_range(args.height, multiple) if args.height else None,
                                 width=parse_range(args.width, multiple) if args.width else None,
@@ -250,13 +301,16 @@ def cmd_build(args) -> None:
 
 
 def cmd_bench(args) -> None:
-    from .artifact import load_manifest
     import importlib.util
 
+    from sdopt.runtime.backends import BACKENDS
+
+    from .artifact import open_artifact
     from .bench import PEERS, Settings, bench, check_peers, format_table, plan_targets, write_json, write_plot
     from .evaluate import default_pairs, fp32_export
+    from .limits import check_image_size
+    from .safe_io import check_output_file
     from .sources import DEFAULT_MODEL
-    from sdopt.runtime.backends import BACKENDS
 
     peers = check_peers(args.peers or ",".join(PEERS))
     if args.peers is None and "openvino" in peers and importlib.util.find_spec("openvino") is None:
@@ -268,33 +322,32 @@ def cmd_bench(args) -> None:
             raise SdoptError(f"--backends: unknown backend '{backend}'; choose from " + ", ".join(BACKENDS))
     if not args.artifacts and not peers:
         raise SdoptError("nothing to measure: give artifact folders or --peers")
-    manifests = [load_manifest(folder, verify=False) for folder in args.artifacts]
+    plot = args.plot or (args.json.with_suffix(".png") if args.json else None)
+    if args.json is not None:
+        check_output_file(args.json, "--json")
+    if plot is not None:
+        check_output_file(plot, "--plot", ".png")
+    # verified here once: the timed processes open the same files without hashing them again
+    manifests = [open_artifact(folder).manifest for folder in args.artifacts]
     specs = {m["source"]["spec"] for m in manifests}
     if len(specs) > 1 or (args.model and specs and specs != {args.model}):
         raise SdoptError("the artifacts and --model come from different sources: " + ", ".join(
             sorted(specs | {args.model} - {None})))
     spec = args.model or (specs.pop() if specs else DEFAULT_MODEL)
-    plot = args.plot or (args.json.with_suffix(".png") if args.json else None)
-    for flag, path in (("--json", args.json), ("--plot", plot)):
-        if path is not None and not path.parent.resolve().is_dir():
-            raise SdoptError(f"{flag} {path}: folder {path.parent} does not exist")
     options = {k: getattr(args, k) for k in ("device", "precision") if getattr(args, k) is not None}
     if options and "openvino" not in backends:
         raise SdoptError(f"--{next(iter(options))} applies to artifacts on --backends openvino")
 
-    manifest = manifests[0] if manifests else load_manifest(fp32_export(spec), verify=False)
+    manifest = manifests[0] if manifests else open_artifact(fp32_export(spec), verify=False).manifest
     info = manifest["pipeline"]
-    multiple = info["vae_scale_factor"] * info["latent_size_multiple"]
     height, width = args.height or info["height"], args.width or info["width"]
-    for name, value in (("--height", height), ("--width", width)):
-        if value % multiple:
-            raise SdoptError(f"{name} {value} is not a multiple of {multiple} for this model")
-    settings = Settings(prompt=default_pairs(manifest, None, 1)[0][0], steps=args.steps or info.get("steps", 20),
+    check_image_size(height, width, info["vae_scale_factor"] * info["latent_size_multiple"])
+    settings = Settings(prompt=default_pairs(manifest, None, 1)[0][0], steps=args.steps or info["steps"],
                         height=height, width=width,
-                        guidance=max(info.get("guidance", 7.5), 1.5),  # always guided: the batch-2 UNet
+                        guidance=max(info["guidance"], 1.5),  # always guided: the batch-2 UNet
                         runs=args.runs, warmup=args.warmup)
     targets = plan_targets(args.artifacts, backends, peers, spec, options)
-    random_weights = spec.startswith("arch:") or any(m["source"].get("random_weights") for m in manifests)
+    random_weights = spec.startswith("arch:") or any(m["source"]["random_weights"] for m in manifests)
     if random_weights:
         _say(f"note: {spec} has random weights: speed measurements only")
     result = bench(targets, settings, spec, random_weights)
@@ -311,7 +364,7 @@ def cmd_bench(args) -> None:
 
 
 def _guidance(args, info: dict) -> float:
-    return args.guidance if args.guidance is not None else info.get("guidance", 7.5)
+    return args.guidance if args.guidance is not None else info["guidance"]
 
 
 def cmd_compress(args) -> None:
@@ -337,60 +390,62 @@ def cmd_compress(args) -> None:
         raise SdoptError(f"--{next(iter(quantize)).replace('_', '-')} needs a quantizing recipe (int8, fp8, w4a8)")
     check_writable_destination(args.out)
 
-    from .recipe import apply
-    from .sources import load_source
     from sdopt.export.writer import write_artifact
+
+    from .recipe import apply, check
+    from .sources import load_source
 
     start = time.perf_counter()
     source = load_source(args.model)
+    check(source, recipe)
     if source.random_weights:
         _say(f"note: {args.model} has random weights: its artifact is for speed measurements only")
     source = apply(source, recipe)
-    out = write_artifact(source, recipe.to_dict(), args.out, command=sys.argv)
+    out = write_artifact(source, recipe.to_dict(), args.out, command=sys.argv, external_data=args.external_data)
     _say(f"wrote {out} ({recipe.name}, {source.label}) in {time.perf_counter() - start:.1f} s")
 
 
 def cmd_run(args) -> None:
-    from PIL import PngImagePlugin
+    from PIL import Image, PngImagePlugin
+    from tqdm.auto import tqdm
 
     from sdopt.runtime.pipeline import Pipeline
 
-    out = Path(args.out)
-    if out.suffix.lower() != ".png":
-        raise SdoptError(f"--out {out}: must be a .png file")
-    if not out.parent.resolve().is_dir():
-        raise SdoptError(f"--out {out}: folder {out.parent} does not exist")
-    pipe = Pipeline(args.artifact, args.backend, **_backend_options(args))
-    source = pipe.manifest["source"]
-    if source.get("random_weights"):
-        _say(f"note: {source['spec']} has random weights: the image is noise (speed measurements only)")
-    from tqdm.auto import tqdm
+    from .limits import check_text
+    from .safe_io import check_output_file, write_atomically
 
-    steps, guidance = args.steps or pipe.info.get("steps", 20), _guidance(args, pipe.info)
-    result = pipe(args.prompt, seed=args.seed, steps=steps, guidance=guidance, scheduler=args.scheduler,
-                  height=args.height, width=args.width, negative_prompt=args.negative_prompt,
-                  progress=lambda it: tqdm(it, desc="sampling", unit="step"))
+    check_output_file(args.out, "--out", ".png")
+    check_text(args.prompt, "--prompt")
+    check_text(args.negative_prompt, "--negative-prompt")
+    options = _backend_options(args)
+    pipe = Pipeline(args.artifact, args.backend, **options)
+    source = pipe.manifest["source"]
+    steps, guidance = args.steps or pipe.info["steps"], _guidance(args, pipe.info)
+    request = dict(seed=args.seed, steps=steps, guidance=guidance, scheduler=args.scheduler, height=args.height,
+                   width=args.width, negative_prompt=args.negative_prompt)
+    pipe.check_request(prompt=args.prompt, **request)
+    if source["random_weights"]:
+        _say(f"note: {source['spec']} has random weights: the image is noise (speed measurements only)")
+    result = pipe(args.prompt, progress=lambda it: tqdm(it, desc="sampling", unit="step"), **request)
     meta = PngImagePlugin.PngInfo()
     for key, value in {"prompt": args.prompt, "negative_prompt": args.negative_prompt, "seed": args.seed,
                        "steps": steps, "guidance": guidance, "scheduler": args.scheduler,
                        "recipe": pipe.manifest["recipe"]["name"], "model": source["spec"],
-                       "random_weights": source.get("random_weights", False), "generator": f"sdopt {_version()}"}.items():
+                       "random_weights": source["random_weights"], "generator": f"sdopt {_version()}"}.items():
         meta.add_text(key, str(value))
-    from PIL import Image
-
-    from .artifact import write_atomically
-
-    write_atomically(out, lambda tmp: Image.fromarray(result.image).save(tmp, format="PNG", pnginfo=meta))
-    _say(f"wrote {out}")
+    write_atomically(args.out, lambda tmp: Image.fromarray(result.image).save(tmp, format="PNG", pnginfo=meta))
+    _say(f"wrote {args.out}")
 
 
 def _read_prompts(path: Path, flag: str) -> list[str]:
-    try:
-        prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    except OSError as err:
-        raise SdoptError(f"{flag} {path}: cannot read it ({err.strerror})") from err
+    from .limits import check_text
+    from .safe_io import read_text
+
+    prompts = [line.strip() for line in read_text(path, flag).splitlines() if line.strip()]
     if not prompts:
         raise SdoptError(f"{flag} {path}: no prompts in the file")
+    for i, prompt in enumerate(prompts):
+        check_text(prompt, f"{flag} {path}, prompt {i + 1}")
     return prompts
 
 
@@ -408,17 +463,60 @@ COMMANDS = {"compress": cmd_compress, "run": cmd_run, "eval": cmd_eval, "build":
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    handlers = interrupts.install()
+    stderr, sys.stderr = sys.stderr, _LineTracker(sys.stderr)
     try:
+        return _main(argv)
+    finally:
+        sys.stderr = stderr
+        interrupts.restore(handlers)
+
+
+def _main(argv: list[str] | None) -> int:
+    try:
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as done:  # --help, --version, or a usage error already printed
+            return done.code if isinstance(done.code, int) else 2
         COMMANDS[args.command](args)
     except SdoptError as err:
-        print(f"sdopt {args.command}: error: {err}", file=sys.stderr)
+        if interrupts.interrupted():  # an interrupt that a library turned into its own error
+            return _interrupted(argv)
+        _last_line(f"sdopt {args.command}: error: {err}")
         return 2
     except KeyboardInterrupt:
-        print(f"sdopt {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return _interrupted(argv)
+    if interrupts.interrupted():  # raised where Python could only print it (a finalizer): still an interrupt
+        return _interrupted(argv)
     return 0
+
+
+class _LineTracker:
+    """stderr, remembering whether the last text written ended its line (progress bars do not)."""
+
+    def __init__(self, stream):
+        self._stream, self.at_line_start = stream, True
+
+    def write(self, text):
+        if text:
+            self.at_line_start = text.endswith("\n")
+        return self._stream.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def _last_line(message: str) -> None:
+    """The command's closing message, on a line of its own even after a progress bar it cut short."""
+    if not getattr(sys.stderr, "at_line_start", True):
+        sys.stderr.write("\n")
+    print(message, file=sys.stderr)
+
+
+def _interrupted(argv) -> int:
+    command = next((a for a in (argv if argv is not None else sys.argv[1:]) if a in COMMANDS), None)
+    _last_line(f"sdopt {command}: interrupted" if command else "sdopt: interrupted")
+    return interrupts.exit_code()
 
 
 if __name__ == "__main__":

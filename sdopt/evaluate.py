@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,12 +94,20 @@ def fp32_export(spec: str, version: str | None = None) -> Path:
     key = hashlib.sha256(f"{spec}|{Path(spec).resolve() if Path(spec).exists() else ''}|"
                          f"{version or __version__}".encode()).hexdigest()[:16]
     cache = Path(os.environ.get("SDOPT_CACHE", Path.home() / ".cache" / "sdopt")) / "reference" / key
-    if not (cache / "manifest.json").is_file():
-        from sdopt.export.writer import write_artifact
-        from sdopt.recipe import resolve
-        from sdopt.sources import load_source
+    if cache.exists():
+        from sdopt.artifact import open_artifact
 
-        write_artifact(load_source(spec), resolve("fp32").to_dict(), cache)
+        try:
+            open_artifact(cache)
+            return cache
+        except SdoptError as err:
+            print(f"note: the cached reference {cache} is damaged ({err}); making it again", file=sys.stderr)
+            shutil.rmtree(cache)  # sdopt's own cache entry, named by its key
+    from sdopt.export.writer import write_artifact
+    from sdopt.recipe import resolve
+    from sdopt.sources import load_source
+
+    write_artifact(load_source(spec), resolve("fp32").to_dict(), cache)
     return cache
 
 
@@ -144,11 +154,14 @@ def evaluate(artifact: Path, reference: Path | None, pairs, settings: EvalSettin
     pipe = Pipeline(artifact, backend, **(backend_options or {}))
     if not pairs:
         raise SdoptError("no prompts to evaluate")
+    verify_reference = reference is not None  # the cached reference was verified as it was looked up
     reference = reference or reference_artifact(pipe.manifest)
-    ref_pipe = Pipeline(reference)
+    ref_pipe = Pipeline(reference, verify=verify_reference)
     if ref_pipe.manifest["source"]["spec"] != pipe.manifest["source"]["spec"]:
         raise SdoptError(f"reference '{reference}' was made from {ref_pipe.manifest['source']['spec']}, "
                          f"the artifact from {pipe.manifest['source']['spec']}")
+    for p in (pipe, ref_pipe):
+        p.check_request(steps=settings.steps, guidance=settings.guidance, scheduler=settings.scheduler)
     images, latents, speed = generate_all(pipe, pairs, settings, progress)
     ref_images, ref_latents, ref_speed = generate_all(ref_pipe, pairs, settings, progress)
     result = {

@@ -8,14 +8,16 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import schema
 from .archs import ARCHS, ArchSpec
 from .errors import SdoptError
+from .limits import MAX_STEPS
+from .safe_io import read_text
 
 TINY_SHAPES_DIR = Path(__file__).parent / "models" / "tiny_shapes"
 SUPPORTED_PIPELINES = {"StableDiffusionPipeline": "sd", "StableDiffusionXLPipeline": "sdxl"}
@@ -78,24 +80,30 @@ def load_source(spec: str) -> Source:
     source = _folder_source(spec, path)
     marker = path / TINY_SHAPES_MARKER  # written by `python -m sdopt.tinyshapes.train`
     if marker.is_file():
+        defaults = _read_json(marker, spec)
         try:
-            defaults = json.loads(marker.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise SdoptError(f"'{spec}': unreadable {TINY_SHAPES_MARKER} ({err})") from err
+            schema.record({"steps": schema.integer(1, MAX_STEPS), "guidance": schema.number(0, 100)},
+                          {"family": schema.string(max_length=64)})(defaults, "")
+        except schema.Invalid as err:
+            raise SdoptError(f"'{spec}': {TINY_SHAPES_MARKER}: {err}") from None
         source.family = "tiny-shapes"
-        source.steps, source.guidance = int(defaults["steps"]), float(defaults["guidance"])
+        source.steps, source.guidance = defaults["steps"], float(defaults["guidance"])
     return source
+
+
+def _read_json(path: Path, spec: str):
+    try:
+        return schema.parse_json(read_text(path, f"'{spec}':").encode())
+    except ValueError as err:
+        raise SdoptError(f"'{spec}': {path.name}: {err}") from None
 
 
 def _folder_source(spec: str, path: Path) -> Source:
     index_file = path / "model_index.json"
     if not path.is_dir() or not index_file.is_file():
         raise SdoptError(f"'{spec}' is not a diffusers pipeline folder (no model_index.json)")
-    try:
-        index = json.loads(index_file.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise SdoptError(f"'{spec}': unreadable model_index.json ({err})") from err
-    class_name = index.get("_class_name")
+    index = _read_json(index_file, spec)
+    class_name = index.get("_class_name") if isinstance(index, dict) else None
     kind = SUPPORTED_PIPELINES.get(class_name)
     if kind is None:
         raise SdoptError(f"'{spec}' holds a {class_name}; supported: " + ", ".join(SUPPORTED_PIPELINES))

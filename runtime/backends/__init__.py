@@ -1,5 +1,6 @@
 """Inference engines that run the artifact's graphs. Each backend: `load(path) -> Model` where a Model
-has `input_names` and `run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]`."""
+has `inputs` / `outputs` ({name: (dtype name, rank)}) and `run(feeds: dict[str, np.ndarray]) ->
+dict[str, np.ndarray]`; engine failures come out as one-line SdoptErrors."""
 
 from sdopt.errors import SdoptError
 
@@ -20,3 +21,18 @@ def load(backend: str, path, **options):
 
         return TrtModel(path, **options)
     raise SdoptError(f"unknown backend '{backend}'; available: " + ", ".join(BACKENDS))
+
+
+def engine_message(err: BaseException) -> str:
+    """The line of an engine's exception that says what went wrong. ONNX Runtime puts it first, after
+    "[ONNXRuntimeError] : N : CODE :"; OpenVINO stacks "Exception from src/...cpp:N:" and "Check ... failed"
+    frames above it and puts it last."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    if lines[0].startswith("[ONNXRuntimeError]"):
+        text = lines[0].split(" : ", 3)[-1]
+    else:
+        frames = ("Exception from ", "Check '", "Loading input model")
+        text = next((line for line in reversed(lines) if not line.startswith(frames)), lines[-1])
+    return text if len(text) <= 300 else text[:297] + "..."

@@ -9,6 +9,8 @@ import onnxruntime as ort
 
 from sdopt.errors import SdoptError
 
+from . import engine_message
+
 
 # ONNX Runtime converts signed-int8 Q/DQ to unsigned before fusing integer kernels. On x86 CPUs
 # without VNNI its u8 x s8 kernels add pairs of products in 16 bits, which saturate for 8-bit
@@ -30,22 +32,33 @@ def integer_kernels_are_exact(int8_weight_bits: int | None) -> bool:
     return int8_weight_bits is None or int8_weight_bits <= 7 or cpu_has_vnni()
 
 
+# ONNX Runtime's type strings -> numpy dtype names (as the manifest records them)
+_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+           "tensor(bfloat16)": "bfloat16", "tensor(int64)": "int64", "tensor(int32)": "int32",
+           "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(bool)": "bool"}
+
+
 class OrtModel:
     def __init__(self, path: Path, providers: list[str] | None = None, threads: int = 0,
-                 int8_weight_bits: int | None = None):
+                 int8_weight_bits: int | None = None, io_names: tuple | None = None):
         options = ort.SessionOptions()
         options.log_severity_level = 3
         if threads:
             options.intra_op_num_threads = threads
         disabled = [] if integer_kernels_are_exact(int8_weight_bits) else EXACT_INT8_OPTIONS
+        self.path = Path(path)
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"],
                                                 disabled_optimizers=disabled)
         except Exception as err:  # onnxruntime raises its own exception types for broken graphs
-            raise SdoptError(f"{path}: ONNX Runtime cannot load it ({err})") from err
-        self.input_names = [i.name for i in self.session.get_inputs()]
-        self.output_names = [o.name for o in self.session.get_outputs()]
+            raise SdoptError(f"{path}: ONNX Runtime cannot load it ({engine_message(err)})") from err
+        self.inputs = {i.name: (_DTYPES.get(i.type, i.type), len(i.shape)) for i in self.session.get_inputs()}
+        self.outputs = {o.name: (_DTYPES.get(o.type, o.type), len(o.shape)) for o in self.session.get_outputs()}
+        self.input_names, self.output_names = list(self.inputs), list(self.outputs)
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outputs = self.session.run(None, {k: v for k, v in feeds.items() if k in self.input_names})
+        try:
+            outputs = self.session.run(None, {k: v for k, v in feeds.items() if k in self.inputs})
+        except Exception as err:  # e.g. an allocation failure or a shape the graph refuses
+            raise SdoptError(f"{self.path}: ONNX Runtime failed to run it ({engine_message(err)})") from err
         return dict(zip(self.output_names, outputs))

@@ -9,6 +9,8 @@ import numpy as np
 
 from sdopt.errors import SdoptError
 
+from . import engine_message
+
 
 def interval_of(timestep: float, per_timestep: float, intervals: int) -> int:
     """The timestep interval an interval-scale graph computes (clip(floor(t * K / T), 0, K - 1)), in the same
@@ -42,7 +44,10 @@ class TrtEngine:
         except ImportError as err:
             raise SdoptError("the tensorrt backend needs TensorRT: pip install 'sdopt[tensorrt]'") from err
         self.cudart = cudart = _cuda()
-        self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(Path(path).read_bytes())
+        try:
+            self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(Path(path).read_bytes())
+        except Exception as err:
+            raise SdoptError(f"{path}: TensorRT cannot load this engine ({engine_message(err)})") from err
         if self.engine is None:
             raise SdoptError(f"{path}: TensorRT cannot load this engine (built for another GPU or version?)")
         self.context = self.engine.create_execution_context()
@@ -51,6 +56,8 @@ class TrtEngine:
         self.input_names = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.output_names = [n for n in names if n not in self.input_names]
         self.dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
+        self.inputs = {n: (self.dtypes[n].name, len(self.engine.get_tensor_shape(n))) for n in self.input_names}
+        self.outputs = {n: (self.dtypes[n].name, len(self.engine.get_tensor_shape(n))) for n in self.output_names}
         for name in self.input_names:  # the largest shapes decide the buffers' sizes
             self.context.set_input_shape(name, tuple(self.engine.get_tensor_profile_shape(name, 0)[2]))
         self.buffers = {}
@@ -88,13 +95,13 @@ class TrtModel:
     """A component's engine, or for an interval-scale UNet one engine per timestep interval."""
 
     def __init__(self, path: Path, engine_paths: list[Path] | None = None, interval_per_timestep: float | None = None,
-                 int8_weight_bits: int | None = None):
+                 int8_weight_bits: int | None = None, io_names: tuple | None = None):
         if not engine_paths:
             raise SdoptError(f"{path}: no TensorRT engine; build one first (sdopt build DIR --format tensorrt)")
         self.engines = [TrtEngine(p) for p in engine_paths]
         self.per_timestep = interval_per_timestep
-        self.input_names = self.engines[0].input_names
-        self.output_names = self.engines[0].output_names
+        self.input_names, self.output_names = self.engines[0].input_names, self.engines[0].output_names
+        self.inputs, self.outputs = self.engines[0].inputs, self.engines[0].outputs
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         engine = self.engines[0]

@@ -1,0 +1,148 @@
+"""The schema of `manifest.json`: every key, type and range an artifact's manifest may hold, and the rules
+that tie its parts together (required components, where files may lie). `sdopt.artifact` applies it before
+any file of an artifact is opened.
+
+Torch-free.
+"""
+
+from __future__ import annotations
+
+from . import schema as s
+from .errors import SdoptError
+from .limits import MAX_SIDE, MAX_STEPS
+
+SCHEMA_VERSION = 2
+FORMAT = "sdopt-artifact"  # the marker that tells an sdopt artifact from any other folder with a manifest.json
+KINDS = ("sd", "sdxl")
+BUILDS = ("openvino", "tensorrt")
+SUPPORT_FOLDERS = ("tokenizer", "tokenizer_2", "scheduler")  # non-graph files the runtime reads
+REQUIRED_COMPONENTS = {"sd": ("text_encoder", "unet", "vae_decoder"),
+                       "sdxl": ("text_encoder", "text_encoder_2", "unet", "vae_decoder")}
+REQUIRED_FILES = {"sd": ("model_index.json", "scheduler/scheduler_config.json", "tokenizer/tokenizer.json"),
+                  "sdxl": ("model_index.json", "scheduler/scheduler_config.json", "tokenizer/tokenizer.json",
+                           "tokenizer_2/tokenizer.json")}
+
+IDENTIFIER = r"[a-z][a-z0-9_]{0,63}"  # component names: also their folder names
+PATH_PART = r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}"  # no leading dot: no '.', '..' or hidden files
+RELATIVE_PATH = rf"{PATH_PART}(/{PATH_PART}){{0,7}}"
+SHA256 = r"[0-9a-f]{64}"
+DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "int8", "uint8", "bool")
+
+_name = s.string(IDENTIFIER, 64)
+_file_entry = s.record({"sha256": s.string(SHA256), "bytes": s.integer(0, 1 << 50)})
+_files = s.mapping(s.string(RELATIVE_PATH, 1100), _file_entry, 10_000)
+_io = s.record({"name": s.string(max_length=256), "dtype": s.string(choices=DTYPES),
+                "shape": s.array(s.either(s.integer(0, 1 << 31), s.string(max_length=256)), 8)})
+_formats = s.array(s.string(choices=("int8", "float8e4m3fn", "int4")), 3)
+_component = s.record(
+    {"files": s.mapping(s.string(PATH_PART), _file_entry, 16, min_length=1),
+     "inputs": s.array(_io, 64, min_length=1), "outputs": s.array(_io, 64, min_length=1)},
+    {"ops": s.mapping(s.string(max_length=128), s.integer(0)),
+     "weight_format": _formats, "activation_format": _formats,
+     "int8_weight_bits": s.integer(2, 8), "weight_group_size": s.integer(1, 1 << 20),
+     "activation_scale_intervals": s.integer(2, MAX_STEPS)})
+_openvino_build = s.record(
+    {"files": _files, "openvino_version": s.string(), "seconds": s.number(0)},
+    {"activation_zero_point": s.nullable(s.integer(0, 255)),
+     "uint8_activation_quantizers": s.mapping(_name, s.integer(0))})
+_tensorrt_component = s.record(
+    {"engines": s.array(s.string(RELATIVE_PATH, 1100), MAX_STEPS, min_length=1)},
+    {"strongly_typed": s.boolean(), "flags": s.array(s.string(max_length=32), 16),
+     "profiles": s.anything(4), "interval_per_timestep": s.number(0, low_open=True)})
+_tensorrt_build = s.record(
+    {"files": _files, "components": s.mapping(_name, _tensorrt_component), "tensorrt_version": s.string(),
+     "seconds": s.number(0)},
+    {"static": s.boolean(), "precision": s.string(choices=("fp16", "fp32"))})
+_side = s.integer(8, MAX_SIDE)
+_pipeline = s.record(
+    {"kind": s.string(choices=KINDS), "height": _side, "width": _side, "latent_channels": s.integer(1, 64),
+     "vae_scale_factor": s.integer(1, 64), "vae_scaling_factor": s.number(0, 1e6, low_open=True),
+     "vae_shift_factor": s.nullable(s.number(-1e6, 1e6)), "latent_size_multiple": s.integer(1, 64),
+     "max_length": s.integer(1, 4096), "steps": s.integer(1, MAX_STEPS), "guidance": s.number(-1e6, 1e6)},
+    {"force_zeros_for_empty_prompt": s.boolean()})
+MANIFEST = s.record({
+    "schema_version": s.integer(),
+    "format": s.string(choices=(FORMAT,)),
+    "sdopt_version": s.string(max_length=64),
+    "source": s.record({"spec": s.string(max_length=4096), "kind": s.string(choices=KINDS),
+                        "random_weights": s.boolean()},
+                       {"pipeline_class": s.string(max_length=128), "family": s.string(max_length=64)}),
+    "recipe": s.record({"name": s.string(max_length=256), "passes": s.array(s.anything(8), 64)}),
+    "passes": s.array(s.anything(8), 64),
+    "pipeline": _pipeline,
+    "components": s.mapping(_name, _component, 32, min_length=1),
+    "files": _files,
+}, {
+    "builds": s.record({}, {"openvino": _openvino_build, "tensorrt": _tensorrt_build}),
+    "produced_by": s.anything(4),
+})
+
+
+def validate(manifest: object, where: str) -> dict:
+    """The manifest as a dict that every consumer may trust, or SdoptError naming what is wrong."""
+    if isinstance(manifest, dict) and manifest.get("schema_version") != SCHEMA_VERSION \
+            and isinstance(manifest.get("schema_version"), int):
+        raise SdoptError(f"{where}: schema version {manifest['schema_version']}, this sdopt reads {SCHEMA_VERSION} "
+                         f"(make the artifact again with this sdopt's `sdopt compress`)")
+    try:
+        MANIFEST(manifest, "")
+    except s.Invalid as err:
+        raise SdoptError(f"{where}: {err}") from None
+    _check_consistency(manifest, where)
+    return manifest
+
+
+def _check_consistency(m: dict, where: str) -> None:
+    kind = m["pipeline"]["kind"]
+    if m["source"]["kind"] != kind:
+        raise SdoptError(f"{where}: source kind {m['source']['kind']} but pipeline kind {kind}")
+    components = m["components"]
+    for name in REQUIRED_COMPONENTS[kind]:
+        if name not in components:
+            raise SdoptError(f"{where}: components: missing '{name}'")
+    for name, component in components.items():
+        if name in BUILDS or name in SUPPORT_FOLDERS:
+            raise SdoptError(f"{where}: components.{name}: a reserved folder name")
+        if "model.onnx" not in component["files"]:
+            raise SdoptError(f"{where}: components.{name}.files: missing 'model.onnx'")
+    for rel in REQUIRED_FILES[kind]:
+        if rel not in m["files"]:
+            raise SdoptError(f"{where}: files: missing '{rel}'")
+    for rel in m["files"]:
+        top = rel.split("/")[0]
+        if "/" in rel and top not in SUPPORT_FOLDERS:
+            raise SdoptError(f"{where}: files.{rel}: outside {', '.join(SUPPORT_FOLDERS)} and the top level")
+    info = m["pipeline"]
+    multiple = info["vae_scale_factor"] * info["latent_size_multiple"]
+    if info["vae_scale_factor"] & (info["vae_scale_factor"] - 1):
+        raise SdoptError(f"{where}: pipeline.vae_scale_factor {info['vae_scale_factor']} is not a power of 2")
+    for key in ("height", "width"):
+        if info[key] % multiple:
+            raise SdoptError(f"{where}: pipeline.{key} {info[key]} is not a multiple of {multiple}")
+    for build_name, build in m.get("builds", {}).items():
+        for rel in build["files"]:
+            if rel.split("/")[0] != build_name or "/" not in rel:
+                raise SdoptError(f"{where}: builds.{build_name}.files.{rel}: outside the {build_name}/ folder")
+        for name, entry in build.get("components", {}).items():
+            if name not in components:
+                raise SdoptError(f"{where}: builds.{build_name}.components.{name}: no such component")
+            for engine in entry["engines"]:
+                if engine not in build["files"]:
+                    raise SdoptError(f"{where}: builds.{build_name}.components.{name}: engine {engine} is not "
+                                     f"listed in its files")
+
+
+def listed_files(m: dict) -> dict[str, dict]:
+    """Every file of a validated manifest, relative path -> {sha256, bytes}."""
+    files = dict(m["files"])
+    for name, component in m["components"].items():
+        files.update({f"{name}/{f}": entry for f, entry in component["files"].items()})
+    for build in m.get("builds", {}).values():
+        files.update(build["files"])
+    return files
+
+
+def scanned_folders(m: dict) -> list[str]:
+    """Folders whose every file must be listed: those a backend or the runtime opens files in."""
+    return list(m["components"]) + [f for f in SUPPORT_FOLDERS if any(r.startswith(f + "/") for r in m["files"])] \
+        + list(m.get("builds", {}))

@@ -1,0 +1,96 @@
+"""Arguments are checked before any work: steps within what the scheduler supports, seeds in range,
+images within the pixel budget, text that is valid UTF-8; each bad one is one line and exit code 2."""
+
+import os
+
+import pytest
+from reliability_helpers import fails
+
+from sdopt.limits import MAX_PIXELS
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--steps", "1001"], "over the limit of 1000 steps"), (["--steps", "0"], "not a positive integer"),
+    (["--steps", "ten"], "'ten' is not an integer"), (["--seed", "-1"], "not in [0, 4294967295]"),
+    (["--seed", str(2 ** 32)], "not in [0, 4294967295]"), (["--seed", "1.5"], "not an integer"),
+    (["--height", "100000"], "over the limit of 4096 pixels"), (["--height", "60"], "not a positive multiple of 8"),
+    (["--height", "0"], "not a positive multiple of 8"), (["--height", "40"], "multiple of 32"),
+    (["--height", "4096", "--width", "4096"], f"over the limit of {MAX_PIXELS:,}"),
+    (["--scheduler", "pndm"], "invalid choice"), (["--backend", "cuda"], "invalid choice"),
+    (["--device", "GPU"], "--device applies to --backend openvino"),
+    (["--prompt", "caf\udce9"], "--prompt is not valid UTF-8"),
+    (["--negative-prompt", "\udcff"], "--negative-prompt is not valid UTF-8"),
+    (["--prompt", "x" * 10_001], "longer than 10000 characters"),
+])
+def test_run_arguments(capsys, tiny_fp32, png, flags, message):
+    prompt = [] if "--prompt" in flags else ["--prompt", "a red circle"]
+    line = fails(capsys, ["run", tiny_fp32, *prompt, "--out", png, *flags])
+    assert message in line and "sampling" not in capsys.readouterr().err
+    assert not png.exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\xff\xfe", "not UTF-8 text"), (b"\n\n", "no prompts in the file"), (None, "no such file"), ("dir", "not a file"),
+])
+def test_eval_prompts_file(capsys, tiny_fp32, tmp_path, content, message):
+    prompts = tmp_path / "p.txt"
+    if content == "dir":
+        prompts.mkdir()
+    elif content is not None:
+        prompts.write_bytes(content)
+    line = fails(capsys, ["eval", tiny_fp32, "--prompts", prompts])
+    assert message in line
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--steps", "5000"], "over the limit of 1000 steps"), (["--guidance", "nan"], "not a finite number"),
+    (["--reference", "nowhere"], "does not exist"),
+])
+def test_eval_arguments(capsys, tiny_fp32, flags, message):
+    assert message in fails(capsys, ["eval", tiny_fp32, *flags])
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--format", "tensorrt", "--workspace", "-1"], "--workspace -1.0: must be a positive number"),
+    (["--format", "tensorrt", "--height", "10:5:1"], "0 < MIN <= OPT <= MAX"),
+    (["--format", "openvino", "--static"], "--static applies to --format tensorrt"),
+])
+def test_build_arguments(capsys, tiny_fp32, flags, message):
+    assert message in fails(capsys, ["build", tiny_fp32, *flags])
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--height", "8192"], "over the limit of 4096 pixels"), (["--backends", "cuda"], "unknown backend 'cuda'"),
+    (["--peers", "sdcpp"], "unknown peer 'sdcpp'"), (["--peers", "none"], "nothing to measure"),
+])
+def test_bench_arguments(capsys, tiny_fp32, flags, message):
+    artifacts = [] if flags == ["--peers", "none"] else [tiny_fp32]
+    assert message in fails(capsys, ["bench", *artifacts, *flags])
+
+
+@pytest.mark.parametrize("model, message", [("arch:sd9", "unknown architecture 'sd9'"),
+                                            ("no-such-model", "unknown model source")])
+def test_unknown_model(capsys, tmp_path, model, message):
+    assert message in fails(capsys, ["compress", "--model", model, "--out", tmp_path / "out"])
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("index, message", [
+    (None, "not a diffusers pipeline folder"), (b"\xff", "not UTF-8 text"), (b"[1]", "holds a None"),
+    (b'{"_class_name": "FluxPipeline"}', "holds a FluxPipeline"),
+])
+def test_model_folder_that_is_not_a_pipeline(capsys, tmp_path, index, message):
+    folder = tmp_path / "notapipe"
+    folder.mkdir()
+    (folder / "README").write_text("hello")
+    if index is not None:
+        (folder / "model_index.json").write_bytes(index)
+    assert message in fails(capsys, ["compress", "--model", folder, "--out", tmp_path / "out"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_not_an_artifact(capsys, tmp_path, png):
+    assert "not an sdopt artifact" in fails(capsys, ["run", tmp_path, "--prompt", "x", "--out", png])
+    assert "does not exist" in fails(capsys, ["run", tmp_path / "nope", "--prompt", "x", "--out", png])
+    os.mkfifo(tmp_path / "manifest.json")
+    assert "not an sdopt artifact" in fails(capsys, ["run", tmp_path, "--prompt", "x", "--out", png])
