@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sdopt import shared
 from sdopt.errors import SdoptError
 
 AGGREGATIONS = ("max", "percentile", "min-mean", "mean-max")
@@ -109,9 +110,7 @@ class StepStatistics:
 
 def interval_index(timesteps, intervals: int, num_train_timesteps: int) -> np.ndarray:
     """Interval of each timestep: K equal slices of [0, T); the exported graph computes the same."""
-    t = np.asarray(timesteps, dtype=np.float32)
-    k = np.floor(t * np.float32(intervals / num_train_timesteps))
-    return np.clip(k, 0, intervals - 1).astype(np.int64)
+    return shared.interval_index(timesteps, intervals, shared.interval_per_timestep(intervals, num_train_timesteps))
 
 
 def aggregate(values: np.ndarray, steps: np.ndarray, aggregation: Aggregation) -> float:

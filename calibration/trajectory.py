@@ -1,10 +1,11 @@
-"""Calibration data: the UNet's inputs recorded along the fp32 pipeline's own sampling trajectories.
+"""Calibration data: a model's inputs recorded along the fp32 pipeline's own sampling trajectories.
 
-Each record is one UNet call exactly as the pipeline made it: the classifier-free-guidance batch
-(unconditional and conditional halves), the timestep, the text embeddings (and SDXL's added
-conditions), and its step in the trajectory. Seeded: the same source, prompts and config give the
-same records, so they are cached on disk (``$SDOPT_CACHE/calibration``, default ``~/.cache/sdopt``)
-keyed by the weights, prompts and recording settings.
+The pass that calibrates hands in a `CallTarget`: the module to record (for example the UNet), how a
+call's arguments become the exported graph's inputs, and how to run one trajectory. Each record is one
+call exactly as the pipeline made it (for a UNet: the classifier-free-guidance batch, the timestep, the
+text embeddings), keyed by graph input names, with its trajectory and step. Seeded: the same weights,
+prompts and config give the same records, so they are cached on disk (``$SDOPT_CACHE/calibration``,
+default ``~/.cache/sdopt``).
 
 Which recorded calls calibrate the quantizers is the ``sampling`` option:
 ``all`` steps; ``every`` k-th step (Q-Diffusion); ``normal``: steps drawn with probability from a
@@ -21,27 +22,16 @@ import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from sdopt.errors import SdoptError
+from sdopt.shared import SCHEDULERS, calibration_prompt_pool
 from sdopt.limits import MAX_SEED, MAX_SIDE, MAX_STEPS, check_image_size
 
-# Generic prompts for models that bring no prompt set of their own.
-GENERIC_PROMPTS = (
-    "a photograph of an astronaut riding a horse",
-    "a red sports car parked on a city street at night",
-    "a bowl of fruit on a wooden table, oil painting",
-    "a snowy mountain landscape at sunrise",
-    "portrait of an old man with a beard, studio lighting",
-    "a cat sleeping on a windowsill, watercolor",
-    "a futuristic city skyline with flying cars",
-    "a lighthouse on a cliff during a storm",
-)
-
-SCHEDULERS = {"ddim": "DDIMScheduler", "euler": "EulerDiscreteScheduler", "dpmpp": "DPMSolverMultistepScheduler"}
 SAMPLINGS = ("all", "every", "normal", "random-step")
 # PTQ4DM's normal around 0.4 T; the spread is ours (a fifth of the range)
 NORMAL_MEAN, NORMAL_STD = 0.4, 0.2
@@ -112,8 +102,7 @@ def check_calibration(source, config: CalibrationConfig) -> None:
         raise SdoptError(f"calibration num_prompts {config.num_prompts}: only {available} prompts are available "
                          f"(give more with --calib-prompts)")
     if config.size:
-        multiple = source.pipeline.vae_scale_factor * 2 ** (len(source.pipeline.unet.config.block_out_channels) - 1)
-        check_image_size(config.size, config.size, multiple)
+        check_image_size(config.size, config.size, source.size_multiple)
 
 
 def calibration_prompts(source, config: CalibrationConfig) -> list[str]:
@@ -122,17 +111,27 @@ def calibration_prompts(source, config: CalibrationConfig) -> list[str]:
 
 
 def builtin_prompts(source) -> tuple[str, ...]:
-    if source.family == "tiny-shapes":
-        from sdopt.tinyshapes.grammar import calibration_prompts as tiny_prompts
-
-        return tuple(tiny_prompts(64))
-    return GENERIC_PROMPTS
+    return calibration_prompt_pool(source.family)
 
 
-def record_unet_inputs(source, config: CalibrationConfig, use_cache: bool = True) -> list[dict[str, torch.Tensor]]:
-    """Every UNet call's inputs along the fp32 pipeline's trajectories of the calibration prompts
-    (from the cache when the same weights, prompts and settings were recorded before)."""
-    path = _cache_path(source, config) if use_cache else None
+@dataclass(frozen=True)
+class CallTarget:
+    """What a pass hands calibration, owning how its model is called: the module whose calls are recorded,
+    how a call's arguments become graph inputs (keyed by the exported graph's input names, so any graph
+    calibrates the same way), and how to run one sampling trajectory of a prompt with a seed."""
+
+    name: str  # keys the cache with the settings
+    module: object  # torch.nn.Module
+    inputs: Callable  # (args, kwargs) of a call -> {graph input name: tensor}
+    run: Callable  # (prompt, seed) -> None: one trajectory, calling `module` once per step
+    weights: tuple = ()  # modules whose weights the recorded inputs depend on
+
+
+def record_calls(source, config: CalibrationConfig, target: CallTarget, use_cache: bool = True) -> list[dict]:
+    """The inputs of every call of `target.module` along the trajectories of the calibration prompts, each
+    with its trajectory and step (from the cache when the same weights, prompts and settings were recorded
+    before)."""
+    path = _cache_path(source, config, target) if use_cache else None
     if path is not None and path.is_file():
         try:
             return _load_records(path)
@@ -140,7 +139,7 @@ def record_unet_inputs(source, config: CalibrationConfig, use_cache: bool = True
             print(f"note: calibration cache {path} is unreadable ({type(err).__name__}: "
                   f"{str(err).splitlines()[0] if str(err) else ''}); recording it again", file=sys.stderr)
             path.unlink(missing_ok=True)
-    records = _record(source, config)
+    records = _record(target, calibration_prompts(source, config), config.seed)
     if path is not None:
         _save_records(path, records)
     return records
@@ -172,46 +171,24 @@ def _by_trajectory(records: list[dict]) -> dict[int, list[dict]]:
     return trajectories
 
 
-def _record(source, config: CalibrationConfig) -> list[dict[str, torch.Tensor]]:
-    import diffusers
-
-    pipe = source.pipeline
+def _record(target: CallTarget, prompts: list[str], seed: int) -> list[dict[str, torch.Tensor]]:
     records: list[dict[str, torch.Tensor]] = []
     position = {"trajectory": 0, "step": 0}
 
     def capture(_module, args, kwargs):
-        sample, timestep = args[0], args[1]
-        record = {
-            "trajectory": torch.tensor(position["trajectory"]),
-            "step": torch.tensor(position["step"]),
-            "sample": sample.detach().clone(),
-            "timestep": torch.as_tensor(timestep, dtype=torch.float32).reshape(-1).expand(sample.shape[0]).clone(),
-            "encoder_hidden_states": kwargs["encoder_hidden_states"].detach().clone(),
-        }
-        added = kwargs.get("added_cond_kwargs") or {}
-        for key in ("text_embeds", "time_ids"):
-            if key in added:
-                record[key] = added[key].detach().clone().to(torch.float32)
-        records.append(record)
+        inputs = {k: v.detach().clone() for k, v in target.inputs(args, kwargs).items()}
+        records.append({"trajectory": torch.tensor(position["trajectory"]), "step": torch.tensor(position["step"]),
+                        **inputs})
         position["step"] += 1
 
-    steps, guidance = trajectory_settings(source, config)
-    size_h = config.size or source.height
-    size_w = config.size or source.width
-    original_scheduler = pipe.scheduler
-    pipe.scheduler = getattr(diffusers, SCHEDULERS[config.scheduler]).from_config(original_scheduler.config)
-    handle = pipe.unet.register_forward_pre_hook(capture, with_kwargs=True)
+    handle = target.module.register_forward_pre_hook(capture, with_kwargs=True)
     try:
-        prompts = calibration_prompts(source, config)
         for i, prompt in enumerate(tqdm(prompts, desc="calibration trajectories", unit="prompt")):
             position.update(trajectory=i, step=0)
             with torch.no_grad():
-                pipe(prompt, num_inference_steps=steps, guidance_scale=guidance,
-                     height=size_h, width=size_w, generator=torch.Generator().manual_seed(config.seed + i),
-                     output_type="latent")
+                target.run(prompt, seed + i)
     finally:
         handle.remove()
-        pipe.scheduler = original_scheduler
     return records
 
 
@@ -220,21 +197,21 @@ def trajectory_settings(source, config: CalibrationConfig) -> tuple[int, float]:
     return config.steps or source.steps, source.guidance if config.guidance is None else config.guidance
 
 
-def _cache_path(source, config: CalibrationConfig) -> Path:
-    import diffusers
+def _cache_path(source, config: CalibrationConfig, target: CallTarget) -> Path:
+    from importlib.metadata import version
 
     from sdopt import __version__
 
     digest = hashlib.sha256()
-    for module in [source.pipeline.unet, *source.text_encoders]:
+    for module in target.weights:
         for name, tensor in module.state_dict().items():
             digest.update(name.encode())
             digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
     settings = {key: asdict(config)[key] for key in _RECORDING_FIELDS}
     settings["steps"], settings["guidance"] = trajectory_settings(source, config)
-    settings.update(prompts=calibration_prompts(source, config), height=source.height, width=source.width,
-                    scheduler_config=dict(source.pipeline.scheduler.config), sdopt=__version__,
-                    diffusers=diffusers.__version__, torch=torch.__version__)
+    settings.update(target=target.name, prompts=calibration_prompts(source, config), height=source.height,
+                    width=source.width, scheduler_config=dict(source.pipeline.scheduler.config), sdopt=__version__,
+                    diffusers=version("diffusers"), torch=torch.__version__)
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
     root = Path(os.environ.get("SDOPT_CACHE", Path.home() / ".cache" / "sdopt"))
     return root / "calibration" / f"{digest.hexdigest()[:24]}.safetensors"
@@ -258,7 +235,6 @@ def _load_records(path: Path) -> list[dict]:
     for name, value in tensors.items():
         index, key = name.split("/", 1)
         records[int(index)][key] = value
-    required = {"trajectory", "step", "sample", "timestep", "encoder_hidden_states"}
-    if not records or any(not required <= set(r) for r in records):
+    if not records or any(set(r) != set(records[0]) or not {"trajectory", "step"} <= set(r) for r in records):
         raise ValueError("records are incomplete")
     return records

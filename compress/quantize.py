@@ -12,16 +12,24 @@ import contextlib
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from sdopt.calibration.statistics import Aggregation, RangeRecorder, StepStatistics, interval_index
-from sdopt.calibration.trajectory import (CalibrationConfig, calibration_prompts, check_calibration,
-                                         record_unet_inputs, select_calls)
+from sdopt import argtypes
+from sdopt.calibration.statistics import AGGREGATIONS, Aggregation, RangeRecorder, StepStatistics, interval_index
+from sdopt.calibration.trajectory import (SAMPLINGS, CalibrationConfig, calibration_prompts, check_calibration,
+                                         select_calls)
+from sdopt.compress.denoiser import record_unet_calls, run_unet
+from sdopt.compress.quantizers import (INTERVAL_TABLE, activation_quantizers, collect_layers, float_layer_names,
+                                      quantized_layer_names, quantizers_disabled)
 from sdopt.compress.split import split_skip_convs
 from sdopt.errors import SdoptError
+from sdopt.passes import Shortcut, register
+from sdopt.quantized import GraphQuantization, IntervalIndex
+from sdopt.safe_io import read_prompts
 
 # Layers that stay in floating point (as ModelOpt's diffusion recipe): the first and last convs
 # and the 1x1 shortcut convs carry the signal where quantization error costs the most.
@@ -115,6 +123,10 @@ def modelopt_config(config: QuantizeConfig) -> dict:
 
 
 def check(source, config: QuantizeConfig) -> None:
+    unet = source.pipeline.unet
+    if unet.config.in_channels != source.pipeline.vae.config.latent_channels:
+        raise SdoptError(f"the UNet takes {unet.config.in_channels} input channels (an inpainting UNet): calibrating "
+                         f"it needs inpainting trajectories, which sdopt does not record yet")
     check_calibration(source, config.calibration)
 
 
@@ -123,7 +135,7 @@ def apply(source, config: QuantizeConfig):
 
     start = time.perf_counter()
     cal = config.calibration
-    records = record_unet_inputs(source, cal)
+    records = record_unet_calls(source, cal)
     calls = select_calls(records, cal)
     recorded = time.perf_counter()
     unet = source.pipeline.unet
@@ -165,6 +177,10 @@ def apply(source, config: QuantizeConfig):
         from sdopt.compress.sensitivity import keep_sensitive_layers_in_float
 
         sensitivity = keep_sensitive_layers_in_float(unet, calls, config.auto_skip)
+    layers = collect_layers(unet)
+    timesteps = int(source.pipeline.scheduler.config.num_train_timesteps)
+    source.quantization["unet"] = GraphQuantization(layers, IntervalIndex("timestep", cal.intervals, timesteps),
+                                                    trace=quantizers_disabled)
     source.records.append({
         "pass": "quantize",
         "format": config.format,
@@ -187,8 +203,6 @@ def apply(source, config: QuantizeConfig):
 
 def record_ranges(unet, calls: list[dict]) -> StepStatistics:
     """Per-call activation ranges of the calibrated model, its quantizers passing values through."""
-    from sdopt.export.qdq import quantizers_disabled
-
     with torch.no_grad(), quantizers_disabled(unet):
         return _record_calls(unet, calls, "recording activation ranges")
 
@@ -201,34 +215,12 @@ def _record_calls(unet, calls: list[dict], description: str) -> StepStatistics:
     return recorder.statistics()
 
 
-def run_unet(unet, inputs: dict):
-    added = {k: inputs[k] for k in ("text_embeds", "time_ids") if k in inputs} or None
-    return unet(inputs["sample"], inputs["timestep"], encoder_hidden_states=inputs["encoder_hidden_states"],
-                added_cond_kwargs=added, return_dict=False)[0]
-
-
-def activation_quantizers(unet) -> dict:
-    """'<layer>.input_quantizer' / '<layer>.output_quantizer' -> enabled activation quantizer."""
-    found = {}
-    for name, module in unet.named_modules():
-        if not is_quantized(module):
-            continue
-        for kind in ("input_quantizer", "output_quantizer"):
-            quantizer = getattr(module, kind, None)
-            if quantizer is not None and quantizer.is_enabled:
-                found[f"{name}.{kind}"] = quantizer
-    return found
-
-
 def set_ranges(unet, ranges: dict[str, float]) -> None:
     quantizers = activation_quantizers(unet)
     for name, value in ranges.items():
         if not np.isfinite(value):
             raise SdoptError(f"{name} was never reached by the calibration calls")
         quantizers[name].amax = torch.tensor(value, dtype=torch.float32)
-
-
-INTERVAL_TABLE = "_sdopt_interval_amax"
 
 
 def set_interval_ranges(unet, tables: dict[str, np.ndarray], num_train_timesteps: int) -> None:
@@ -255,17 +247,48 @@ def set_interval_ranges(unet, tables: dict[str, np.ndarray], num_train_timesteps
     unet.register_forward_pre_hook(select, with_kwargs=True)
 
 
-def quantized_layer_names(unet) -> list[str]:
-    return [name for name, m in unet.named_modules() if is_quantized(m)]
+def _patterns(text: str) -> tuple[str, ...]:
+    return tuple(p for p in text.split(",") if p)
 
 
-def float_layer_names(unet) -> list[str]:
-    """Conv/Linear layers left in floating point (skipped)."""
-    return [name for name, m in unet.named_modules()
-            if hasattr(m, "weight_quantizer") and not is_quantized(m)]
+def _prompts_file(path: str) -> tuple[str, ...]:
+    return tuple(read_prompts(Path(path), "--calib-prompts"))
 
 
-def is_quantized(module) -> bool:
-    wq, iq = getattr(module, "weight_quantizer", None), getattr(module, "input_quantizer", None)
-    return wq is not None and iq is not None and wq.is_enabled and iq.is_enabled
+def _flag(flag: str, key: str, help: str, convert=None, **argparse) -> Shortcut:
+    return Shortcut(flag, key, {"help": help, **argparse}, convert)
 
+
+SHORTCUTS = (
+    _flag("--calib-prompts", "calibration.prompts", "text file, one calibration prompt per line (default: the "
+          "model's built-in set)", _prompts_file, metavar="FILE"),
+    _flag("--calib-num-prompts", "calibration.num_prompts", "number of calibration prompts to use (default 4)",
+          type=argtypes.positive, metavar="N"),
+    _flag("--calib-steps", "calibration.steps", "sampling steps per calibration trajectory (default: the model's, "
+          "20 for most, 25 for tiny-shapes)", type=argtypes.steps, metavar="N"),
+    _flag("--calib-size", "calibration.size", "calibration image size in pixels (default: the model's native size)",
+          type=argtypes.image_side, metavar="PX"),
+    _flag("--calib-sampling", "calibration.sampling", "which recorded steps calibrate: all (default), every k-th "
+          "(--calib-every), normal around 0.4 T (PTQ4DM), random-step (the inputs of one random step: the naive "
+          "baseline)", choices=SAMPLINGS),
+    _flag("--calib-every", "calibration.every", "k for --calib-sampling every (default 2)", type=argtypes.positive,
+          metavar="K"),
+    _flag("--calib-aggregation", "calibration.aggregation", "per-step ranges -> one scale (default max)",
+          choices=AGGREGATIONS),
+    _flag("--calib-intervals", "calibration.intervals", "K > 1: one activation scale per timestep interval, picked "
+          "in the exported graph from the timestep (default 1)", type=argtypes.steps, metavar="K"),
+    _flag("--seed", "calibration.seed", "seed of the calibration trajectories (default: the recipe's, 0)",
+          type=argtypes.seed, metavar="N"),
+    _flag("--skip", "skip", "comma-separated substrings of UNet layer names kept in floating point (replaces the "
+          "default: conv_in,conv_out,conv_shortcut,add_embedding)", _patterns, metavar="PATTERNS"),
+    _flag("--time-embedding", "time_embedding", "keep the time embedding and its per-block projections in float "
+          "(default) or quantize them", choices=("float", "quantized")),
+    _flag("--smoothquant", "smoothquant", "SmoothQuant the linear layers with this alpha (int8)",
+          type=argtypes.unit_interval, metavar="ALPHA"),
+    _flag("--split-shortcuts", "split_shortcuts", "own activation scales for the two halves (upsampled, skip) of "
+          "up-block ResNet inputs", action="store_true"),
+    _flag("--auto-skip", "auto_skip", "sensitivity analysis: keep the layers that cost the most in float until the "
+          "UNet output reaches this PSNR (dB) vs float on calibration inputs; prints the table",
+          type=argtypes.finite, metavar="PSNR"),
+)
+register("quantize", QuantizeConfig, apply, check=check, shortcuts=SHORTCUTS)

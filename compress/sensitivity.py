@@ -18,8 +18,7 @@ EVALUATION_CALLS = 8
 
 
 def keep_sensitive_layers_in_float(unet, calls: list[dict], target_db: float) -> dict:
-    from sdopt.compress.quantize import is_quantized, quantized_layer_names
-    from sdopt.export.qdq import quantizers_disabled
+    from sdopt.compress.quantizers import is_quantized, quantized_layer_names, quantizers_disabled
 
     chosen = [calls[i] for i in np.linspace(0, len(calls) - 1, min(EVALUATION_CALLS, len(calls))).round().astype(int)]
     if not _has_interval_scales(unet):  # one batch; interval scales follow each call's own timestep
@@ -76,7 +75,7 @@ def format_report(report: dict, rows: int = 10) -> str:
 
 
 def _has_interval_scales(unet) -> bool:
-    from sdopt.compress.quantize import INTERVAL_TABLE
+    from sdopt.compress.quantizers import INTERVAL_TABLE
 
     return any(hasattr(m, INTERVAL_TABLE) for m in unet.modules())
 
@@ -87,7 +86,7 @@ def _enabled_quantizers(module) -> list:
 
 
 def _outputs(unet, calls: list[dict]) -> list[torch.Tensor]:
-    from sdopt.compress.quantize import run_unet
+    from sdopt.compress.denoiser import run_unet
 
     with torch.no_grad():
         return [run_unet(unet, inputs) for inputs in calls]

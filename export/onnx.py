@@ -1,4 +1,4 @@
-"""Per-component ONNX export of a diffusers pipeline (text encoder(s), UNet, VAE decoder).
+"""ONNX export of a pipeline's graphs (text encoder(s), UNet, VAE decoder and encoder, and graphs passes add).
 
 Graphs have dynamic batch / height / width. Uses the TorchScript-based exporter (`dynamo=False`),
 which keeps each module's path in node names (`/down_blocks.0/resnets.0/conv1/Conv`): the Q/DQ
@@ -9,22 +9,17 @@ from __future__ import annotations
 
 import tempfile
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
 import torch
 
+from sdopt.graphs import DENOISER, TEXT_ENCODER, VAE_DECODER, VAE_ENCODER, GraphSpec
+from sdopt.shared import latent_size_multiple
+
 OPSET = 17
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000  # bytes of weights; protobuf refuses files over 2 GiB
 EXTERNAL_DATA_NAME = "model.onnx_data"
-
-
-@dataclass
-class ComponentGraph:
-    name: str  # artifact sub-folder: text_encoder, text_encoder_2, unet, vae_decoder
-    model: onnx.ModelProto
-    details: dict = field(default_factory=dict)  # recorded in the manifest beside the files
 
 
 class _TextEncoder(torch.nn.Module):
@@ -61,20 +56,53 @@ class _VaeDecoder(torch.nn.Module):
         return self.vae.decode(latent, return_dict=False)[0]
 
 
-def export_text_encoders(source) -> list[ComponentGraph]:
-    graphs = []
+class _VaeEncoder(torch.nn.Module):
+    """The posterior's parameters, mean and log-variance concatenated along channels (B, 2C, h, w): the
+    runtime samples from it (or takes the mean) with its own random numbers."""
+
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, image):
+        return self.vae.encode(image, return_dict=False)[0].parameters
+
+
+def default_graphs(source) -> list[GraphSpec]:
+    """The source pipeline's own graphs: text encoder(s), UNet (the denoiser), VAE decoder and encoder."""
     sdxl = source.kind == "sdxl"
+    graphs = []
     for i, encoder in enumerate(source.text_encoders):
         pooled = sdxl and i == 1
-        wrapper = _TextEncoder(encoder, penultimate=sdxl, pooled=pooled)
-        ids = torch.zeros(2, source.tokenizers[i].model_max_length, dtype=torch.int64)
+        suffix = "" if i == 0 else f"_{i + 1}"
         outputs = ["hidden_states", "text_embeds"] if pooled else ["hidden_states"]
-        axes = {"input_ids": {0: "batch"}, "hidden_states": {0: "batch"}}
-        if pooled:
-            axes["text_embeds"] = {0: "batch"}
-        name = "text_encoder" if i == 0 else f"text_encoder_{i + 1}"
-        graphs.append(ComponentGraph(name, trace(wrapper, (ids,), ["input_ids"], outputs, axes)))
+        axes = {name: {0: "batch"} for name in ["input_ids", *outputs]}
+        ids = torch.zeros(2, source.tokenizers[i].model_max_length, dtype=torch.int64)
+        graphs.append(GraphSpec(f"text_encoder{suffix}", TEXT_ENCODER, f"text_encoder{suffix}",
+                                _TextEncoder(encoder, penultimate=sdxl, pooled=pooled), {"input_ids": ids}, outputs,
+                                axes, scope="/encoder/", details={"tokenizer": f"tokenizer{suffix}"}))
+    inputs = unet_example_inputs(source)
+    axes = {name: {0: "batch"} for name in inputs}
+    axes["sample"] = axes["noise_pred"] = {0: "batch", 2: "height", 3: "width"}
+    graphs.append(GraphSpec("unet", DENOISER, "unet", _UNet(source.pipeline.unet, sdxl), inputs, ["noise_pred"], axes,
+                            scope="/unet/"))
+    vae = source.pipeline.vae
+    g = torch.Generator().manual_seed(0)
+    image_axes = {0: "batch", 2: "height", 3: "width"}
+    latent = torch.randn(1, vae.config.latent_channels, 8, 8, generator=g)
+    graphs.append(GraphSpec("vae_decoder", VAE_DECODER, "vae", _VaeDecoder(vae), {"latent": latent}, ["image"],
+                            {"latent": image_axes, "image": image_axes}, scope="/vae/"))
+    image = torch.rand(1, vae.config.in_channels, 8 * source.pipeline.vae_scale_factor,
+                       8 * source.pipeline.vae_scale_factor, generator=g) * 2 - 1
+    graphs.append(GraphSpec("vae_encoder", VAE_ENCODER, "vae", _VaeEncoder(vae), {"image": image},
+                            ["latent_parameters"], {"image": image_axes, "latent_parameters": image_axes},
+                            scope="/vae/"))
     return graphs
+
+
+def graph_set(source) -> list[GraphSpec]:
+    """Every graph the artifact will hold: the pipeline's own, then those the passes added."""
+    return default_graphs(source) + list(source.graphs)
 
 
 def unet_example_inputs(source, batch: int = 2, latent_hw: tuple[int, int] | None = None) -> dict:
@@ -96,25 +124,11 @@ def unet_example_inputs(source, batch: int = 2, latent_hw: tuple[int, int] | Non
 
 
 def unet_size_multiple(unet) -> int:
-    """Latent height/width must be a multiple of this: one factor 2 per down-sampling level."""
-    return 2 ** (len(unet.config.block_out_channels) - 1)
+    return latent_size_multiple(len(unet.config.block_out_channels))
 
 
-def export_unet(source, unet=None) -> ComponentGraph:
-    unet = unet if unet is not None else source.pipeline.unet
-    inputs = unet_example_inputs(source)
-    axes = {name: {0: "batch"} for name in inputs}
-    axes["sample"] = {0: "batch", 2: "height", 3: "width"}
-    axes["noise_pred"] = {0: "batch", 2: "height", 3: "width"}
-    wrapper = _UNet(unet, source.kind == "sdxl")
-    return ComponentGraph("unet", trace(wrapper, tuple(inputs.values()), list(inputs), ["noise_pred"], axes))
-
-
-def export_vae_decoder(source) -> ComponentGraph:
-    vae = source.pipeline.vae
-    latent = torch.randn(1, vae.config.latent_channels, 8, 8, generator=torch.Generator().manual_seed(0))
-    axes = {"latent": {0: "batch", 2: "height", 3: "width"}, "image": {0: "batch", 2: "height", 3: "width"}}
-    return ComponentGraph("vae_decoder", trace(_VaeDecoder(vae), (latent,), ["latent"], ["image"], axes))
+def export_graph(spec: GraphSpec) -> onnx.ModelProto:
+    return trace(spec.wrapper, tuple(spec.inputs.values()), list(spec.inputs), spec.outputs, spec.dynamic_axes)
 
 
 def trace(module, args, input_names, output_names, dynamic_axes) -> onnx.ModelProto:

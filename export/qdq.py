@@ -1,4 +1,4 @@
-"""Calibrated modelopt quantizers -> standard ONNX QuantizeLinear/DequantizeLinear.
+"""Quantized layers (`sdopt.quantized.LayerQuant`) -> standard ONNX QuantizeLinear/DequantizeLinear.
 
 Form: symmetric (zero point 0), the explicit-quantization form TensorRT accepts and ONNX Runtime runs.
 Weights are stored quantized (int8, float8e4m3fn, or int4) with per-output-channel scales, or for
@@ -8,157 +8,44 @@ Nodes are found by the module path the exporter writes into node names.
 
 Timestep-interval scales: an activation with one scale per timestep interval takes its scale from
 a constant table, indexed by the interval of the graph's timestep input, computed in the graph as
-clip(floor(t * K / T), 0, K - 1), exactly as `sdopt.calibration.statistics.interval_index`.
+clip(floor(t * K / T), 0, K - 1), with K / T in float32 as `sdopt.shared.interval_per_timestep` gives it.
 """
 
 from __future__ import annotations
 
-import contextlib
-from dataclasses import dataclass
-
-import ml_dtypes
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
 from sdopt.errors import SdoptError
-
-INT8_MAX = 127
-
-
-@dataclass(frozen=True)
-class Format:
-    name: str  # the ONNX element type, lower case
-    dtype: type  # numpy dtype of the stored values
-    max_bound: float  # scale = amax / max_bound
-    opset: int  # lowest opset whose Q/DQ take this type
-
-    def quantize(self, x: np.ndarray, scale: np.ndarray) -> np.ndarray:
-        if self.dtype is ml_dtypes.float8_e4m3fn:  # round to nearest even, saturating as QuantizeLinear does
-            return np.clip(x / scale, -self.max_bound, self.max_bound).astype(self.dtype)
-        return np.clip(np.rint(x / scale), -self.max_bound - 1, self.max_bound).astype(self.dtype)
-
-
-INT8 = Format("int8", np.int8, INT8_MAX, 13)
-FP8 = Format("float8e4m3fn", ml_dtypes.float8_e4m3fn, 448.0, 19)
-INT4 = Format("int4", ml_dtypes.int4, 7, 21)
-
-
-def int_format(num_bits: int) -> Format:
-    """int8 storage of a narrower range (7-bit weights lie in [-64, 63]); 4 bits are stored as int4."""
-    if num_bits == 4:
-        return INT4
-    return Format("int8", np.int8, 2 ** (num_bits - 1) - 1, 13)
-
-
-def quantizer_format(quantizer) -> Format:
-    return FP8 if tuple(np.atleast_1d(quantizer.num_bits)) == (4, 3) else int_format(int(quantizer.num_bits))
-
-
-@dataclass(frozen=True)
-class LayerQuant:
-    module: str  # module path inside the UNet, e.g. "down_blocks.0.resnets.0.conv1"
-    input_scale: float
-    weight_scales: np.ndarray  # (out,), or with groups: (out, groups) for Linear, (out, groups, kh, kw) for Conv
-    output_scale: float | None = None  # set when the layer's output is quantized too
-    weight_format: Format = INT8
-    activation_format: Format = INT8
-    group_size: int | None = None  # input channels per weight scale (int4 groups)
-    input_table: np.ndarray | None = None  # (K,) scales per timestep interval, replacing input_scale
-    output_table: np.ndarray | None = None  # (K,) likewise for output_scale
-
-    @property
-    def weight_max(self) -> float:
-        return self.weight_format.max_bound
-
-
-@dataclass(frozen=True)
-class IntervalIndex:
-    """Where the graph finds the timestep to pick interval scales from."""
-
-    timestep_input: str = "timestep"
-    intervals: int = 1
-    num_train_timesteps: int = 1000
-
-
-def collect_layers(unet) -> list[LayerQuant]:
-    from sdopt.compress.quantize import INTERVAL_TABLE, is_quantized
-
-    layers = []
-    for name, module in unet.named_modules():
-        if not is_quantized(module):
-            continue
-        wq, iq = module.weight_quantizer, module.input_quantizer
-        if iq.amax is None or wq.amax is None:
-            raise SdoptError(f"layer {name} was never calibrated (no calibration data reached it)")
-        weight_format, activation_format = quantizer_format(wq), quantizer_format(iq)
-        weight_scales, group_size = _weight_scales(module, weight_format)
-        act_bound = activation_format.max_bound
-        oq = getattr(module, "output_quantizer", None)
-        output_scale = float(_scale(float(oq.amax.detach().float().reshape(())), act_bound)) \
-            if oq is not None and oq.is_enabled and oq.amax is not None else None
-        tables = [getattr(q, INTERVAL_TABLE, None) if q is not None else None for q in (iq, oq)]
-        input_table, output_table = (None if t is None else _scale(t, act_bound) for t in tables)
-        if output_table is not None and output_scale is None:
-            raise SdoptError(f"layer {name}: interval output scales without an enabled output quantizer")
-        layers.append(LayerQuant(name, float(_scale(float(iq.amax.detach().float().reshape(())), act_bound)),
-                                 weight_scales, output_scale, weight_format, activation_format, group_size,
-                                 input_table, output_table))
-    return layers
-
-
-def _weight_scales(module, fmt: Format) -> tuple[np.ndarray, int | None]:
-    wq, weight = module.weight_quantizer, module.weight
-    amax = wq.amax.detach().float().numpy()
-    out_channels = weight.shape[0]
-    block_sizes = getattr(wq, "block_sizes", None)
-    if not block_sizes:
-        return _scale(amax.reshape(-1), fmt.max_bound), None
-    group = next(v for k, v in block_sizes.items() if isinstance(k, int) and v)
-    groups = -(-weight.shape[1] // group)
-    shape = (out_channels, groups, *weight.shape[2:])  # modelopt keeps one amax per group (and tap)
-    return _scale(amax.reshape(shape), fmt.max_bound), group
-
-
-def _scale(amax, max_bound: float = INT8_MAX):
-    # modelopt clamps a zero range the same way: a channel of zeros must not divide by zero
-    return np.maximum(np.asarray(amax, dtype=np.float32), 1e-8) / np.float32(max_bound)
-
-
-@contextlib.contextmanager
-def quantizers_disabled(module):
-    """Trace the float graph of a fake-quant model: quantizers off, restored afterwards."""
-    from modelopt.torch.quantization.nn import TensorQuantizer
-
-    enabled = [q for q in module.modules() if isinstance(q, TensorQuantizer) and q.is_enabled]
-    for q in enabled:
-        q.disable()
-    try:
-        yield module
-    finally:
-        for q in enabled:
-            q.enable()
+from sdopt.quantized import Format, IntervalIndex, LayerQuant
+from sdopt.shared import interval_per_timestep
 
 
 def insert_qdq(model: onnx.ModelProto, layers: list[LayerQuant], scope: str,
-               interval: IntervalIndex | None = None) -> onnx.ModelProto:
-    """Quantize the graph's Conv/MatMul/Gemm nodes of `layers`. `scope` is the node-name prefix of
-    the wrapped module (e.g. "/unet/"); `interval` is needed when layers carry interval tables."""
+               interval: IntervalIndex | None = None, require_all: bool = True) -> list[LayerQuant]:
+    """Quantize the graph's Conv/MatMul/Gemm nodes of `layers`, in place. `scope` is the node-name prefix
+    of the wrapped module (e.g. "/unet/"); `interval` is needed when layers carry interval tables. A graph
+    of part of the module (`require_all=False`) quantizes the layers it holds. Returns those layers."""
     graph = model.graph
-    index_nodes = []
-    if any(layer.input_table is not None for layer in layers):
-        if interval is None or interval.intervals < 2:
-            raise SdoptError("interval activation scales need the graph's timestep input and interval count")
-        index_nodes = _interval_index_nodes(graph, interval)
-    initializers = {t.name: t for t in graph.initializer}
+    if any(layer.input_table is not None for layer in layers) and (interval is None or interval.intervals < 2):
+        raise SdoptError("interval activation scales need the graph's timestep input and interval count")
     by_name = {n.name: n for n in graph.node}
+    found = [(layer, _find_node(by_name, scope, layer.module)) for layer in layers]
+    missing = [layer.module for layer, node in found if node is None]
+    if missing and require_all:
+        raise SdoptError(f"no Conv/MatMul/Gemm node for quantized layer {missing[0]} in the exported graph")
+    found = [(layer, node) for layer, node in found if node is not None]
+    layers = [layer for layer, _ in found]
+    has_tables = any(layer.input_table is not None for layer in layers)
+    index_nodes = _interval_index_nodes(graph, interval) if has_tables else []
+    initializers = {t.name: t for t in graph.initializer}
     new_nodes: dict[int, list[onnx.NodeProto]] = {}  # position in graph -> nodes inserted before it
     after_nodes: dict[int, list[onnx.NodeProto]] = {}  # position in graph -> nodes inserted after it
     position = {id(n): i for i, n in enumerate(graph.node)}
     activation_qdq: dict[tuple[str, float], str] = {}
 
-    for layer in layers:
-        node = _find_node(by_name, scope, layer.module)
+    for layer, node in found:
         before = new_nodes.setdefault(position[id(node)], [])
         weight = initializers.get(node.input[1])
         if weight is None:
@@ -197,7 +84,7 @@ def insert_qdq(model: onnx.ModelProto, layers: list[LayerQuant], scope: str,
         ordered.extend(after_nodes.get(i, []))
     del graph.node[:]
     graph.node.extend(ordered)
-    return model
+    return layers
 
 
 INTERVAL_INDEX = "timestep_interval"
@@ -210,7 +97,7 @@ def _interval_index_nodes(graph, interval: IntervalIndex) -> list:
     name = INTERVAL_PREFIX
     graph.initializer.extend([
         numpy_helper.from_array(np.array(0, np.int64), f"{name}first"),
-        numpy_helper.from_array(np.array(k / T, np.float32), f"{name}per_timestep"),
+        numpy_helper.from_array(np.array(interval_per_timestep(k, T)), f"{name}per_timestep"),
         numpy_helper.from_array(np.array(0, np.float32), f"{name}low"),
         numpy_helper.from_array(np.array(k - 1, np.float32), f"{name}high"),
     ])
@@ -308,11 +195,7 @@ def _quantize_bias(graph, initializers: dict, node, layer: LayerQuant) -> list:
 
 def _find_node(by_name: dict, scope: str, module: str):
     path = scope + onnx_scope(module)
-    for op in ("Conv", "MatMul", "Gemm"):
-        node = by_name.get(f"{path}/{op}")
-        if node is not None:
-            return node
-    raise SdoptError(f"no Conv/MatMul/Gemm node for quantized layer {module} in the exported graph")
+    return next((by_name[f"{path}/{op}"] for op in ("Conv", "MatMul", "Gemm") if f"{path}/{op}" in by_name), None)
 
 
 def onnx_scope(module: str) -> str:

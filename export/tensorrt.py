@@ -58,6 +58,22 @@ def parse_range(text: str, multiple: int = 1) -> tuple[int, int, int]:
     return values
 
 
+def config_from_flags(info: dict, *, batch: str | None, height: str | None, width: str | None, static: bool,
+                      precision: str, workspace: float | None, timing_cache: Path | None) -> TensorrtConfig:
+    """`sdopt build --format tensorrt` flags -> a config, checked against the artifact's pipeline section."""
+    from sdopt.manifest import size_multiple
+    from sdopt.safe_io import check_output_file
+
+    multiple = size_multiple(info)
+    if workspace is not None and workspace <= 0:
+        raise SdoptError(f"--workspace {workspace}: must be a positive number of GiB")
+    if timing_cache is not None:
+        check_output_file(timing_cache, "--timing-cache")
+    return TensorrtConfig(batch=parse_range(batch or "1"), height=parse_range(height, multiple) if height else None,
+                          width=parse_range(width, multiple) if width else None, static=static, precision=precision,
+                          workspace_gib=workspace, timing_cache=timing_cache)
+
+
 def input_profiles(component: str, inputs: list[dict], info: dict, config: TensorrtConfig) -> dict:
     """{input name: (min shape, opt shape, max shape)} from the manifest's symbolic input shapes."""
     height = config.height or (info["height"],) * 3

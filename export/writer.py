@@ -14,26 +14,28 @@ from sdopt import __version__
 from sdopt.artifact import ArtifactWriter
 from sdopt.export import onnx as onnx_export
 from sdopt.export import qdq
+from sdopt.graphs import GraphSpec
 
 
 def write_artifact(source, recipe: dict, out: Path, command: list[str] | None = None,
                    external_data: bool = False) -> Path:
     """`external_data`: every graph's weights in a `model.onnx_data` file beside it (default: only graphs
     whose weights pass protobuf's 2 GiB limit)."""
+    graphs = onnx_export.graph_set(source)
     with ArtifactWriter(out) as writer:
         for i, tokenizer in enumerate(source.tokenizers):
             folder = "tokenizer" if i == 0 else f"tokenizer_{i + 1}"
             save_tokenizer_json(tokenizer, writer.path(f"{folder}/tokenizer.json"))
         writer.write_json("scheduler/scheduler_config.json", dict(source.pipeline.scheduler.config), strict=False)
 
-        total = len(source.text_encoders) + 2
-        for graph in tqdm(_component_graphs(source), total=total, desc="exporting ONNX", unit="component"):
-            files = onnx_export.save_model(graph.model, writer.path(graph.name), external_data)
-            writer.add_component(graph.name, files, *_io_signature(graph.model),
-                                 ops={k: v for k, v in qdq.count_ops(graph.model).items()
+        for spec in tqdm(graphs, desc="exporting ONNX", unit="graph"):
+            model, details = export_graph(source, spec)  # one graph in memory at a time
+            files = onnx_export.save_model(model, writer.path(spec.name), external_data)
+            writer.add_component(spec.name, files, *_io_signature(model), role=spec.role, **spec.details,
+                                 ops={k: v for k, v in qdq.count_ops(model).items()
                                       if k in ("QuantizeLinear", "DequantizeLinear", "Conv", "MatMul", "Gemm")},
-                                 **graph.details)
-            del graph
+                                 **details)
+            del model
 
         writer.write_json("model_index.json", {
             "_class_name": "SdoptOnnxPipeline", "_sdopt_version": __version__,
@@ -49,41 +51,36 @@ def write_artifact(source, recipe: dict, out: Path, command: list[str] | None = 
         })
 
 
-def _component_graphs(source):
-    """One graph at a time, so a large model never holds every exported graph in memory."""
-    for graph in onnx_export.export_text_encoders(source):
-        yield graph
-    yield _unet_graph(source)
-    yield onnx_export.export_vae_decoder(source)
+def export_graph(source, spec: GraphSpec) -> tuple[onnx.ModelProto, dict]:
+    """The graph, with Q/DQ on the quantized layers it holds when a pass quantized its component; and what
+    the manifest records about its quantization."""
+    quantization = source.quantization.get(spec.component)
+    if quantization is None:
+        return onnx_export.export_graph(spec), {}
+    with quantization.trace(getattr(source.pipeline, spec.component)):
+        model = onnx_export.export_graph(spec)
+    layers = qdq.insert_qdq(model, quantization.layers, scope=spec.scope, interval=quantization.interval,
+                            require_all=not spec.partial)
+    return model, quantization_details(layers)
 
 
-def _unet_graph(source):
-    unet = source.pipeline.unet
-    layers = qdq.collect_layers(unet) if _has_quantizers(unet) else []
+def quantization_details(layers) -> dict:
     if not layers:
-        return onnx_export.export_unet(source)
-    with qdq.quantizers_disabled(unet):
-        graph = onnx_export.export_unet(source, unet)
-    intervals = max((len(layer.input_table) for layer in layers if layer.input_table is not None), default=1)
-    index = qdq.IntervalIndex("timestep", intervals, int(source.pipeline.scheduler.config.num_train_timesteps))
-    qdq.insert_qdq(graph.model, layers, scope="/unet/", interval=index)
-    graph.details["weight_format"] = sorted({layer.weight_format.name for layer in layers})
-    graph.details["activation_format"] = sorted({layer.activation_format.name for layer in layers})
+        return {}
+    details = {"weight_format": sorted({layer.weight_format.name for layer in layers}),
+               "activation_format": sorted({layer.activation_format.name for layer in layers})}
     int8_weights = [layer.weight_max for layer in layers if layer.weight_format.name == "int8"]
     if int8_weights:
-        graph.details["int8_weight_bits"] = int(max(int8_weights)).bit_length() + 1
+        details["int8_weight_bits"] = int(max(int8_weights)).bit_length() + 1
     groups = {layer.group_size for layer in layers if layer.group_size}
     if groups:
-        graph.details["weight_group_size"] = max(groups)
+        details["weight_group_size"] = max(groups)
+    intervals = max((len(layer.input_table) for layer in layers if layer.input_table is not None), default=1)
     if intervals > 1:
         # the scales are picked in the graph from the timestep input: backends that need constant
         # scales (TensorRT) cannot build this graph as it is
-        graph.details["activation_scale_intervals"] = intervals
-    return graph
-
-
-def _has_quantizers(unet) -> bool:
-    return any(hasattr(m, "weight_quantizer") for m in unet.modules())
+        details["activation_scale_intervals"] = intervals
+    return details
 
 
 def save_tokenizer_json(tokenizer, path: Path) -> None:
@@ -113,6 +110,7 @@ def pipeline_info(source) -> dict:
         "max_length": source.tokenizers[0].model_max_length,
         "steps": source.steps,
         "guidance": source.guidance,
+        "denoise": source.denoise,
     }
     if source.kind == "sdxl":
         info["force_zeros_for_empty_prompt"] = bool(pipe.config.get("force_zeros_for_empty_prompt", True))

@@ -1,11 +1,15 @@
-"""Text-to-image from an artifact folder, without torch: tokenizers + ONNX graphs + numpy schedulers.
+"""Text-to-image, img2img and inpainting from an artifact folder, without torch: tokenizers + ONNX graphs
++ numpy schedulers.
 
-Mirrors diffusers' StableDiffusionPipeline / StableDiffusionXLPipeline with classifier-free
-guidance, so an fp32 artifact reproduces the diffusers image for the same prompt, seed,
-scheduler, steps and initial noise.
+    encode the prompt -> prepare latents (noise, or a noised image) -> denoise (the manifest's strategy,
+    the denoiser behind classifier-free guidance) -> decode
 
-Every request is checked before any work (`check_request`), and a component that produces NaN or
-Inf stops the generation with an error naming the step and the component: no image is made from
+Graphs are loaded by their role in the manifest (text_encoder, denoiser, vae_decoder, vae_encoder). An fp32
+artifact reproduces diffusers' StableDiffusion(XL|Img2Img|Inpaint)Pipeline for the same prompt, noise,
+scheduler and steps (diffusers samples the VAE posterior where this runtime takes its mean).
+
+Every request is checked before any work (`check_request`), and a component that produces NaN or Inf
+stops the generation with an error naming the step and the component: no image is made from
 non-finite numbers.
 """
 
@@ -18,12 +22,13 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from sdopt import interrupts
 from sdopt.artifact import open_artifact
 from sdopt.errors import SdoptError
+from sdopt.graphs import DENOISER, TEXT_ENCODER, VAE_DECODER, VAE_ENCODER
 from sdopt.limits import MAX_STEPS, check_guidance, check_image_size, check_seed, check_text
+from sdopt.manifest import size_multiple
 
-from . import backends
+from . import backends, denoise, images
 from .schedulers import make_scheduler
 
 
@@ -41,7 +46,9 @@ class Pipeline:
         self.manifest = self.artifact.manifest
         self.info = self.manifest["pipeline"]
         self.sdxl = self.info["kind"] == "sdxl"
+        self.strategy = denoise.strategy(self.info["denoise"])
         components = self.manifest["components"]
+        self.roles = {name: c["role"] for name, c in components.items()}
         builds = {"openvino": self._openvino_ir, "tensorrt": self._tensorrt_engines}
         per_component = builds[backend](components) if backend in builds else {name: {} for name in components}
         self.models = {}
@@ -52,8 +59,21 @@ class Pipeline:
                                   **backend_options, **per_component[name])
             _check_signature(name, component, model)
             self.models[name] = model
-        self.tokenizers = [self._tokenizer("tokenizer")] + ([self._tokenizer("tokenizer_2")] if self.sdxl else [])
+        self.text_encoders = [(name, self._tokenizer(components[name]["tokenizer"]))
+                              for name in sorted(n for n, role in self.roles.items() if role == TEXT_ENCODER)]
+        self.denoiser = self._named(DENOISER)
+        self.vae_decoder, self.vae_encoder = self._named(VAE_DECODER), self._named(VAE_ENCODER)
+        sample = next(i for i in components[self.denoiser]["inputs"] if i["name"] == "sample")
+        self.denoiser_channels = sample["shape"][1] if isinstance(sample["shape"][1], int) else None
         self.scheduler_config = self._scheduler_config()
+
+    def _named(self, role: str) -> str | None:
+        return next((name for name, r in self.roles.items() if r == role), None)
+
+    @property
+    def inpainting_unet(self) -> bool:
+        """The denoiser takes latents, mask and masked-image latents (9 channels for SD's 4-channel latents)."""
+        return self.denoiser_channels == 2 * self.info["latent_channels"] + 1
 
     def _openvino_ir(self, components: dict) -> dict[str, dict]:
         """The OpenVINO build's IR per component; an int8 artifact must have one (its activation form)."""
@@ -107,7 +127,7 @@ class Pipeline:
         try:
             sched = make_scheduler(name, self.scheduler_config)
             sched.set_timesteps(steps)
-        except (ValueError, TypeError, ArithmeticError) as err:
+        except (TypeError, ArithmeticError) as err:  # SchedulerError is already one of sdopt's errors
             raise SdoptError(f"scheduler {name} of '{self.folder}': {err}") from None
         timesteps = np.asarray(sched.timesteps)
         if timesteps.min() < 0 or timesteps.max() >= sched.num_train_timesteps:
@@ -116,21 +136,38 @@ class Pipeline:
                              f"{sched.config.get('steps_offset', 0)}); use fewer steps")
         return sched
 
-    def size_multiple(self) -> int:
-        return self.info["vae_scale_factor"] * self.info["latent_size_multiple"]
-
     def check_size(self, height: int, width: int) -> None:
-        check_image_size(height, width, self.size_multiple())
+        check_image_size(height, width, size_multiple(self.info))
 
     def check_request(self, *, steps: int, guidance: float, scheduler: str, height: int | None = None,
-                      width: int | None = None, seed: int = 0, prompt: str = "", negative_prompt: str = ""):
+                      width: int | None = None, seed: int = 0, prompt: str = "", negative_prompt: str = "",
+                      image: np.ndarray | None = None, strength: float | None = None,
+                      mask: np.ndarray | None = None):
         """Everything about a generation that can be wrong, checked before any work; returns the scheduler."""
+        if image is not None:
+            height, width = height or image.shape[0], width or image.shape[1]
+            if self.vae_encoder is None:
+                raise SdoptError(f"artifact '{self.folder}' has no vae_encoder graph: img2img and inpainting need "
+                                 f"one (make the artifact again with this sdopt)")
+            if image.shape[:2] != (height, width) or (mask is not None and mask.shape != image.shape[:2]):
+                raise SdoptError(f"the image ({image.shape[1]}x{image.shape[0]}) and mask must be the size "
+                                 f"generated ({width}x{height})")
+        elif strength is not None or mask is not None:
+            raise SdoptError("strength and mask apply to an input image (img2img, inpainting)")
+        if self.inpainting_unet and mask is None:
+            raise SdoptError(f"artifact '{self.folder}' has an inpainting UNet: give an image and a mask")
+        if strength is not None and not (isinstance(strength, (int, float)) and 0 < strength <= 1):
+            raise SdoptError(f"strength {strength!r} must lie in (0, 1]")
         self.check_size(height or self.info["height"], width or self.info["width"])
         check_guidance(guidance)
         check_seed(seed)
         check_text(prompt, "the prompt")
         check_text(negative_prompt, "the negative prompt")
-        return self.scheduler(scheduler, steps)
+        sched = self.scheduler(scheduler, steps)
+        if image is not None and sched.start_index(_strength(strength, mask)) >= len(sched.timesteps):
+            raise SdoptError(f"strength {strength} with {steps} steps leaves no step to run "
+                             f"(steps x strength must be at least 1)")
+        return sched
 
     def encode_prompt(self, prompt: str, negative_prompt: str, guidance: bool):
         """Returns (embeddings, pooled or None), batch [negative, positive] when guided."""
@@ -145,11 +182,10 @@ class Pipeline:
 
     def _encode(self, text: str):
         hidden, pooled = [], None
-        for i, tokenizer in enumerate(self.tokenizers):
+        for name, tokenizer in self.text_encoders:
             ids = np.array([tokenizer.encode(text).ids], dtype=np.int64)  # (1, 77)
-            name = "text_encoder" if i == 0 else f"text_encoder_{i + 1}"
             out = self.models[name].run({"input_ids": ids})
-            _require_finite(out, f"the {name}", "encoding the prompt")
+            denoise.require_finite(out, f"the {name}", "encoding the prompt")
             hidden.append(out["hidden_states"])
             pooled = out.get("text_embeds", pooled)
         return np.concatenate(hidden, axis=-1), pooled  # (1, 77, D), (1, P) or None
@@ -159,57 +195,87 @@ class Pipeline:
         rng = np.random.default_rng(seed)
         return rng.standard_normal((1, self.info["latent_channels"], height // f, width // f)).astype(np.float32)
 
+    def encode_image(self, image: np.ndarray) -> np.ndarray:
+        """(1, 3, H, W) float32 in [-1, 1] -> scaled latents (1, C, h, w), the VAE posterior's mean."""
+        out = self.models[self.vae_encoder].run({"image": image.astype(np.float32)})
+        denoise.require_finite(out, f"the {self.vae_encoder}", "encoding the image")
+        z = images.posterior_mean(out["latent_parameters"])
+        if self.info.get("vae_shift_factor"):
+            z = z - np.float32(self.info["vae_shift_factor"])
+        return (z * np.float32(self.info["vae_scaling_factor"])).astype(np.float32)
+
     def __call__(self, prompt: str, *, seed: int = 0, steps: int = 20, guidance: float = 7.5,
                  scheduler: str = "ddim", height: int | None = None, width: int | None = None,
-                 negative_prompt: str = "", noise: np.ndarray | None = None, progress=None) -> Generation:
-        height = height or self.info["height"]
-        width = width or self.info["width"]
+                 negative_prompt: str = "", noise: np.ndarray | None = None, progress=None,
+                 image: np.ndarray | None = None, strength: float | None = None,
+                 mask: np.ndarray | None = None) -> Generation:
+        """Text-to-image; with `image` (H, W, 3) uint8 img2img from `strength` (default 0.8); with `mask`
+        (H, W) uint8 as well, inpainting of the mask's white part (strength default 1)."""
         sched = self.check_request(steps=steps, guidance=guidance, scheduler=scheduler, height=height, width=width,
-                                   seed=seed, prompt=prompt, negative_prompt=negative_prompt)
+                                   seed=seed, prompt=prompt, negative_prompt=negative_prompt, image=image,
+                                   strength=strength, mask=mask)
+        if image is not None:
+            height, width = image.shape[:2]
+        height, width = height or self.info["height"], width or self.info["width"]
         guided = guidance > 1.0
         embeds, pooled = self.encode_prompt(prompt, negative_prompt, guided)
         batch = embeds.shape[0]
-        feeds = {"encoder_hidden_states": embeds}
+        conditioning = {"encoder_hidden_states": embeds}
         if self.sdxl:
             time_ids = np.array([[height, width, 0, 0, height, width]], dtype=np.float32)  # original, crop, target
-            feeds.update(text_embeds=pooled, time_ids=np.repeat(time_ids, batch, axis=0))
-
+            conditioning.update(text_embeds=pooled, time_ids=np.repeat(time_ids, batch, axis=0))
         noise = self.initial_noise(seed, height, width) if noise is None else noise.astype(np.float32)
-        latents = noise * np.float32(sched.init_noise_sigma)
-        n = len(sched.timesteps)
-        for i, t in enumerate(progress(sched.timesteps) if progress else sched.timesteps):
-            interrupts.raise_if_interrupted()
-            where = f"step {i + 1}/{n} (timestep {t})"
-            model_input = np.concatenate([latents] * batch) if guided else latents
-            model_input = sched.scale_model_input(model_input, t)
-            out = self.models["unet"].run({**feeds, "sample": model_input.astype(np.float32),
-                                           "timestep": np.full(batch, t, dtype=np.float32)})
-            _require_finite(out, "the unet", where)
-            out = out["noise_pred"]
-            if guided:
-                uncond, cond = out[:1], out[1:]
-                out = uncond + np.float32(guidance) * (cond - uncond)
-                _require_finite({"guided": out}, f"classifier-free guidance at scale {guidance}", where)
-            latents = sched.step(out, t, latents).astype(np.float32)
-            _require_finite({"latents": latents}, f"the {scheduler} scheduler", where)
-        image = self.decode(latents)
-        return Generation((image * 255).round().astype(np.uint8), latents, image)
+
+        timesteps, latents, hook, extra = self._prepare(sched, noise, image, strength, mask, batch if guided else 1)
+        denoiser = denoise.GuidedDenoiser(self.models[self.denoiser], self.denoiser, conditioning, batch, guidance,
+                                          sched, extra)
+        latents = self.strategy(denoiser, sched, latents, timesteps, hook, progress)
+        decoded = self.decode(latents)
+        return Generation((decoded * 255).round().astype(np.uint8), latents, decoded)
+
+    def _prepare(self, sched, noise, image, strength, mask, batch):
+        """(timesteps to run, initial latents, per-step hook, extra denoiser input channels)."""
+        if image is None:
+            return sched.timesteps, noise * np.float32(sched.init_noise_sigma), None, None
+        strength = _strength(strength, mask)
+        start = sched.start_index(strength)
+        sched.set_begin_index(start)
+        timesteps = sched.timesteps[start:]
+        pixels = images.to_model_input(image)  # (1, 3, H, W)
+        whole_schedule = strength >= 1.0 and mask is not None  # diffusers: pure noise, no image latents needed
+        image_latents = None if whole_schedule and self.inpainting_unet else self.encode_image(pixels)
+        if whole_schedule:
+            latents = noise * np.float32(sched.init_noise_sigma)
+        else:
+            latents = sched.add_noise(image_latents, noise, timesteps[0])
+        if mask is None:
+            return timesteps, latents, None, None
+        full = images.binary_mask(mask)  # (1, 1, H, W)
+        small = images.latent_mask(full, self.info["vae_scale_factor"])
+        if self.inpainting_unet:
+            masked = self.encode_image(pixels * (full < 0.5))
+            extra = np.concatenate([np.repeat(small, batch, axis=0), np.repeat(masked, batch, axis=0)], axis=1)
+            return timesteps, latents, None, extra.astype(np.float32)
+
+        def keep_unmasked(latents, i):
+            proper = image_latents if i == len(timesteps) - 1 else sched.add_noise(image_latents, noise,
+                                                                                     timesteps[i + 1])
+            return ((1 - small) * proper + small * latents).astype(np.float32)
+        return timesteps, latents, keep_unmasked, None
 
     def decode(self, latents: np.ndarray) -> np.ndarray:
         z = latents / np.float32(self.info["vae_scaling_factor"])
         if self.info.get("vae_shift_factor"):
             z = z + np.float32(self.info["vae_shift_factor"])
-        out = self.models["vae_decoder"].run({"latent": z.astype(np.float32)})
-        _require_finite(out, "the vae_decoder", "decoding the latents")
+        out = self.models[self.vae_decoder].run({"latent": z.astype(np.float32)})
+        denoise.require_finite(out, f"the {self.vae_decoder}", "decoding the latents")
         image = out["image"]  # (1, 3, H, W)
         return np.clip(image[0].transpose(1, 2, 0) / 2 + 0.5, 0.0, 1.0)  # (H, W, 3)
 
 
-def _require_finite(outputs: dict, component: str, where: str) -> None:
-    for name, value in outputs.items():
-        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
-            raise SdoptError(f"{where}: {component} produced non-finite values (NaN or Inf) in {name}; "
-                             f"no image was made")
+def _strength(strength: float | None, mask) -> float:
+    """diffusers' defaults: img2img 0.8, inpainting 1.0."""
+    return strength if strength is not None else (1.0 if mask is not None else 0.8)
 
 
 def _check_signature(name: str, component: dict, model) -> None:

@@ -49,6 +49,84 @@ class Settings:
     warmup_steps: int = 2  # a warm-up generation runs every graph at the measured shapes
 
 
+@dataclass(frozen=True)
+class BenchRequest:
+    """What `sdopt bench` was asked for, as the command line gave it."""
+
+    artifacts: list
+    model: str | None
+    backends: str
+    peers: str | None
+    steps: int | None
+    height: int | None
+    width: int | None
+    runs: int
+    warmup: int
+    json: Path | None
+    plot: Path | None
+    device: str | None
+    precision: str | None
+
+    @property
+    def plot_path(self) -> Path | None:
+        return self.plot or (self.json.with_suffix(".png") if self.json else None)
+
+
+def prepare(request: BenchRequest):
+    """Check the request before anything is measured; returns (targets, settings, source spec, random weights,
+    notes to print)."""
+    import importlib.util
+
+    from sdopt.runtime.backends import BACKENDS
+
+    from .artifact import open_artifact
+    from .evaluate import default_pairs, fp32_export
+    from .limits import check_image_size
+    from .manifest import size_multiple
+    from .safe_io import check_output_file
+    from .sources import DEFAULT_MODEL
+
+    notes = []
+    peers = check_peers(request.peers or ",".join(PEERS))
+    if request.peers is None and "openvino" in peers and importlib.util.find_spec("openvino") is None:
+        peers.remove("openvino")
+        notes.append("note: no openvino package: the openvino peer is left out (pip install 'sdopt[openvino]')")
+    backends = [b for b in request.backends.split(",") if b]
+    for backend in backends:
+        if backend not in BACKENDS:
+            raise SdoptError(f"--backends: unknown backend '{backend}'; choose from " + ", ".join(BACKENDS))
+    if not request.artifacts and not peers:
+        raise SdoptError("nothing to measure: give artifact folders or --peers")
+    if request.json is not None:
+        check_output_file(request.json, "--json")
+    if request.plot_path is not None:
+        check_output_file(request.plot_path, "--plot", ".png")
+    # verified here once: the timed processes open the same files without hashing them again
+    manifests = [open_artifact(folder).manifest for folder in request.artifacts]
+    specs = {m["source"]["spec"] for m in manifests}
+    if len(specs) > 1 or (request.model and specs and specs != {request.model}):
+        raise SdoptError("the artifacts and --model come from different sources: " + ", ".join(
+            sorted(specs | {request.model} - {None})))
+    spec = request.model or (specs.pop() if specs else DEFAULT_MODEL)
+    options = {k: getattr(request, k) for k in ("device", "precision") if getattr(request, k) is not None}
+    if options and "openvino" not in backends:
+        raise SdoptError(f"--{next(iter(options))} applies to artifacts on --backends openvino")
+
+    manifest = manifests[0] if manifests else open_artifact(fp32_export(spec), verify=False).manifest
+    info = manifest["pipeline"]
+    height, width = request.height or info["height"], request.width or info["width"]
+    check_image_size(height, width, size_multiple(info))
+    settings = Settings(prompt=default_pairs(manifest, None, 1)[0][0], steps=request.steps or info["steps"],
+                        height=height, width=width,
+                        guidance=max(info["guidance"], 1.5),  # always guided: the batch-2 UNet
+                        runs=request.runs, warmup=request.warmup)
+    targets = plan_targets(request.artifacts, backends, peers, spec, options)
+    random_weights = spec.startswith("arch:") or any(m["source"]["random_weights"] for m in manifests)
+    if random_weights:
+        notes.append(f"note: {spec} has random weights: speed measurements only")
+    return targets, settings, spec, random_weights, notes
+
+
 def deployed_bytes(manifest: dict, backend: str) -> int:
     """Size on disk of the graphs a backend loads: its build where it uses one, else the ONNX files."""
     build = manifest.get("builds", {}).get(backend)

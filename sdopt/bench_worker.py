@@ -15,8 +15,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-STAGES = {"text_encoder": "text_encoder", "text_encoder_2": "text_encoder", "unet": "unet",
-          "vae_decoder": "vae_decode"}
+STAGES = {"text_encoder": "text_encoder", "denoiser": "unet", "vae_decoder": "vae_decode"}  # by graph role
 
 
 class StageClock:
@@ -44,7 +43,7 @@ def artifact_generator(target: dict, settings: dict, clock: StageClock, sizes: d
 
     pipe = Pipeline(Path(target["path"]), target["backend"], verify=False, **target.get("options", {}))
     for name, model in pipe.models.items():
-        model.run = clock.timed(STAGES.get(name, name), model.run)
+        model.run = clock.timed(STAGES.get(pipe.roles[name], name), model.run)
 
     def generate(steps: int):
         pipe(settings["prompt"], seed=0, steps=steps, guidance=settings["guidance"], height=settings["height"],

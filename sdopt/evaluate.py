@@ -73,7 +73,7 @@ def default_pairs(manifest: dict, prompts: list[str] | None, seeds: int | None) 
         from sdopt.tinyshapes.grammar import heldout_pairs
 
         return heldout_pairs(seeds * 64 if seeds else 256)
-    from sdopt.calibration.trajectory import GENERIC_PROMPTS
+    from sdopt.shared import GENERIC_PROMPTS
 
     return [(p, s) for p in GENERIC_PROMPTS[:4] for s in range(seeds or GENERIC_SEEDS)]
 

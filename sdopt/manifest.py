@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from . import schema as s
 from .errors import SdoptError
+from .graphs import DENOISER, TEXT_ENCODER, VAE_DECODER, VAE_ENCODER
 from .limits import MAX_SIDE, MAX_STEPS
+from .shared import pixel_size_multiple
 
 SCHEMA_VERSION = 2
 FORMAT = "sdopt-artifact"  # the marker that tells an sdopt artifact from any other folder with a manifest.json
 KINDS = ("sd", "sdxl")
 BUILDS = ("openvino", "tensorrt")
 SUPPORT_FOLDERS = ("tokenizer", "tokenizer_2", "scheduler")  # non-graph files the runtime reads
-REQUIRED_COMPONENTS = {"sd": ("text_encoder", "unet", "vae_decoder"),
-                       "sdxl": ("text_encoder", "text_encoder_2", "unet", "vae_decoder")}
+TEXT_ENCODERS = {"sd": 1, "sdxl": 2}  # graphs of role text_encoder a pipeline kind has
 REQUIRED_FILES = {"sd": ("model_index.json", "scheduler/scheduler_config.json", "tokenizer/tokenizer.json"),
                   "sdxl": ("model_index.json", "scheduler/scheduler_config.json", "tokenizer/tokenizer.json",
                            "tokenizer_2/tokenizer.json")}
@@ -35,9 +36,10 @@ _io = s.record({"name": s.string(max_length=256), "dtype": s.string(choices=DTYP
                 "shape": s.array(s.either(s.integer(0, 1 << 31), s.string(max_length=256)), 8)})
 _formats = s.array(s.string(choices=("int8", "float8e4m3fn", "int4")), 3)
 _component = s.record(
-    {"files": s.mapping(s.string(PATH_PART), _file_entry, 16, min_length=1),
+    {"files": s.mapping(s.string(PATH_PART), _file_entry, 16, min_length=1), "role": _name,
      "inputs": s.array(_io, 64, min_length=1), "outputs": s.array(_io, 64, min_length=1)},
-    {"ops": s.mapping(s.string(max_length=128), s.integer(0)),
+    {"tokenizer": s.string(choices=("tokenizer", "tokenizer_2")),
+     "ops": s.mapping(s.string(max_length=128), s.integer(0)),
      "weight_format": _formats, "activation_format": _formats,
      "int8_weight_bits": s.integer(2, 8), "weight_group_size": s.integer(1, 1 << 20),
      "activation_scale_intervals": s.integer(2, MAX_STEPS)})
@@ -58,7 +60,8 @@ _pipeline = s.record(
     {"kind": s.string(choices=KINDS), "height": _side, "width": _side, "latent_channels": s.integer(1, 64),
      "vae_scale_factor": s.integer(1, 64), "vae_scaling_factor": s.number(0, 1e6, low_open=True),
      "vae_shift_factor": s.nullable(s.number(-1e6, 1e6)), "latent_size_multiple": s.integer(1, 64),
-     "max_length": s.integer(1, 4096), "steps": s.integer(1, MAX_STEPS), "guidance": s.number(-1e6, 1e6)},
+     "max_length": s.integer(1, 4096), "steps": s.integer(1, MAX_STEPS), "guidance": s.number(-1e6, 1e6),
+     "denoise": s.record({"strategy": _name}, {"params": s.anything(4)})},
     {"force_zeros_for_empty_prompt": s.boolean()})
 MANIFEST = s.record({
     "schema_version": s.integer(),
@@ -97,14 +100,20 @@ def _check_consistency(m: dict, where: str) -> None:
     if m["source"]["kind"] != kind:
         raise SdoptError(f"{where}: source kind {m['source']['kind']} but pipeline kind {kind}")
     components = m["components"]
-    for name in REQUIRED_COMPONENTS[kind]:
-        if name not in components:
-            raise SdoptError(f"{where}: components: missing '{name}'")
+    roles = [c["role"] for c in components.values()]
+    for role, count in ((TEXT_ENCODER, TEXT_ENCODERS[kind]), (DENOISER, 1), (VAE_DECODER, 1)):
+        if roles.count(role) != count:
+            raise SdoptError(f"{where}: components: {roles.count(role)} graphs of role '{role}', a {kind} pipeline "
+                             f"has {count}")
+    if roles.count(VAE_ENCODER) > 1:
+        raise SdoptError(f"{where}: components: more than one graph of role '{VAE_ENCODER}'")
     for name, component in components.items():
         if name in BUILDS or name in SUPPORT_FOLDERS:
             raise SdoptError(f"{where}: components.{name}: a reserved folder name")
         if "model.onnx" not in component["files"]:
             raise SdoptError(f"{where}: components.{name}.files: missing 'model.onnx'")
+        if component["role"] == TEXT_ENCODER and f"{component.get('tokenizer')}/tokenizer.json" not in m["files"]:
+            raise SdoptError(f"{where}: components.{name}: a text encoder needs the folder of its listed tokenizer")
     for rel in REQUIRED_FILES[kind]:
         if rel not in m["files"]:
             raise SdoptError(f"{where}: files: missing '{rel}'")
@@ -113,7 +122,7 @@ def _check_consistency(m: dict, where: str) -> None:
         if "/" in rel and top not in SUPPORT_FOLDERS:
             raise SdoptError(f"{where}: files.{rel}: outside {', '.join(SUPPORT_FOLDERS)} and the top level")
     info = m["pipeline"]
-    multiple = info["vae_scale_factor"] * info["latent_size_multiple"]
+    multiple = size_multiple(info)
     if info["vae_scale_factor"] & (info["vae_scale_factor"] - 1):
         raise SdoptError(f"{where}: pipeline.vae_scale_factor {info['vae_scale_factor']} is not a power of 2")
     for key in ("height", "width"):
@@ -130,6 +139,11 @@ def _check_consistency(m: dict, where: str) -> None:
                 if engine not in build["files"]:
                     raise SdoptError(f"{where}: builds.{build_name}.components.{name}: engine {engine} is not "
                                      f"listed in its files")
+
+
+def size_multiple(info: dict) -> int:
+    """Pixels that image sides must be a multiple of, from a manifest's pipeline section."""
+    return pixel_size_multiple(info["vae_scale_factor"], info["latent_size_multiple"])
 
 
 def listed_files(m: dict) -> dict[str, dict]:

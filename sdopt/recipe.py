@@ -18,6 +18,7 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import passes as pass_registry
 from .errors import SdoptError
 from .safe_io import read_text
 
@@ -27,79 +28,100 @@ BUILTIN = {
     "fp8": [{"pass": "quantize", "format": "fp8"}],
     "w4a8": [{"pass": "quantize", "format": "w4a8"}],
 }
-PASS_ORDER = ("prune", "distill", "quantize", "cache")
-
-
 RECIPE_KEYS = ("name", "passes")
-
-
-def _registry() -> dict:
-    """pass name -> (config class, apply function, check function). Imported lazily: passes need torch."""
-    from sdopt.compress import quantize
-
-    return {"quantize": (quantize.QuantizeConfig, quantize.apply, quantize.check)}
 
 
 @dataclass(frozen=True)
 class Recipe:
     name: str
-    passes: tuple  # of (pass name, config dataclass)
+    passes: tuple  # of (pass name, config dataclass), in the order they run
 
     def to_dict(self) -> dict:
         return {"name": self.name,
                 "passes": [{"pass": p, **_asdict(c)} for p, c in self.passes]}
 
 
-def resolve(spec: str, calibration_overrides: dict | None = None, quantize_overrides: dict | None = None) -> Recipe:
-    """A built-in name or a YAML file -> validated Recipe. `calibration_overrides` (from CLI flags)
-    replace fields of every pass's calibration config, `quantize_overrides` fields of the quantize pass;
-    overrides that no pass of the recipe takes are refused."""
+@dataclass(frozen=True)
+class Override:
+    """One option of one pass of the recipe, set from the command line (`--set` or a pass's shortcut)."""
+
+    pass_name: str
+    key: str  # dotted path inside the pass's options, e.g. "calibration.intervals"
+    value: object
+    origin: str  # how the user said it, for errors
+
+
+def parse_set(text: str) -> Override:
+    """`PASS.KEY=VALUE` (KEY may be dotted; VALUE is read as YAML: 4, 0.5, true, [a, b], text)."""
+    import yaml
+
+    target, eq, raw = text.partition("=")
+    pass_name, dot, key = target.partition(".")
+    if not eq or not dot or not pass_name or not key or any(not part for part in key.split(".")):
+        raise SdoptError(f"--set {text}: expected PASS.KEY=VALUE, for example quantize.calibration.intervals=4")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        raise SdoptError(f"--set {text}: the value is not valid YAML") from None
+    return Override(pass_name, key, value, f"--set {text}")
+
+
+def resolve(spec: str, overrides: tuple | list = (), inserted: tuple | list = ()) -> Recipe:
+    """A built-in name or a YAML file -> validated Recipe, in the user's order. `inserted` (pass name,
+    options) entries go first (shortcuts such as --lora); each `Override` sets an option of the recipe's one
+    pass of that name."""
     if spec in BUILTIN:
         name, entries = spec, BUILTIN[spec]
     elif Path(spec).suffix in (".yaml", ".yml") or Path(spec).is_file():
         name, entries = _load_yaml(spec)
     else:
         raise SdoptError(f"unknown recipe '{spec}'; built-in: {', '.join(BUILTIN)}, or a YAML file")
-    registry = _registry() if entries else {}  # fp32 needs no pass, and no torch import to say so
-    passes = []
-    calibrated = False
-    for entry in entries:
+    entries = [{"pass": p, **options} for p, options in inserted] + list(entries)
+    registry = pass_registry.registry() if entries or overrides else {}  # fp32 alone needs no torch import
+    where = f"recipe '{spec}'"
+    for i, entry in enumerate(entries):
         if not isinstance(entry, dict):
-            raise SdoptError(f"recipe '{spec}': each pass must be a mapping with a 'pass' key")
-        entry = dict(entry)
-        pass_name = entry.pop("pass", None)
-        if not isinstance(pass_name, str) or pass_name not in registry:
-            raise SdoptError(f"recipe '{spec}': unknown pass {pass_name!r}; available: " + ", ".join(registry))
-        config_class = registry[pass_name][0]
-        if pass_name == "quantize" and quantize_overrides:
-            entry.update(quantize_overrides)
-        if "calibration" in {f.name for f in dataclasses.fields(config_class)}:
-            calibrated = True
-            if calibration_overrides:
-                calibration = entry.get("calibration", {})
-                if not isinstance(calibration, dict):
-                    raise SdoptError(f"recipe '{spec}', pass {pass_name}: calibration must be a mapping, "
-                                     f"got {_shown(calibration)}")
-                entry["calibration"] = {**calibration, **calibration_overrides}
-        passes.append((pass_name, build_config(config_class, entry, f"recipe '{spec}', pass {pass_name}")))
-    if calibration_overrides and not calibrated:
-        raise SdoptError(f"calibration option '{next(iter(calibration_overrides))}' needs a recipe with a calibrated "
-                         f"pass (int8, fp8, w4a8); recipe '{spec}' has none")
-    passes.sort(key=lambda p: PASS_ORDER.index(p[0]))
-    return Recipe(name, tuple(passes))
+            raise SdoptError(f"{where}: each pass must be a mapping with a 'pass' key")
+        entries[i] = dict(entry)
+        if not isinstance(entry.get("pass"), str) or entry["pass"] not in registry:
+            raise SdoptError(f"{where}: unknown pass {entry.get('pass')!r}; available: " + ", ".join(registry))
+    for override in overrides:
+        _set_option(entries, override, registry, where)
+    configs = [(entry.pop("pass"), entry) for entry in entries]
+    built = [(p, build_config(registry[p].config, options, f"{where}, pass {p}")) for p, options in configs]
+    pass_registry.check_order([p for p, _ in built], registry, where)
+    return Recipe(name, tuple(built))
+
+
+def _set_option(entries: list[dict], override: Override, registry: dict, where: str) -> None:
+    if override.pass_name not in registry:
+        raise SdoptError(f"{override.origin}: unknown pass '{override.pass_name}'; available: " + ", ".join(registry))
+    targets = [e for e in entries if e["pass"] == override.pass_name]
+    if not targets:
+        raise SdoptError(f"{override.origin} applies to the {override.pass_name} pass; {where} has none")
+    if len(targets) > 1:
+        raise SdoptError(f"{override.origin}: {where} has {len(targets)} {override.pass_name} passes; set the "
+                         f"option in a recipe file")
+    node, keys = targets[0], override.key.split(".")
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise SdoptError(f"{override.origin}: {key} is not a mapping of options")
+    node[keys[-1]] = override.value
 
 
 def check(source, recipe: Recipe) -> None:
     """What each pass can only check against the loaded model (sizes, steps, prompts), before any pass runs."""
-    registry = _registry() if recipe.passes else {}
+    registry = pass_registry.registry() if recipe.passes else {}
     for pass_name, config in recipe.passes:
-        registry[pass_name][2](source, config)
+        if registry[pass_name].check is not None:
+            registry[pass_name].check(source, config)
 
 
 def apply(source, recipe: Recipe):
-    registry = _registry() if recipe.passes else {}
+    registry = pass_registry.registry() if recipe.passes else {}
     for pass_name, config in recipe.passes:
-        source = registry[pass_name][1](source, config)
+        source = registry[pass_name].apply(source, config)
     return source
 
 

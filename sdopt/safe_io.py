@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import interrupts
 from .errors import SdoptError
-from .limits import MAX_TEXT_FILE_BYTES
+from .limits import MAX_TEXT_FILE_BYTES, check_text
 
 STAGING_MARKER = ".sdopt-staging"  # inside a staging folder: {"pid", "host"} of the process writing it
 
@@ -177,3 +177,13 @@ def remove_created(created: list[Path]) -> None:
             path.rmdir()  # only while empty
         except OSError:
             break
+
+
+def read_prompts(path: Path, flag: str) -> list[str]:
+    """One prompt per non-empty line of a UTF-8 text file."""
+    prompts = [line.strip() for line in read_text(path, flag).splitlines() if line.strip()]
+    if not prompts:
+        raise SdoptError(f"{flag} {path}: no prompts in the file")
+    for i, prompt in enumerate(prompts):
+        check_text(prompt, f"{flag} {path}, prompt {i + 1}")
+    return prompts

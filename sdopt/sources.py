@@ -18,9 +18,11 @@ from .archs import ARCHS, ArchSpec
 from .errors import SdoptError
 from .limits import MAX_STEPS
 from .safe_io import read_text
+from .shared import latent_size_multiple, pixel_size_multiple
 
 TINY_SHAPES_DIR = Path(__file__).parent / "models" / "tiny_shapes"
-SUPPORTED_PIPELINES = {"StableDiffusionPipeline": "sd", "StableDiffusionXLPipeline": "sdxl"}
+SUPPORTED_PIPELINES = {"StableDiffusionPipeline": "sd", "StableDiffusionXLPipeline": "sdxl",
+                       "StableDiffusionInpaintPipeline": "sd"}  # an inpainting UNet takes mask + masked latents
 TINY_SHAPES_MARKER = "tiny_shapes.json"
 DEFAULT_MODEL = "tiny-shapes" if (TINY_SHAPES_DIR / "model_index.json").exists() else "arch:tiny"
 
@@ -37,6 +39,9 @@ class Source:
     steps: int = 20  # sampling defaults the model is meant to be run with
     guidance: float = 7.5
     family: str = ""  # "tiny-shapes" for the reference model and folders trained like it
+    graphs: list = field(default_factory=list)  # sdopt.graphs.GraphSpec that passes add to the pipeline's own
+    quantization: dict = field(default_factory=dict)  # pipeline attribute -> sdopt.quantized.GraphQuantization
+    denoise: dict = field(default_factory=lambda: {"strategy": "plain"})  # the runtime's denoise strategy
 
     @property
     def text_encoders(self) -> list:
@@ -51,6 +56,12 @@ class Source:
         if self.kind == "sdxl":
             toks.append(self.pipeline.tokenizer_2)
         return toks
+
+    @property
+    def size_multiple(self) -> int:
+        """Pixels that image sides must be a multiple of."""
+        return pixel_size_multiple(self.pipeline.vae_scale_factor,
+                                   latent_size_multiple(len(self.pipeline.unet.config.block_out_channels)))
 
     @property
     def label(self) -> str:

@@ -97,6 +97,39 @@ def sdxl_folder(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def sd_inpaint_folder(tmp_path_factory):
+    """An inpainting pipeline: the UNet takes latents, mask and masked-image latents (9 channels)."""
+    import torch
+    from diffusers import StableDiffusionInpaintPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    from sdopt.sources import stand_in_tokenizer
+
+    torch.manual_seed(3)
+    tokenizer = stand_in_tokenizer()
+    unet = UNet2DConditionModel(sample_size=8, in_channels=9, out_channels=4, block_out_channels=[32, 64],
+                                layers_per_block=1, cross_attention_dim=32, attention_head_dim=[2, 4],
+                                down_block_types=["CrossAttnDownBlock2D", "DownBlock2D"],
+                                up_block_types=["UpBlock2D", "CrossAttnUpBlock2D"])
+    pipe = StableDiffusionInpaintPipeline(vae=_vae(), text_encoder=_text_encoder(CLIPTextModel, 32, tokenizer),
+                                          tokenizer=tokenizer, unet=unet, scheduler=_scheduler(),
+                                          safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    folder = tmp_path_factory.mktemp("sd-inpaint-tiny")
+    pipe.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tinyshapes_fp32(tmp_path_factory):
+    """The reference model (tiny-shapes) exported as an fp32 artifact through the CLI."""
+    from sdopt.cli import main
+
+    out = tmp_path_factory.mktemp("artifacts") / "tinyshapes-fp32"
+    assert main(["compress", "--model", "tiny-shapes", "--recipe", "fp32", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_fp32(tmp_path_factory):
     """arch:tiny exported as an fp32 artifact through the CLI."""
     from sdopt.cli import main

@@ -16,7 +16,7 @@ PROMPT = "a red circle above a blue square"
 def diffusers_image(model: str, noise: np.ndarray, scheduler: str, steps: int, guidance: float, size: int):
     import diffusers
 
-    from sdopt.calibration.trajectory import SCHEDULERS
+    from sdopt.shared import SCHEDULERS
 
     pipe = load_source(model).pipeline
     pipe.scheduler = getattr(diffusers, SCHEDULERS[scheduler]).from_config(pipe.scheduler.config)

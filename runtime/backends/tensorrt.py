@@ -8,15 +8,14 @@ from pathlib import Path
 import numpy as np
 
 from sdopt.errors import SdoptError
+from sdopt.shared import interval_index
 
 from . import engine_message
 
 
 def interval_of(timestep: float, per_timestep: float, intervals: int) -> int:
-    """The timestep interval an interval-scale graph computes (clip(floor(t * K / T), 0, K - 1)), in the same
-    float32 arithmetic."""
-    scaled = np.float32(timestep) * np.float32(per_timestep)
-    return int(np.clip(np.floor(scaled), 0, intervals - 1))
+    """The timestep interval an interval-scale graph computes, in the same float32 arithmetic."""
+    return int(interval_index(timestep, intervals, per_timestep))
 
 
 def _cuda():

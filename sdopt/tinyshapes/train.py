@@ -28,13 +28,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+from sdopt.training import EMA, Stage, load_checkpoint, run_stage
 
 IMAGE_SIZE = 32
 LATENT_CHANNELS = 4
@@ -116,84 +118,6 @@ def log(msg: str) -> None:
     print(f"[tinyshapes {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def step_seed(seed: int, stage: int, step: int) -> int:
-    return int(np.random.SeedSequence([seed, stage, step]).generate_state(1, dtype=np.uint64)[0] % (2**63 - 1))
-
-
-def save_checkpoint(path: str, modules: dict, optimizer, meta: dict) -> None:
-    """modules {prefix: nn.Module}; optimizer state flattened; all in one safetensors file."""
-    import torch
-    from safetensors.torch import save_file
-
-    tensors = {}
-    for prefix, mod in modules.items():
-        for k, v in mod.state_dict().items():
-            tensors[f"{prefix}/{k}"] = v.detach().contiguous().clone()
-    groups = []
-    if optimizer is not None:
-        sd = optimizer.state_dict()
-        for idx, st in sd["state"].items():
-            for k, v in st.items():
-                t = v if torch.is_tensor(v) else torch.tensor(v)
-                tensors[f"opt/{idx}/{k}"] = t.detach().contiguous().clone()
-        groups = sd["param_groups"]
-    metadata = {"meta": json.dumps(meta), "param_groups": json.dumps(groups)}
-    tmp = path + ".tmp"
-    save_file(tensors, tmp, metadata=metadata)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str, modules: dict, optimizer) -> dict:
-    import torch
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    tensors = load_file(path)
-    with safe_open(path, "pt") as f:
-        md = f.metadata()
-    for prefix, mod in modules.items():
-        sd = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + "/")}
-        mod.load_state_dict(sd)
-    if optimizer is not None:
-        state: dict = {}
-        for k, v in tensors.items():
-            if k.startswith("opt/"):
-                _, idx, name = k.split("/", 2)
-                state.setdefault(int(idx), {})[name] = v
-        groups = json.loads(md["param_groups"])
-        optimizer.load_state_dict({"state": state, "param_groups": groups})
-        for st in optimizer.state.values():  # keep 'step' a float tensor as torch expects
-            if "step" in st and torch.is_tensor(st["step"]):
-                st["step"] = st["step"].to(torch.float32)
-    return json.loads(md["meta"])
-
-
-def cosine_lr(step: int, total: int, base: float, warmup: int, final_frac: float = 0.05) -> float:
-    if step < warmup:
-        return base * (step + 1) / warmup
-    p = min(1.0, (step - warmup) / max(1, total - warmup))
-    return base * (final_frac + (1 - final_frac) * 0.5 * (1 + math.cos(math.pi * p)))
-
-
-class StageTimer:
-    """Sets a stage's step count from a time budget after timing its first steps."""
-
-    def __init__(self, minutes: float, fixed: int | None, start_step: int, total: int | None,
-                 probe_steps: int = 12):
-        self.minutes = minutes
-        self.total = fixed or total
-        self.probe_steps = probe_steps
-        self.t0 = time.time()
-        self.start = start_step
-
-    def update(self, step: int, elapsed_before: float) -> int | None:
-        if self.total is None and step - self.start == self.probe_steps:
-            per_step = (time.time() - self.t0) / self.probe_steps
-            left = self.minutes * 60 - elapsed_before - (time.time() - self.t0)
-            self.total = max(step + 1, step + int(left / per_step))
-        return self.total
-
-
 # --------------------------------------------------------------------------- stages
 def make_dataset(n: int, seed: int):
     from .grammar import sample_pairs
@@ -226,69 +150,39 @@ def recon_loss(rec, x, fg_weight: float):
     return (w * err).sum() / (w.sum() * x.shape[1])
 
 
+def _stage(args, name: str, stage_id: int, lr: float, warmup: int, checkpoint: str, steps, minutes: float,
+           log_every: int = 20) -> Stage:
+    return Stage(name, stage_id, args.seed, lr, warmup, checkpoint, steps=steps, minutes=minutes,
+                 deadline_factor=args.deadline_factor, checkpoint_seconds=args.ckpt_seconds, resume=args.resume,
+                 log_every=log_every)
+
+
 def train_vae(args, work: str, images: np.ndarray, state: dict):
     import torch
     from diffusers import AutoencoderKL
-    from tqdm.auto import tqdm
 
     torch.manual_seed(args.seed)
     vae = AutoencoderKL(**VAE_CONFIG)
     opt = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
-    ckpt = os.path.join(work, "vae.safetensors")
-    step, total, elapsed = 0, state.get("vae_total"), 0.0
-    if args.resume and os.path.exists(ckpt):
-        meta = load_checkpoint(ckpt, {"vae": vae}, opt)
-        step, total, elapsed = meta["step"], meta["total"], meta["elapsed"]
-        log(f"vae: resumed at step {step}/{total}")
+    stage = _stage(args, "vae", 1, args.vae_lr, 100, os.path.join(work, "vae.safetensors"), args.vae_steps,
+                   args.minutes_vae)
     if state.get("vae_done"):
+        load_checkpoint(stage.checkpoint, {"vae": vae}, opt)
         return vae
-    timer = StageTimer(args.minutes_vae, args.vae_steps, step, total)
-    n = len(images)
-    vae.train()
-    bar = tqdm(total=total, initial=step, desc="vae", unit="step", dynamic_ncols=True, mininterval=5)
-    t_start, last_ckpt = time.time(), time.time()
-    while True:
-        total = timer.update(step, elapsed)
-        if total is not None:
-            if bar.total != total:
-                bar.total = total
-                bar.refresh()
-                log(f"vae: {total} steps (repeat exactly with --vae-steps {total})")
-            if step >= total:
-                break
-        rng = np.random.default_rng(step_seed(args.seed, 1, step))
-        idx = rng.integers(0, n, size=args.vae_batch)
-        x = to_tensor(images[idx])
-        g = torch.Generator().manual_seed(step_seed(args.seed, 11, step))
-        for pg in opt.param_groups:
-            pg["lr"] = cosine_lr(step, total or 10**9, args.vae_lr, 100)
+    shown = {}
+
+    def loss_fn(step, rng, g):
+        x = to_tensor(images[rng.integers(0, len(images), size=args.vae_batch)])
         post = vae.encode(x).latent_dist
         z = post.mean + post.std * torch.randn(post.mean.shape, generator=g)
-        rec = vae.decode(z).sample
-        l1 = recon_loss(rec, x, args.fg_weight)
+        l1 = recon_loss(vae.decode(z).sample, x, args.fg_weight)
         kl = post.kl().mean() / (LATENT_CHANNELS * (IMAGE_SIZE // 4) ** 2)
-        loss = l1 + args.vae_kl * kl
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        step += 1
-        bar.update(1)
-        if step % 20 == 0:
-            bar.set_postfix(l1=f"{l1.item():.4f}", kl=f"{kl.item():.2f}")
-        # time limits guard step counts derived from minutes; explicit counts are always run in full
-        over = args.vae_steps is None and \
-            elapsed + (time.time() - t_start) > args.minutes_vae * 60 * args.deadline_factor
-        if time.time() - last_ckpt > args.ckpt_seconds or over or (total and step >= total):
-            save_checkpoint(ckpt, {"vae": vae}, opt,
-                            {"step": step, "total": total, "elapsed": elapsed + time.time() - t_start})
-            last_ckpt = time.time()
-        if over:
-            log(f"vae: time budget exceeded by the deadline factor, stopping at step {step}")
-            break
-    bar.close()
-    state.update(vae_done=True, vae_total=total, vae_steps_run=step,
-                 vae_seconds=elapsed + time.time() - t_start)
+        shown.update(l1=l1, kl=kl)
+        return l1 + args.vae_kl * kl, lambda: {"l1": f"{shown['l1'].item():.4f}", "kl": f"{shown['kl'].item():.2f}"}
+
+    vae.train()
+    done = run_stage(stage, {"vae": vae}, opt, list(vae.parameters()), loss_fn, total=state.get("vae_total"), log=log)
+    state.update(vae_done=True, vae_total=done["total"], vae_steps_run=done["step"], vae_seconds=done["seconds"])
     return vae
 
 
@@ -296,62 +190,29 @@ def train_decoder(args, work: str, vae, images: np.ndarray, latent_mean, latent_
     """Fine-tune the VAE decoder on the cached latents (encoder frozen: the latent space the UNet
     learns does not move, so this is a separate, cheap stage)."""
     import torch
-    from tqdm.auto import tqdm
 
     dec_params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
     opt = torch.optim.AdamW(dec_params, lr=args.decoder_lr, weight_decay=0.0)
-    ckpt = os.path.join(work, "decoder.safetensors")
-    step, total, elapsed = 0, state.get("decoder_total"), 0.0
-    if args.resume and os.path.exists(ckpt):
-        meta = load_checkpoint(ckpt, {"vae": vae}, opt)
-        step, total, elapsed = meta["step"], meta["total"], meta["elapsed"]
-        log(f"decoder: resumed at step {step}/{total}")
-    if state.get("decoder_done") or args.minutes_decoder <= 0:
+    stage = _stage(args, "decoder", 3, args.decoder_lr, 50, os.path.join(work, "decoder.safetensors"),
+                   args.decoder_steps, args.minutes_decoder)
+    if state.get("decoder_done"):
+        load_checkpoint(stage.checkpoint, {"vae": vae}, opt)
         return vae
-    timer = StageTimer(args.minutes_decoder, args.decoder_steps, step, total)
-    n = len(images)
-    vae.train()
-    bar = tqdm(total=total, initial=step, desc="decoder", unit="step", dynamic_ncols=True, mininterval=5)
-    t_start, last_ckpt = time.time(), time.time()
-    while True:
-        total = timer.update(step, elapsed)
-        if total is not None:
-            if bar.total != total:
-                bar.total = total
-                bar.refresh()
-                log(f"decoder: {total} steps (repeat exactly with --decoder-steps {total})")
-            if step >= total:
-                break
-        rng = np.random.default_rng(step_seed(args.seed, 3, step))
-        idx = rng.integers(0, n, size=args.vae_batch)
-        x = to_tensor(images[idx])
-        g = torch.Generator().manual_seed(step_seed(args.seed, 33, step))
-        it = torch.from_numpy(idx)
+    if args.minutes_decoder <= 0:
+        return vae
+    shown = {}
+
+    def loss_fn(step, rng, g):
+        idx = rng.integers(0, len(images), size=args.vae_batch)
+        x, it = to_tensor(images[idx]), torch.from_numpy(idx)
         z = latent_mean[it] + latent_std[it] * torch.randn(latent_mean[it].shape, generator=g)
-        for pg in opt.param_groups:
-            pg["lr"] = cosine_lr(step, total or 10**9, args.decoder_lr, 50)
-        rec = vae.decode(z).sample
-        loss = recon_loss(rec, x, args.fg_weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(dec_params, 1.0)
-        opt.step()
-        step += 1
-        bar.update(1)
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-        over = args.decoder_steps is None and \
-            elapsed + (time.time() - t_start) > args.minutes_decoder * 60 * args.deadline_factor
-        if time.time() - last_ckpt > args.ckpt_seconds or over or (total and step >= total):
-            save_checkpoint(ckpt, {"vae": vae}, opt,
-                            {"step": step, "total": total, "elapsed": elapsed + time.time() - t_start})
-            last_ckpt = time.time()
-        if over:
-            log(f"decoder: time budget exceeded by the deadline factor, stopping at step {step}")
-            break
-    bar.close()
-    state.update(decoder_done=True, decoder_total=total, decoder_steps_run=step,
-                 decoder_seconds=elapsed + time.time() - t_start)
+        shown["loss"] = recon_loss(vae.decode(z).sample, x, args.fg_weight)
+        return shown["loss"], lambda: {"loss": f"{shown['loss'].item():.4f}"}
+
+    vae.train()
+    done = run_stage(stage, {"vae": vae}, opt, dec_params, loss_fn, total=state.get("decoder_total"), log=log)
+    state.update(decoder_done=True, decoder_total=done["total"], decoder_steps_run=done["step"],
+                 decoder_seconds=done["seconds"])
     return vae
 
 
@@ -388,143 +249,98 @@ def encode_latents(vae, images: np.ndarray, batch: int = 500):
 
 
 def train_unet(args, work: str, captions, latent_mean, latent_std, scaling: float, tok_ids: dict, tokenizer, state,
-               phase: str = "base", clock_before: float | None = None):
-    """UNet + text encoder.  phase "base": from scratch, uniform timesteps; v-prediction with the plain
-    v loss (default), or epsilon with min-SNR-5 weights.
-
-    phase "hi" (optional high-noise fine-tuning of an epsilon model, starts from the base checkpoint):
-    half of each batch keeps the base objective, half draws t in [600, 1000) weighted
-    0.1 * min(1/SNR, 100), i.e. an x0 error. It did not make an epsilon model on SD's schedule learn
-    the position words; the default recipe (zero terminal SNR, v-prediction, cross-attention at the
-    2x2 level) does not need it.
-    """
-    import copy
-
+               clock_before: float | None = None):
+    """UNet + text encoder from scratch, uniform timesteps; v-prediction with the plain v loss (default), or
+    epsilon with min-SNR-5 weights; an EMA of both."""
     import torch
     from diffusers import DDPMScheduler, UNet2DConditionModel
-    from tqdm.auto import tqdm
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(args.seed + 1)
-    latent_size = latent_mean.shape[-1]
-    unet = UNet2DConditionModel(**unet_config(latent_size, args.attention_everywhere))
+    unet = UNet2DConditionModel(**unet_config(latent_mean.shape[-1], args.attention_everywhere))
     text = CLIPTextModel(CLIPTextConfig(**text_config(tok_ids)))
-    ema_unet, ema_text = copy.deepcopy(unet), copy.deepcopy(text)
-    for p in list(ema_unet.parameters()) + list(ema_text.parameters()):
-        p.requires_grad_(False)
+    ema_unet, ema_text = EMA(unet), EMA(text)
     params = list(unet.parameters()) + list(text.parameters())
-    hi = phase == "hi"
-    base_lr = args.unet_hi_lr if hi else args.unet_lr
-    opt = torch.optim.AdamW(params, lr=base_lr, weight_decay=0.01)
+    opt = torch.optim.AdamW(params, lr=args.unet_lr, weight_decay=0.01)
     sched = DDPMScheduler(**{k: v for k, v in scheduler_config(args).items() if k != "set_alpha_to_one"})
     v_prediction = args.prediction_type == "v_prediction"
-    alphas = sched.alphas_cumprod
-    snr = alphas / (1 - alphas)
-    modules = {"unet": unet, "text": text, "ema_unet": ema_unet, "ema_text": ema_text}
-
-    key = "unet_hi" if hi else "unet"
-    ckpt = os.path.join(work, key + ".safetensors")
-    step, total, elapsed = 0, state.get(key + "_total"), 0.0
-    if args.resume and os.path.exists(ckpt):
-        meta = load_checkpoint(ckpt, modules, opt)
-        step, total, elapsed = meta["step"], meta["total"], meta["elapsed"]
-        log(f"{key}: resumed at step {step}/{total}")
-    elif hi:
-        load_checkpoint(os.path.join(work, "unet.safetensors"), modules, None)
-    if state.get(key + "_done") or (hi and args.minutes_unet_hi <= 0 and not args.unet_hi_steps):
-        return ema_unet, ema_text
-    minutes = args.minutes_unet_hi if hi else args.minutes_unet
-    ema_decay = args.unet_hi_ema if hi else args.ema
-    stage_id = 4 if hi else 2
+    snr = sched.alphas_cumprod / (1 - sched.alphas_cumprod)
+    modules = {"unet": unet, "text": text, "ema_unet": ema_unet.average, "ema_text": ema_text.average}
+    stage = _stage(args, "unet", 2, args.unet_lr, 200, os.path.join(work, "unet.safetensors"), args.unet_steps,
+                   args.minutes_unet, log_every=10)
+    if state.get("unet_done"):
+        load_checkpoint(stage.checkpoint, modules, opt)
+        return ema_unet.average, ema_text.average
 
     # token ids of every distinct caption (and of the empty caption) once
     distinct = sorted(set(captions))
     cap_index = {c: i for i, c in enumerate(distinct)}
-    enc = tokenizer(distinct + [""], padding="max_length", max_length=tokenizer.model_max_length,
-                    truncation=True, return_tensors="pt")
-    all_ids = enc.input_ids
+    all_ids = tokenizer(distinct + [""], padding="max_length", max_length=tokenizer.model_max_length,
+                        truncation=True, return_tensors="pt").input_ids
     empty_row = len(distinct)
     cap_rows = np.array([cap_index[c] for c in captions])
+    running = {}
 
-    timer = StageTimer(minutes, args.unet_hi_steps if hi else args.unet_steps, step, total)
-    n = len(captions)
-    unet.train()
-    text.train()
-    bar = tqdm(total=total, initial=step, desc=key, unit="step", dynamic_ncols=True, mininterval=5)
-    t_start, last_ckpt = time.time(), time.time()
-    run_loss = None
-    while True:
-        total = timer.update(step, elapsed)
-        if total is not None:
-            if bar.total != total:
-                bar.total = total
-                bar.refresh()
-                log(f"{key}: {total} steps (repeat exactly with --{key.replace('_', '-')}-steps {total})")
-            if step >= total:
-                break
-        rng = np.random.default_rng(step_seed(args.seed, stage_id, step))
-        idx = rng.integers(0, n, size=args.unet_batch)
+    def loss_fn(step, rng, g):
+        idx = rng.integers(0, len(captions), size=args.unet_batch)
         rows = cap_rows[idx].copy()
         rows[rng.random(args.unet_batch) < args.caption_dropout] = empty_row
-        g = torch.Generator().manual_seed(step_seed(args.seed, stage_id * 11, step))
         idx_t = torch.from_numpy(idx)
         z0 = (latent_mean[idx_t] + latent_std[idx_t] * torch.randn(latent_mean[idx_t].shape, generator=g)) * scaling
         noise = torch.randn(z0.shape, generator=g)
         t = torch.randint(0, sched.config.num_train_timesteps, (args.unet_batch,), generator=g)
-        if hi:
-            half = args.unet_batch // 2
-            t[half:] = torch.randint(600, sched.config.num_train_timesteps, (args.unet_batch - half,), generator=g)
-        zt = sched.add_noise(z0, noise, t)
-        for pg in opt.param_groups:
-            pg["lr"] = cosine_lr(step, total or 10**9, base_lr, 20 if hi else 200)
         emb = text(all_ids[torch.from_numpy(rows)])[0]
-        pred = unet(zt, t, encoder_hidden_states=emb).sample
+        pred = unet(sched.add_noise(z0, noise, t), t, encoder_hidden_states=emb).sample
         if v_prediction:
             # plain v loss = x0 error weighted SNR + 1: full weight on the layout at high noise
             target, w = sched.get_velocity(z0, noise, t), torch.ones(args.unet_batch)
         else:
-            target = noise
-            w = torch.clamp(snr[t], max=args.snr_gamma) / snr[t]  # min-SNR weighting (epsilon)
-            if hi:
-                w[half:] = 0.1 * torch.clamp(1.0 / snr[t[half:]], max=100.0)  # x0 error at high noise
+            target, w = noise, torch.clamp(snr[t], max=args.snr_gamma) / snr[t]  # min-SNR weighting (epsilon)
         loss = (w * (pred - target).pow(2).mean(dim=(1, 2, 3))).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        decay = ema_decay if hi else min(args.ema, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for src, dst in ((unet, ema_unet), (text, ema_text)):
-                for ps, pd in zip(src.parameters(), dst.parameters()):
-                    pd.mul_(decay).add_(ps.detach(), alpha=1 - decay)
-        step += 1
-        bar.update(1)
-        run_loss = loss.item() if run_loss is None else 0.98 * run_loss + 0.02 * loss.item()
-        if step % 10 == 0:
-            bar.set_postfix(loss=f"{run_loss:.4f}")
-        fixed = (args.unet_hi_steps if hi else args.unet_steps) is not None
-        over = not fixed and elapsed + (time.time() - t_start) > minutes * 60 * args.deadline_factor
-        if args.max_total_minutes and clock_before is not None and not fixed:
-            over = over or (clock_before + elapsed + time.time() - t_start > args.max_total_minutes * 60)
-        if time.time() - last_ckpt > args.ckpt_seconds or over or (total and step >= total):
-            save_checkpoint(ckpt, modules, opt,
-                            {"step": step, "total": total, "elapsed": elapsed + time.time() - t_start})
-            last_ckpt = time.time()
-        if over:
-            log(f"{key}: time budget exceeded, stopping at step {step}")
-            break
-        if args.interrupt_at_unet_step and step == args.interrupt_at_unet_step and not hi:
-            save_checkpoint(ckpt, modules, opt,
-                            {"step": step, "total": total, "elapsed": elapsed + time.time() - t_start})
-            bar.close()
-            raise SystemExit(f"interrupted at unet step {step} (testing --resume)")
-    bar.close()
-    state.update({key + "_done": True, key + "_total": total, key + "_steps_run": step,
-                  key + "_seconds": elapsed + time.time() - t_start})
-    return ema_unet, ema_text
+        running["loss"] = loss.item() if "loss" not in running else 0.98 * running["loss"] + 0.02 * loss.item()
+        return loss, lambda: {"loss": f"{running['loss']:.4f}"}
+
+    def update_ema(step):
+        decay = min(args.ema, (1 + step) / (10 + step))
+        ema_unet.update(decay)
+        ema_text.update(decay)
+
+    def whole_run_limit(seconds: float) -> bool:
+        return bool(args.max_total_minutes) and clock_before is not None and \
+            clock_before + seconds > args.max_total_minutes * 60
+
+    unet.train()
+    text.train()
+    done = run_stage(stage, modules, opt, params, loss_fn, total=state.get("unet_total"), after_step=update_ema,
+                     stop=whole_run_limit, log=log)
+    state.update(unet_done=True, unet_total=done["total"], unet_steps_run=done["step"], unet_seconds=done["seconds"])
+    return ema_unet.average, ema_text.average
+
+
+def _own_output(folder: str) -> bool:
+    """A folder this trainer exported (its marker file and pipeline index, nothing else at the top level)."""
+    from sdopt.sources import TINY_SHAPES_MARKER
+
+    expected = {TINY_SHAPES_MARKER, "model_index.json", "scheduler", "text_encoder", "tokenizer", "unet", "vae"}
+    return os.path.isdir(folder) and set(os.listdir(folder)) <= expected and \
+        os.path.isfile(os.path.join(folder, TINY_SHAPES_MARKER))
 
 
 def export_pipeline(out: str, vae, unet, text, tok_dir: str, scaling: float, scheduler: dict) -> None:
+    """Write the pipeline folder to a staging folder beside `out`, then put it in place of `out` (checked
+    at the start to be empty, absent or this trainer's own output)."""
+    from sdopt.safe_io import commit_folder, staging_folder
+
+    staging = staging_folder(os.path.dirname(out), os.path.basename(out))
+    try:
+        _save_pipeline(str(staging), vae, unet, text, tok_dir, scaling, scheduler)
+        commit_folder(staging, Path(out))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _save_pipeline(out: str, vae, unet, text, tok_dir: str, scaling: float, scheduler: dict) -> None:
     from diffusers import DDIMScheduler, StableDiffusionPipeline
     from transformers import CLIPTokenizer
 
@@ -535,8 +351,6 @@ def export_pipeline(out: str, vae, unet, text, tok_dir: str, scaling: float, sch
         scheduler=DDIMScheduler(**scheduler), safety_checker=None, feature_extractor=None,
         requires_safety_checker=False,
     )
-    if os.path.exists(out):
-        shutil.rmtree(out)
     pipe.save_pretrained(out, safe_serialization=True)
     # ship the tokenizer files exactly as built (vocab.json/merges.txt included)
     shutil.rmtree(os.path.join(out, "tokenizer"))
@@ -588,13 +402,6 @@ def parse_args(argv=None):
     p.add_argument("--minutes-vae", type=float, default=10.0)
     p.add_argument("--minutes-decoder", type=float, default=4.0)
     p.add_argument("--minutes-unet", type=float, default=40.0)
-    p.add_argument("--latent-scale-mult", type=float, default=1.0,
-                   help="scaling_factor = 1 / (this x latent std); see main()")
-    p.add_argument("--minutes-unet-hi", type=float, default=0.0,
-                   help="optional high-noise fine-tuning of an epsilon model (see train_unet)")
-    p.add_argument("--unet-hi-steps", type=int, default=None, help="fixed high-noise fine-tuning step count")
-    p.add_argument("--unet-hi-lr", type=float, default=3e-4)
-    p.add_argument("--unet-hi-ema", type=float, default=0.99)
     p.add_argument("--max-total-minutes", type=float, default=59.0,
                    help="the UNet stage stops anyway when the whole training reaches this (0: no limit)")
     p.add_argument("--vae-steps", type=int, default=None, help="fixed VAE step count (overrides --minutes-vae)")
@@ -622,7 +429,6 @@ def parse_args(argv=None):
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--ckpt-seconds", type=float, default=120.0, help="checkpoint interval")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    p.add_argument("--interrupt-at-unet-step", type=int, default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -635,6 +441,9 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = os.path.abspath(args.out)
+    if os.path.exists(out) and not _own_output(out):
+        log(f"error: --out {out} exists and is not a model this trainer wrote; not replaced (choose another --out)")
+        return 2
     work = os.path.abspath(args.work_dir or out.rstrip("/") + ".work")
     os.makedirs(work, exist_ok=True)
     state_path = os.path.join(work, "state.json")
@@ -687,14 +496,7 @@ def main(argv=None) -> int:
     g = torch.Generator().manual_seed(args.seed)
     sample = latent_mean + latent_std * torch.randn(latent_mean.shape, generator=g)
     latent_sd = float(sample.std())
-    # SD sets scaling_factor = 1 / std.  Our 8x8 latents of one small object are sparse: the object's
-    # energy is concentrated in a few latent pixels, and with 1 / std it stays visible through the
-    # noise up to t = 999 (summed SNR ~1), so the UNet reads the layout from the initial noise and
-    # ignores the prompt's position words.  Scaling 1 / (k * std) is the usual resolution shift of
-    # the noise schedule (as in SD3 / simple diffusion) and leaves the top ~200 timesteps to the prompt.
-    # Measured: k = 4 did NOT make the position learnable within the budget (and hurt shapes), so the
-    # default stays k = 1 (SD's convention); the option is kept for experiments.
-    scaling = 1.0 / (args.latent_scale_mult * latent_sd)
+    scaling = 1.0 / latent_sd  # SD's convention (zero terminal SNR, not a latent rescale, frees the layout)
     state.update(latents_done=True, latent_std=latent_sd, latent_mean=float(sample.mean()), scaling_factor=scaling)
     save_state()
     log(f"latents: std {latent_sd:.4f} mean {float(sample.mean()):.4f} -> scaling_factor {scaling:.4f}")
@@ -717,12 +519,6 @@ def main(argv=None) -> int:
 
     unet, text = train_unet(args, work, captions, latent_mean, latent_std, scaling, tok_ids, tokenizer, state,
                             clock_before=state["seconds_before_unet"])
-    save_state()
-    # whole-run clock before the high-noise phase: earlier stages + this run's own overhead
-    # (a resumed run adds all of its own time so far: conservative)
-    clock = state["seconds_before_unet"] + state["unet_seconds"] + ((time.time() - t_all) if args.resume else 0.0)
-    unet, text = train_unet(args, work, captions, latent_mean, latent_std, scaling, tok_ids, tokenizer, state,
-                            phase="hi", clock_before=clock)
     save_state()
 
     export_pipeline(out, vae, unet, text, tok_dir, scaling, scheduler_config(args))

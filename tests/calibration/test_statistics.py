@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from sdopt.calibration.statistics import Aggregation, StepStatistics, aggregate, interval_index
-from sdopt.calibration.trajectory import CalibrationConfig, _cache_path, record_unet_inputs, select_calls
+from sdopt.calibration.trajectory import CalibrationConfig, CallTarget, _cache_path, record_calls, select_calls
 from sdopt.errors import SdoptError
 from sdopt.sources import load_source
 
@@ -76,16 +76,42 @@ def test_sampling_selects_calls():
 
 
 def test_records_are_cached_by_weights_and_settings(tmp_path, monkeypatch):
+    from sdopt.compress.denoiser import record_unet_calls, unet_calibration_target
+
     monkeypatch.setenv("SDOPT_CACHE", str(tmp_path))
     source = load_source("arch:tiny")
     config = CalibrationConfig(num_prompts=1, steps=2)
-    path = _cache_path(source, config)
-    records = record_unet_inputs(source, config)
+
+    def path_of(c):
+        return _cache_path(source, c, unet_calibration_target(source, c))
+
+    path = path_of(config)
+    records = record_unet_calls(source, config)
     assert path.is_file() and path.parent == tmp_path / "calibration"
-    cached = record_unet_inputs(source, config)
+    cached = record_unet_calls(source, config)
     assert len(cached) == 2 and all(torch.equal(a[k], b[k]) for a, b in zip(records, cached) for k in a)
-    assert _cache_path(source, CalibrationConfig(num_prompts=1, steps=2, seed=1)) != path
-    assert _cache_path(source, CalibrationConfig(num_prompts=1, steps=2, aggregation="min-mean")) == path
+    assert set(records[0]) == {"trajectory", "step", "sample", "timestep", "encoder_hidden_states"}  # graph inputs
+    assert path_of(CalibrationConfig(num_prompts=1, steps=2, seed=1)) != path
+    assert path_of(CalibrationConfig(num_prompts=1, steps=2, aggregation="min-mean")) == path
     with torch.no_grad():
         source.pipeline.unet.conv_in.bias.add_(1.0)
-    assert _cache_path(source, config) != path  # other weights, other records
+    assert path_of(config) != path  # other weights, other records
+
+
+def test_any_module_records_the_same_way(tmp_path, monkeypatch):
+    """Calibration knows no UNet: a pass hands in the module, its input names and its trajectory."""
+    monkeypatch.setenv("SDOPT_CACHE", str(tmp_path))
+    source = load_source("arch:tiny")
+    layer = torch.nn.Linear(3, 3)
+
+    def run(prompt, seed):
+        x = torch.Generator().manual_seed(seed)
+        for step in range(4):
+            layer(torch.randn(2, 3, generator=x), scale=torch.tensor(float(step)))
+
+    layer.forward = lambda x, scale=None: torch.nn.functional.linear(x, layer.weight) * scale  # keyword argument
+    target = CallTarget("toy", layer, lambda args, kwargs: {"x": args[0], "scale": kwargs["scale"]}, run, (layer,))
+    records = record_calls(source, CalibrationConfig(num_prompts=2), target)
+    assert [(int(r["trajectory"]), int(r["step"])) for r in records] == [(t, s) for t in range(2) for s in range(4)]
+    assert records[5]["scale"].item() == 1.0 and records[0]["x"].shape == (2, 3)
+    assert torch.equal(record_calls(source, CalibrationConfig(num_prompts=2), target)[7]["x"], records[7]["x"])

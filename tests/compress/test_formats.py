@@ -10,6 +10,7 @@ from onnx import numpy_helper
 
 from sdopt.compress.quantize import QuantizeConfig, modelopt_config
 from sdopt.export import onnx as onnx_export
+from sdopt.compress import quantizers
 from sdopt.export import qdq
 from sdopt.runtime.backends.onnxruntime import EXACT_INT8_OPTIONS
 
@@ -46,9 +47,9 @@ def _quantized_block(config):
     block = _Block().eval()
     batches = [torch.randn(2, 20, 6, 6) * torch.linspace(0.1, 3, 20).reshape(1, -1, 1, 1) for _ in range(4)]
     mtq.quantize(block, modelopt_config(config), lambda m: [m(b) for b in batches])
-    layers = qdq.collect_layers(block)
+    layers = quantizers.collect_layers(block)
     assert [layer.module for layer in layers] == ["conv", "proj", "head"]
-    with qdq.quantizers_disabled(block):
+    with quantizers.quantizers_disabled(block):
         model = onnx_export.trace(block, (batches[0],), ["x"], ["y"], {"x": {0: "batch"}})
     qdq.insert_qdq(model, layers, scope="/")
     return block, model
@@ -69,7 +70,7 @@ def test_qdq_graph_matches_fake_quant_torch(case):
     x = torch.randn(3, 20, 6, 6) * 2  # some values beyond the calibrated range: saturation must agree
     with torch.no_grad():
         ref = block(x).numpy()
-        with qdq.quantizers_disabled(block):
+        with quantizers.quantizers_disabled(block):
             float_out = block(x).numpy()
     (ours,) = session.run(None, {"x": x.numpy()})
     assert np.abs(ours - ref).max() <= 1e-5 * np.abs(ref).max()

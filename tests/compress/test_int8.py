@@ -6,8 +6,10 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from sdopt.calibration.trajectory import CalibrationConfig, record_unet_inputs
-from sdopt.compress.quantize import QuantizeConfig, apply, quantized_layer_names
+from sdopt.calibration.trajectory import CalibrationConfig
+from sdopt.compress.denoiser import record_unet_calls
+from sdopt.compress.quantize import QuantizeConfig, apply
+from sdopt.compress.quantizers import quantized_layer_names
 from sdopt.export.writer import write_artifact
 from sdopt.recipe import resolve
 from sdopt.sources import load_source
@@ -25,12 +27,12 @@ def quantized(tmp_path_factory):
 
 def test_calibration_records_whole_guided_trajectory():
     source = load_source("arch:tiny")
-    records = record_unet_inputs(source, CALIBRATION)
+    records = record_unet_calls(source, CALIBRATION)
     assert len(records) == CALIBRATION.num_prompts * CALIBRATION.steps
     assert all(r["sample"].shape[0] == 2 for r in records)  # classifier-free-guidance batch
     timesteps = [float(r["timestep"][0]) for r in records[:CALIBRATION.steps]]
     assert timesteps == sorted(timesteps, reverse=True) and len(set(timesteps)) == CALIBRATION.steps
-    again = record_unet_inputs(source, CALIBRATION, use_cache=False)
+    again = record_unet_calls(source, CALIBRATION, use_cache=False)
     assert all(torch.equal(a["sample"], b["sample"]) for a, b in zip(records, again))
 
 

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from sdopt.calibration.statistics import Aggregation, RangeRecorder
-from sdopt.compress.quantize import QuantizeConfig, activation_quantizers, modelopt_config, set_interval_ranges
+from sdopt.compress.quantize import QuantizeConfig, modelopt_config, set_interval_ranges
+from sdopt.compress.quantizers import activation_quantizers
+from sdopt.compress import quantizers
 from sdopt.export import qdq
 
 INTERVALS, T = 4, 1000
@@ -68,10 +70,10 @@ def test_exported_table_matches_fake_quant(calibrated):
     from sdopt.runtime.backends.onnxruntime import EXACT_INT8_OPTIONS
 
     block, _ = calibrated
-    layers = qdq.collect_layers(block)
+    layers = quantizers.collect_layers(block)
     assert all(layer.input_table is not None and len(layer.input_table) == INTERVALS for layer in layers)
     example = (torch.randn(2, 8, 6, 6), torch.full((2,), 500.0))
-    with qdq.quantizers_disabled(block):
+    with quantizers.quantizers_disabled(block):
         model = onnx_export.trace(block, example, ["sample", "timestep"], ["out"],
                                   {"sample": {0: "batch"}, "timestep": {0: "batch"}})
     qdq.insert_qdq(model, layers, scope="/", interval=qdq.IntervalIndex("timestep", INTERVALS, T))
@@ -97,4 +99,4 @@ def test_interval_tables_need_the_timestep_input(calibrated):
 
     block, _ = calibrated
     with pytest.raises(SdoptError, match="timestep"):
-        qdq.insert_qdq(onnx.ModelProto(), qdq.collect_layers(block), scope="/")
+        qdq.insert_qdq(onnx.ModelProto(), quantizers.collect_layers(block), scope="/")

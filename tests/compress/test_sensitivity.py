@@ -2,8 +2,10 @@
 
 import json
 
-from sdopt.calibration.trajectory import CalibrationConfig, record_unet_inputs
-from sdopt.compress.quantize import QuantizeConfig, apply, float_layer_names, quantized_layer_names
+from sdopt.calibration.trajectory import CalibrationConfig
+from sdopt.compress.denoiser import record_unet_calls
+from sdopt.compress.quantize import QuantizeConfig, apply
+from sdopt.compress.quantizers import float_layer_names, quantized_layer_names
 from sdopt.compress.sensitivity import keep_sensitive_layers_in_float
 from sdopt.sources import load_source
 
@@ -13,7 +15,7 @@ CALIBRATION = CalibrationConfig(num_prompts=1, steps=3)
 def test_worst_layers_go_back_to_float_until_the_target_holds():
     source = apply(load_source("arch:tiny"), QuantizeConfig(calibration=CALIBRATION))
     unet = source.pipeline.unet
-    calls = record_unet_inputs(source, CALIBRATION)
+    calls = record_unet_calls(source, CALIBRATION)
     layers = quantized_layer_names(unet)
     probe = keep_sensitive_layers_in_float(unet, calls, target_db=0.0)  # already met: nothing changes
     assert probe["kept_float"] == [] and quantized_layer_names(unet) == layers

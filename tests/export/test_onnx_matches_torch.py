@@ -26,11 +26,15 @@ def source(request):
     return load_source(spec)
 
 
+def graphs(source, role):
+    return [onnx_export.export_graph(g) for g in onnx_export.default_graphs(source) if g.role == role]
+
+
 def test_text_encoders(source):
     ids = torch.tensor([source.tokenizers[0]("a blue square", padding="max_length", max_length=77).input_ids,
                         source.tokenizers[0]("", padding="max_length", max_length=77).input_ids])
-    for i, graph in enumerate(onnx_export.export_text_encoders(source)):
-        outputs = run_onnx(graph.model, {"input_ids": ids.numpy()})
+    for i, model in enumerate(graphs(source, "text_encoder")):
+        outputs = run_onnx(model, {"input_ids": ids.numpy()})
         with torch.no_grad():
             out = source.text_encoders[i](ids, output_hidden_states=True)
         if source.kind == "sdxl":
@@ -44,9 +48,9 @@ def test_text_encoders(source):
 
 @pytest.mark.parametrize("batch,latent_hw", [(2, (8, 8)), (1, (16, 8))])
 def test_unet_dynamic_shapes(source, batch, latent_hw):
-    graph = onnx_export.export_unet(source)
+    (model,) = graphs(source, "denoiser")
     inputs = onnx_export.unet_example_inputs(source, batch=batch, latent_hw=latent_hw)
-    (ours,) = run_onnx(graph.model, {k: v.numpy() for k, v in inputs.items()})
+    (ours,) = run_onnx(model, {k: v.numpy() for k, v in inputs.items()})
     added = {k: inputs[k] for k in ("text_embeds", "time_ids") if k in inputs} or None
     with torch.no_grad():
         ref = source.pipeline.unet(inputs["sample"], inputs["timestep"],
@@ -57,10 +61,22 @@ def test_unet_dynamic_shapes(source, batch, latent_hw):
 
 
 def test_vae_decoder(source):
-    graph = onnx_export.export_vae_decoder(source)
+    (model,) = graphs(source, "vae_decoder")
     latent = torch.randn(1, 4, 8, 16, generator=torch.Generator().manual_seed(5))
-    (ours,) = run_onnx(graph.model, {"latent": latent.numpy()})
+    (ours,) = run_onnx(model, {"latent": latent.numpy()})
     with torch.no_grad():
         ref = source.pipeline.vae.decode(latent, return_dict=False)[0]
     assert ours.shape == (1, 3, 64, 128)
     assert max_relative_error(ours, ref.numpy()) <= TOLERANCE
+
+
+def test_vae_encoder(source):
+    """The posterior's mean and log-variance, as diffusers' AutoencoderKL.encode gives them."""
+    (model,) = graphs(source, "vae_encoder")
+    image = torch.rand(2, 3, 64, 128, generator=torch.Generator().manual_seed(6)) * 2 - 1
+    (ours,) = run_onnx(model, {"image": image.numpy()})
+    with torch.no_grad():
+        posterior = source.pipeline.vae.encode(image, return_dict=False)[0]
+    assert ours.shape == (2, 8, 8, 16)
+    assert max_relative_error(ours[:, :4], posterior.mean.numpy()) <= TOLERANCE
+    assert max_relative_error(ours[:, 4:], posterior.logvar.numpy()) <= TOLERANCE

@@ -70,10 +70,10 @@ def test_failed_compress_leaves_no_parent_folders_and_keeps_the_old_artifact(cap
                                                                              monkeypatch):
     import sdopt.export.writer as writer
 
-    def broken(_source):
+    def broken(_source, _spec):
         raise RuntimeError("simulated crash during export")
 
-    monkeypatch.setattr(writer, "_unet_graph", broken)
+    monkeypatch.setattr(writer, "export_graph", broken)
     before = tree(tmp_path)
     for out in (tmp_path / "new" / "deeper" / "art", artifact_copy):
         with pytest.raises(RuntimeError):

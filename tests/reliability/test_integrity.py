@@ -186,11 +186,24 @@ def test_manifest_keys_required(capsys, artifact_copy, png, key):
     assert f"missing key '{key}'" in run_fails(capsys, artifact_copy, png)
 
 
-def test_required_component(capsys, artifact_copy, png):
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c.pop("unet"), "0 graphs of role 'denoiser', a sd pipeline has 1"),
+    (lambda c: c["vae_encoder"].update(role="denoiser"), "2 graphs of role 'denoiser'"),
+    (lambda c: c["text_encoder"].pop("tokenizer"), "a text encoder needs the folder of its listed tokenizer"),
+    (lambda c: c["unet"].update(role="Denoiser"), "components.unet.role"),
+])
+def test_required_roles(capsys, artifact_copy, png, change, message):
     manifest = manifest_of(artifact_copy)
-    manifest["components"].pop("unet")
+    change(manifest["components"])
     write_manifest(artifact_copy, manifest)
-    assert "components: missing 'unet'" in run_fails(capsys, artifact_copy, png)
+    assert message in run_fails(capsys, artifact_copy, png)
+
+
+def test_unknown_denoise_strategy(capsys, artifact_copy, png):
+    manifest = manifest_of(artifact_copy)
+    manifest["pipeline"]["denoise"] = {"strategy": "teleport"}
+    write_manifest(artifact_copy, manifest)
+    assert "denoise strategy 'teleport' is unknown to this runtime" in run_fails(capsys, artifact_copy, png)
 
 
 def test_tokenizer_that_is_not_one(capsys, artifact_copy, png):

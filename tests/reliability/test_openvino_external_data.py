@@ -26,8 +26,8 @@ def test_openvino_build_and_run(external_data_artifact, capsys):
     pytest.importorskip("openvino", reason="the openvino extra is not installed")
     assert main(["build", str(external_data_artifact), "--format", "openvino"]) == 0
     build = open_artifact(external_data_artifact).build("openvino")
-    assert sorted(build["files"]) == [f"openvino/{c}/model.{e}" for c in ("text_encoder", "unet", "vae_decoder")
-                                      for e in ("bin", "xml")]
+    graphs = ("text_encoder", "unet", "vae_decoder", "vae_encoder")
+    assert sorted(build["files"]) == [f"openvino/{c}/model.{e}" for c in graphs for e in ("bin", "xml")]
     assert not [p for p in external_data_artifact.iterdir() if p.name.startswith(".")]  # no scratch left
     request = dict(seed=2, steps=3, guidance=4.0)
     ours = Pipeline(external_data_artifact, "openvino", precision="f32")("a red circle", **request).image_float

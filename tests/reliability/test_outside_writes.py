@@ -49,4 +49,4 @@ def test_openvino_build_writes_only_inside_the_artifact(capsys, artifact_copy, t
     assert main(["build", str(artifact_copy), "--format", "openvino"]) == 0
     assert os.listdir(scratch) == [] and outside_the_artifact() == before
     assert sorted(os.listdir(artifact_copy)) == ["manifest.json", "model_index.json", "openvino", "scheduler",
-                                                 "text_encoder", "tokenizer", "unet", "vae_decoder"]
+                                                 "text_encoder", "tokenizer", "unet", "vae_decoder", "vae_encoder"]

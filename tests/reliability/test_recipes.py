@@ -64,9 +64,15 @@ def test_calibration_sizes_checked_before_recording(capsys, tmp_path, argv, mess
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--recipe", "fp32", "--calib-intervals", "4"], "calibration option 'intervals' needs a recipe"),
-    (["--recipe", "fp32", "--seed", "3"], "calibration option 'seed' needs a recipe"),
-    (["--recipe", "fp32", "--split-shortcuts"], "--split-shortcuts needs a quantizing recipe"),
+    (["--recipe", "fp32", "--calib-intervals", "4"], "--calib-intervals applies to the quantize pass; recipe 'fp32'"),
+    (["--recipe", "fp32", "--seed", "3"], "--seed applies to the quantize pass"),
+    (["--recipe", "fp32", "--split-shortcuts"], "--split-shortcuts applies to the quantize pass"),
+    (["--recipe", "fp32", "--set", "quantize.format=int8"], "--set quantize.format=int8 applies to the quantize pass"),
+    (["--recipe", "int8", "--set", "prune.ratio=0.5"], "--set prune.ratio=0.5: unknown pass 'prune'"),
+    (["--recipe", "int8", "--set", "quantize.bogus=1"], "unknown option(s) bogus"),
+    (["--recipe", "int8", "--set", "quantize.split_shortcuts=maybe"], "split_shortcuts must be true or false"),
+    (["--recipe", "int8", "--set", "quantize"], "expected PASS.KEY=VALUE"),
+    (["--recipe", "int8", "--set", "quantize.format.x=1"], "format is not a mapping"),
     (["--recipe", "fp8", "--smoothquant", "0.5"], "SmoothQuant applies to int8"),
     (["--recipe", "int8", "--skip", "block,conv"], "quantization matched no layer"),
     (["--recipe", "int8", "--auto-skip", "0"], "auto_skip 0.0 dB must lie in (0, 200]"),

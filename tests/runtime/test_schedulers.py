@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from sdopt.errors import SdoptError
 from sdopt.runtime.schedulers import make_scheduler
 
 torch = pytest.importorskip("torch")
@@ -194,7 +195,7 @@ def test_set_timesteps_resets_state(name):
 
 
 def test_unknown_name():
-    with pytest.raises(ValueError, match="unknown scheduler 'pndm'; choose one of ddim, euler, dpmpp"):
+    with pytest.raises(SdoptError, match="unknown scheduler 'pndm'; choose one of ddim, euler, dpmpp"):
         make_scheduler("pndm", SD15)
 
 
@@ -202,7 +203,7 @@ def test_unknown_name():
 @pytest.mark.parametrize("steps", [0, 1001])
 def test_bad_step_count(name, steps):
     s = make_scheduler(name, SD15)
-    with pytest.raises(ValueError, match="num_inference_steps"):
+    with pytest.raises(SdoptError, match="num_inference_steps"):
         s.set_timesteps(steps)
 
 
@@ -220,7 +221,7 @@ def test_bad_step_count(name, steps):
     ],
 )
 def test_unsupported_options_are_refused(name, option):
-    with pytest.raises(ValueError, match=next(iter(option))):
+    with pytest.raises(SdoptError, match=next(iter(option))):
         make_scheduler(name, {**SD15, **option})
 
 
@@ -233,3 +234,32 @@ def test_options_of_other_classes_are_ignored():
 def test_module_does_not_import_torch():
     code = "import sys, sdopt.runtime.schedulers; assert not {'torch', 'diffusers'} & set(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("strength", [0.3, 0.75, 1.0])
+@pytest.mark.parametrize("config", [SD15, SD21, SDXL], ids=["sd15", "sd21-v", "sdxl"])
+@pytest.mark.parametrize("name", DIFFUSERS_CLASSES)
+def test_img2img_start_and_add_noise_match_diffusers(name, config, strength):
+    """Where img2img starts (diffusers' StableDiffusionImg2ImgPipeline.get_timesteps), the noised image
+    latents there, and the trajectory on from them."""
+    steps = 20
+    ours, ref = make_scheduler(name, config), DIFFUSERS_CLASSES[name].from_config(config)
+    ours.set_timesteps(steps)
+    ref.set_timesteps(steps)
+    start = max(steps - min(int(steps * strength), steps), 0)
+    assert ours.start_index(strength) == start
+    ours.set_begin_index(start)
+    if hasattr(ref, "set_begin_index"):
+        ref.set_begin_index(start * ref.order)
+    rng = np.random.default_rng(4)
+    image_latents, noise = (rng.standard_normal(SHAPE, dtype=np.float32) for _ in range(2))
+    x = ours.add_noise(image_latents, noise, ours.timesteps[start])
+    x_ref = ref.add_noise(torch.from_numpy(image_latents), torch.from_numpy(noise), ref.timesteps[start:start + 1])
+    np.testing.assert_allclose(x, x_ref.numpy(), rtol=0, atol=REL_TOL * float(np.abs(x_ref.numpy()).max()))
+    for t, t_ref in zip(ours.timesteps[start:], ref.timesteps[start:]):
+        model_output = rng.standard_normal(SHAPE, dtype=np.float32)
+        x = ours.step(model_output, t, x)
+        ref.scale_model_input(x_ref, t_ref)  # diffusers' Euler expects it before each step
+        x_ref = ref.step(torch.from_numpy(model_output), t_ref, x_ref).prev_sample
+        scale = max(1.0, float(np.abs(x_ref.numpy()).max()))
+        np.testing.assert_allclose(x, x_ref.numpy(), rtol=0, atol=REL_TOL * scale)

@@ -1,0 +1,67 @@
+"""How a pass calls the source's UNet, in the exported graph's terms: call arguments <-> graph inputs
+(`sample`, `timestep`, `encoder_hidden_states`, SDXL's `text_embeds` and `time_ids`), and the sampling
+trajectories calibration records them along."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from sdopt.calibration.trajectory import CalibrationConfig, CallTarget, trajectory_settings
+from sdopt.shared import SCHEDULERS
+
+ADDED_CONDITIONS = ("text_embeds", "time_ids")  # SDXL's added_cond_kwargs
+
+
+def unet_call_inputs(args: tuple, kwargs: dict) -> dict[str, torch.Tensor]:
+    """A diffusers UNet2DConditionModel call's arguments, by graph input name."""
+    sample = args[0]
+    timestep = args[1] if len(args) > 1 else kwargs["timestep"]
+    hidden = args[2] if len(args) > 2 else kwargs["encoder_hidden_states"]
+    inputs = {"sample": sample,
+              "timestep": torch.as_tensor(timestep, dtype=torch.float32).reshape(-1).expand(sample.shape[0]),
+              "encoder_hidden_states": hidden}
+    added = kwargs.get("added_cond_kwargs") or {}
+    inputs.update({key: added[key].to(torch.float32) for key in ADDED_CONDITIONS if key in added})
+    return inputs
+
+
+def run_unet(unet, inputs: dict):
+    """The UNet's noise prediction for graph inputs (extra keys such as a record's step are ignored)."""
+    added = {k: inputs[k] for k in ADDED_CONDITIONS if k in inputs} or None
+    return unet(inputs["sample"], inputs["timestep"], encoder_hidden_states=inputs["encoder_hidden_states"],
+                added_cond_kwargs=added, return_dict=False)[0]
+
+
+def unet_calibration_target(source, config: CalibrationConfig) -> CallTarget:
+    """The UNet's calls along text-to-image trajectories with the config's scheduler, steps, guidance and size."""
+    import diffusers
+
+    pipe = source.pipeline
+    steps, guidance = trajectory_settings(source, config)
+    height, width = config.size or source.height, config.size or source.width
+
+    def run(prompt: str, seed: int) -> None:
+        with _scheduler(pipe, getattr(diffusers, SCHEDULERS[config.scheduler])):
+            pipe(prompt, num_inference_steps=steps, guidance_scale=guidance, height=height, width=width,
+                 generator=torch.Generator().manual_seed(seed), output_type="latent")
+
+    return CallTarget("unet", pipe.unet, unet_call_inputs, run, weights=(pipe.unet, *source.text_encoders))
+
+
+@contextlib.contextmanager
+def _scheduler(pipe, scheduler_class):
+    original = pipe.scheduler
+    pipe.scheduler = scheduler_class.from_config(original.config)
+    try:
+        yield
+    finally:
+        pipe.scheduler = original
+
+
+def record_unet_calls(source, config: CalibrationConfig, use_cache: bool = True) -> list[dict]:
+    """The UNet's recorded calls (cached), as the quantize pass calibrates on them."""
+    from sdopt.calibration.trajectory import record_calls
+
+    return record_calls(source, config, unet_calibration_target(source, config), use_cache)

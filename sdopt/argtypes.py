@@ -1,0 +1,70 @@
+"""Command-line value types: each turns a flag's text into a value within sdopt's limits, or raises
+argparse's error (one line, exit code 2). Used by the CLI and by the shortcuts passes declare."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from .limits import MAX_SEED, MAX_SIDE, MAX_STEPS
+
+
+def integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+
+
+def finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number")
+    return value
+
+
+def image_side(text: str) -> int:
+    value = integer(text)
+    if value <= 0 or value % 8:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive multiple of 8")
+    if value > MAX_SIDE:
+        raise argparse.ArgumentTypeError(f"{value} is over the limit of {MAX_SIDE} pixels")
+    return value
+
+
+def positive(text: str) -> int:
+    value = integer(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
+
+
+def steps(text: str) -> int:
+    value = positive(text)
+    if value > MAX_STEPS:
+        raise argparse.ArgumentTypeError(f"{value} is over the limit of {MAX_STEPS} steps")
+    return value
+
+
+def seed(text: str) -> int:
+    value = integer(text)
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"{value} is not in [0, {MAX_SEED}]")
+    return value
+
+
+def strength(text: str) -> float:
+    value = finite(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{value} is not in (0, 1]")
+    return value
+
+
+def unit_interval(text: str) -> float:
+    value = finite(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{value} is not in [0, 1]")
+    return value

@@ -1,0 +1,28 @@
+"""The graphs an artifact holds: each a traced torch module with a role the runtime loads it by.
+
+The exporter starts from the source pipeline's graphs (text encoders, denoiser, VAE decoder and encoder);
+a pass may add its own (for example a second, partial UNet graph), described the same way. Torch-free:
+the spec only carries the torch objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Roles the runtime knows; a denoise strategy may name further denoiser roles of its own.
+TEXT_ENCODER, DENOISER, VAE_DECODER, VAE_ENCODER = "text_encoder", "denoiser", "vae_decoder", "vae_encoder"
+ROLES = (TEXT_ENCODER, DENOISER, VAE_DECODER, VAE_ENCODER)
+
+
+@dataclass
+class GraphSpec:
+    name: str  # the artifact folder the graph is written to (a plain identifier)
+    role: str
+    component: str  # the pipeline attribute holding the module (its quantization is looked up by it)
+    wrapper: object  # torch.nn.Module whose forward takes and returns tensors only: what is traced
+    inputs: dict  # input name -> example tensor, in the order forward takes them
+    outputs: list  # output names
+    dynamic_axes: dict  # as torch.onnx.export takes them
+    scope: str = ""  # node-name prefix of the component inside the traced wrapper, e.g. "/unet/"
+    partial: bool = False  # the graph holds only some of the component's layers
+    details: dict = field(default_factory=dict)  # recorded in the manifest beside the graph
