@@ -8,9 +8,10 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from sdopt.compress.quantize import QuantizeConfig, modelopt_config
-from sdopt.export import onnx as onnx_export
 from sdopt.compress import quantizers
+from sdopt.compress.quantize import QuantizeConfig, modelopt_config
+from sdopt.errors import SdoptError
+from sdopt.export import onnx as onnx_export
 from sdopt.export import qdq
 from sdopt.runtime.backends.onnxruntime import EXACT_INT8_OPTIONS
 
@@ -145,3 +146,27 @@ def test_raise_opset_moves_reduce_axes_to_an_input():
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
     (y,) = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
     np.testing.assert_allclose(y, x.mean(1))
+
+
+def test_a_partial_graph_quantizes_the_layers_it_holds():
+    """A second graph of part of a module (a cache pass's shallow UNet) takes Q/DQ for its own layers; the
+    full graph must hold every quantized layer."""
+    import dataclasses
+
+    import modelopt.torch.quantization as mtq
+
+    torch.manual_seed(0)
+    block = _Block().eval()
+    batches = [torch.randn(2, 20, 6, 6) for _ in range(2)]
+    mtq.quantize(block, modelopt_config(CASES["int8"]), lambda m: [m(b) for b in batches])
+    layers = quantizers.collect_layers(block)
+    absent = dataclasses.replace(layers[0], module="not_in_this_graph")
+    with quantizers.quantizers_disabled(block):
+        model = onnx_export.trace(block, (batches[0],), ["x"], ["y"], {"x": {0: "batch"}})
+    full = onnx.ModelProto()
+    full.CopyFrom(model)
+    with pytest.raises(SdoptError, match="not_in_this_graph"):
+        qdq.insert_qdq(full, [*layers, absent], scope="/")
+    placed = qdq.insert_qdq(model, [*layers, absent], scope="/", require_all=False)
+    assert [layer.module for layer in placed] == ["conv", "proj", "head"]
+    assert qdq.count_ops(model)["DequantizeLinear"] >= 3
