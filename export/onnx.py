@@ -81,7 +81,7 @@ def default_graphs(source) -> list[GraphSpec]:
         graphs.append(GraphSpec(f"text_encoder{suffix}", TEXT_ENCODER, f"text_encoder{suffix}",
                                 _TextEncoder(encoder, penultimate=sdxl, pooled=pooled), {"input_ids": ids}, outputs,
                                 axes, scope="/encoder/", details={"tokenizer": f"tokenizer{suffix}"}))
-    inputs = unet_example_inputs(source)
+    inputs = source.unet_example_inputs()
     axes = {name: {0: "batch"} for name in inputs}
     axes["sample"] = axes["noise_pred"] = {0: "batch", 2: "height", 3: "width"}
     graphs.append(GraphSpec("unet", DENOISER, "unet", _UNet(source.pipeline.unet, sdxl), inputs, ["noise_pred"], axes,
@@ -101,26 +101,11 @@ def default_graphs(source) -> list[GraphSpec]:
 
 
 def graph_set(source) -> list[GraphSpec]:
-    """Every graph the artifact will hold: the pipeline's own, then those the passes added."""
-    return default_graphs(source) + list(source.graphs)
-
-
-def unet_example_inputs(source, batch: int = 2, latent_hw: tuple[int, int] | None = None) -> dict:
-    """Inputs in the exported UNet's names and order."""
-    unet = source.pipeline.unet
-    h, w = latent_hw or (unet_size_multiple(unet),) * 2
-    hidden = sum(e.config.hidden_size for e in source.text_encoders) if source.kind == "sdxl" \
-        else source.text_encoders[0].config.hidden_size
-    g = torch.Generator().manual_seed(0)
-    inputs = {
-        "sample": torch.randn(batch, unet.config.in_channels, h, w, generator=g),
-        "timestep": torch.full((batch,), 500.0),
-        "encoder_hidden_states": torch.randn(batch, 77, hidden, generator=g),
-    }
-    if source.kind == "sdxl":
-        inputs["text_embeds"] = torch.randn(batch, source.text_encoders[1].config.projection_dim, generator=g)
-        inputs["time_ids"] = torch.tensor([[64.0, 64.0, 0.0, 0.0, 64.0, 64.0]]).repeat(batch, 1)
-    return inputs
+    """Every graph the artifact will hold: the pipeline's own, then those the passes added; a pass's graph of
+    the same name as one of the pipeline's takes its place (the cache pass's full UNet, for example)."""
+    added = {spec.name: spec for spec in source.graphs}
+    own = [added.pop(spec.name, spec) for spec in default_graphs(source)]
+    return own + list(added.values())
 
 
 def unet_size_multiple(unet) -> int:

@@ -25,10 +25,10 @@ import onnx
 from sdopt.errors import SdoptError
 from sdopt.export.rewrite import (constant_interval_scales, interval_count, interval_per_timestep,
                                   rewritten_copy)
+from sdopt.graphs import is_denoiser
 
 BUILD_DIR = "tensorrt"
 FORMAT_FLAGS = {"int8": "INT8", "float8e4m3fn": "FP8", "int4": "INT4"}
-GUIDED_COMPONENTS = ("unet",)  # run at twice the image batch with guidance
 
 
 @dataclass(frozen=True)
@@ -74,27 +74,31 @@ def config_from_flags(info: dict, *, batch: str | None, height: str | None, widt
                           workspace_gib=workspace, timing_cache=timing_cache)
 
 
-def input_profiles(component: str, inputs: list[dict], info: dict, config: TensorrtConfig) -> dict:
-    """{input name: (min shape, opt shape, max shape)} from the manifest's symbolic input shapes."""
+def input_profiles(name: str, component: dict, info: dict, config: TensorrtConfig) -> dict:
+    """{input name: (min shape, opt shape, max shape)} from the manifest's symbolic input shapes. Denoiser
+    graphs run at twice the image batch with guidance; a dimension 'height/K' is the latent height over K (a
+    cached UNet feature)."""
     height = config.height or (info["height"],) * 3
     width = config.width or (info["width"],) * 3
     batch = config.batch
-    if config.guidance and component in GUIDED_COMPONENTS:
+    if config.guidance and is_denoiser(component["role"]):
         batch = tuple(2 * b for b in batch)
     f = info["vae_scale_factor"]
     dims = {"batch": batch, "height": tuple(h // f for h in height), "width": tuple(w // f for w in width)}
     profiles = {}
-    for spec in inputs:
+    for spec in component["inputs"]:
         shapes = []
         for i in range(3):
             shape = []
             for d in spec["shape"]:
+                axis, _, over = d.partition("/") if isinstance(d, str) else (d, "", "")
                 if isinstance(d, int):
                     shape.append(d)
-                elif d in dims:
-                    shape.append(dims[d][1] if config.static else dims[d][i])
+                elif axis in dims and (not over or over.isdigit() and int(over) > 0):
+                    size = dims[axis][1] if config.static else dims[axis][i]
+                    shape.append(size // int(over) if over else size)
                 else:
-                    raise SdoptError(f"{component}: input {spec['name']} has a dimension '{d}' that no profile sets")
+                    raise SdoptError(f"{name}: input {spec['name']} has a dimension '{d}' that no profile sets")
             shapes.append(tuple(shape))
         profiles[spec["name"]] = tuple(shapes)
     return profiles
@@ -170,7 +174,7 @@ def plan_build(folder: Path, config: TensorrtConfig) -> dict:
     for name, component in artifact.components.items():
         strongly_typed, flags = network_settings(component, config.precision)
         plan[name] = {"graphs": parser_graphs(folder, name), "strongly_typed": strongly_typed, "flags": flags,
-                      "profiles": input_profiles(name, component["inputs"], info, config)}
+                      "profiles": input_profiles(name, component, info, config)}
         if len(plan[name]["graphs"]) > 1:
             plan[name]["interval_per_timestep"] = interval_per_timestep(
                 onnx.load(str(Path(folder) / name / "model.onnx"), load_external_data=False))

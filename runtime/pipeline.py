@@ -37,18 +37,29 @@ class Generation:
     image: np.ndarray  # (H, W, 3) uint8
     latents: np.ndarray  # final latents, (1, C, h, w) float32
     image_float: np.ndarray  # (H, W, 3) float32 in [0, 1], before rounding to uint8
+    stats: dict  # what the denoise strategy reports, e.g. {"full": 7, "shallow": 13} for feature caching
 
 
 class Pipeline:
-    def __init__(self, folder: Path, backend: str = "onnxruntime", verify: bool = True, **backend_options):
+    def __init__(self, folder: Path, backend: str = "onnxruntime", verify: bool = True,
+                 denoise_overrides: dict | None = None, **backend_options):
+        """`denoise_overrides`: changes to the manifest's denoise strategy and parameters (`--denoise`)."""
         self.folder = Path(folder)
         self.artifact = open_artifact(self.folder, verify=verify)
         self.manifest = self.artifact.manifest
         self.info = self.manifest["pipeline"]
         self.sdxl = self.info["kind"] == "sdxl"
-        self.strategy = denoise.strategy(self.info["denoise"])
+        self.strategy_name, self.strategy, self.denoise_params = denoise.strategy(self.info["denoise"],
+                                                                                   denoise_overrides)
         components = self.manifest["components"]
         self.roles = {name: c["role"] for name, c in components.items()}
+        for role in self.strategy.roles:
+            if list(self.roles.values()).count(role) != 1:
+                raise SdoptError(f"artifact '{self.folder}': its denoise strategy needs one graph of role '{role}'")
+        for role, kind, io in self.strategy.io:
+            if io not in [i["name"] for i in components[self._named(role)][kind]]:
+                raise SdoptError(f"artifact '{self.folder}': its denoise strategy needs {kind[:-1]} {io} of the "
+                                 f"{self._named(role)} graph")
         builds = {"openvino": self._openvino_ir, "tensorrt": self._tensorrt_engines}
         per_component = builds[backend](components) if backend in builds else {name: {} for name in components}
         self.models = {}
@@ -227,11 +238,12 @@ class Pipeline:
         noise = self.initial_noise(seed, height, width) if noise is None else noise.astype(np.float32)
 
         timesteps, latents, hook, extra = self._prepare(sched, noise, image, strength, mask, batch if guided else 1)
-        denoiser = denoise.GuidedDenoiser(self.models[self.denoiser], self.denoiser, conditioning, batch, guidance,
-                                          sched, extra)
-        latents = self.strategy(denoiser, sched, latents, timesteps, hook, progress)
+        graphs = {role: (name, self.models[name]) for role in (DENOISER, *self.strategy.roles)
+                  for name in [self._named(role)]}
+        denoiser = denoise.GuidedDenoiser(graphs, conditioning, batch, guidance, sched, extra)
+        latents = self.strategy.loop(denoiser, sched, latents, timesteps, hook, progress, self.denoise_params)
         decoded = self.decode(latents)
-        return Generation((decoded * 255).round().astype(np.uint8), latents, decoded)
+        return Generation((decoded * 255).round().astype(np.uint8), latents, decoded, denoiser.stats)
 
     def _prepare(self, sched, noise, image, strength, mask, batch):
         """(timesteps to run, initial latents, per-step hook, extra denoiser input channels)."""

@@ -68,3 +68,19 @@ def unit_interval(text: str) -> float:
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"{value} is not in [0, 1]")
     return value
+
+
+def key_value(text: str) -> tuple[str, object]:
+    """KEY=VALUE, the value an int, a float or text, in that order of preference."""
+    key, eq, raw = text.partition("=")
+    if not eq or not key.strip() or not raw.strip():
+        raise argparse.ArgumentTypeError(f"'{text}' is not KEY=VALUE")
+    for kind in (int, float):
+        try:
+            value = kind(raw)
+        except ValueError:
+            continue
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text}: {raw} is not a finite number")
+        return key.strip(), value
+    return key.strip(), raw.strip()

@@ -33,8 +33,10 @@ class Target:
     path: str  # artifact folder, or model source spec for diffusers
     backend: str = "onnxruntime"
     options: dict = field(default_factory=dict)
+    denoise: dict = field(default_factory=dict)  # --denoise overrides (sdopt's artifacts only)
     peer: bool = False
     size_bytes: int | None = None
+    unet: dict = field(default_factory=dict)  # UNet parameters and MACs where a pruning pass recorded them
 
 
 @dataclass
@@ -44,6 +46,7 @@ class Settings:
     height: int
     width: int
     guidance: float
+    scheduler: str = "ddim"
     runs: int = 5
     warmup: int = 1
     warmup_steps: int = 2  # a warm-up generation runs every graph at the measured shapes
@@ -66,6 +69,8 @@ class BenchRequest:
     plot: Path | None
     device: str | None
     precision: str | None
+    scheduler: str = "ddim"
+    denoise: dict = field(default_factory=dict)
 
     @property
     def plot_path(self) -> Path | None:
@@ -119,8 +124,13 @@ def prepare(request: BenchRequest):
     settings = Settings(prompt=default_pairs(manifest, None, 1)[0][0], steps=request.steps or info["steps"],
                         height=height, width=width,
                         guidance=max(info["guidance"], 1.5),  # always guided: the batch-2 UNet
-                        runs=request.runs, warmup=request.warmup)
-    targets = plan_targets(request.artifacts, backends, peers, spec, options)
+                        scheduler=request.scheduler, runs=request.runs, warmup=request.warmup)
+    if request.denoise:
+        from sdopt.runtime.denoise import strategy
+
+        for m in manifests:
+            strategy(m["pipeline"]["denoise"], request.denoise)
+    targets = plan_targets(request.artifacts, backends, peers, spec, options, request.denoise)
     random_weights = spec.startswith("arch:") or any(m["source"]["random_weights"] for m in manifests)
     if random_weights:
         notes.append(f"note: {spec} has random weights: speed measurements only")
@@ -136,9 +146,10 @@ def deployed_bytes(manifest: dict, backend: str) -> int:
 
 
 def plan_targets(artifacts: list[Path], backends: list[str], peers: list[str], spec: str,
-                 backend_options: dict) -> list[Target]:
+                 backend_options: dict, denoise: dict | None = None) -> list[Target]:
     """sdopt's artifacts on each backend, then the peers."""
     from sdopt.artifact import load_manifest
+    from sdopt.evaluate import unet_size
 
     targets = []
     for folder in artifacts:
@@ -146,7 +157,8 @@ def plan_targets(artifacts: list[Path], backends: list[str], peers: list[str], s
         for backend in backends:
             options = backend_options if backend == "openvino" else {}
             targets.append(Target(f"sdopt {manifest['recipe']['name']} ({folder.name}, {backend})", "artifact",
-                                  str(folder), backend, options, size_bytes=deployed_bytes(manifest, backend)))
+                                  str(folder), backend, options, dict(denoise or {}),
+                                  size_bytes=deployed_bytes(manifest, backend), unet=unet_size(manifest)))
     if "ort-fp32" in peers or "openvino" in peers:
         from sdopt.evaluate import fp32_export
 
@@ -175,13 +187,14 @@ def run_target(target: Target, settings: Settings) -> dict:
 
 def summarize(target: Target, measured: dict) -> dict:
     row = {"name": target.name, "kind": target.kind, "path": target.path, "backend": target.backend,
-           "options": target.options, "peer": target.peer, "size_bytes": target.size_bytes}
+           "options": target.options, "peer": target.peer, "size_bytes": target.size_bytes, **target.unet}
     if "error" in measured:
         return {**row, "error": measured["error"]}
     runs = measured["runs"]
     stages = {"end_to_end": [r["end_to_end"] for r in runs],
               "text_encoder": [sum(r.get("text_encoder", [])) for r in runs],
-              "unet": [t for r in runs for t in r.get("unet", [])],  # per step
+              "unet": [t for r in runs for t in r.get("unet", [])],  # per call (full and shallow alike)
+              "unet_image": [sum(r.get("unet", [])) for r in runs],  # every denoiser call of one image
               "vae_decode": [sum(r.get("vae_decode", [])) for r in runs]}
     stats = {name: {"median_s": statistics.median(v), "min_s": min(v), "max_s": max(v), "n": len(v)}
              for name, v in stages.items() if v}
@@ -218,11 +231,12 @@ def machine() -> dict:
 def format_table(result: dict) -> str:
     s = result["settings"]
     header = (f"{result['source']}{' (random weights: speed only)' if result['random_weights'] else ''}, "
-              f"{s['width']}x{s['height']}, {s['steps']} steps, guidance {s['guidance']} (UNet batch 2), "
+              f"{s['width']}x{s['height']}, {s['steps']} {s.get('scheduler', 'ddim')} steps, guidance {s['guidance']} "
+              f"(UNet batch 2), "
               f"median of {s['runs']} runs after {s['warmup']} warm-up; "
               f"{result['machine'].get('processor')}, {result['machine']['cpus']} CPUs")
     peers = [r["name"] for r in result["rows"] if r["peer"] and "error" not in r]
-    columns = ["target", "end-to-end s", "min-max s", "text enc s", "UNet/step s", "VAE s", "load s",
+    columns = ["target", "end-to-end s", "min-max s", "text enc s", "UNet/step s", "UNet/img s", "VAE s", "load s",
                "warm-up s", "peak RSS GB", "size GB"] + [f"x {p}" for p in peers]
     lines = []
     for r in result["rows"]:
@@ -232,7 +246,8 @@ def format_table(result: dict) -> str:
         st = r["stages"]
         cells = [r["name"], f"{st['end_to_end']['median_s']:.2f}",
                  f"{st['end_to_end']['min_s']:.2f}-{st['end_to_end']['max_s']:.2f}"]
-        cells += [f"{st[k]['median_s']:.3f}" if k in st else "-" for k in ("text_encoder", "unet", "vae_decode")]
+        cells += [f"{st[k]['median_s']:.3f}" if k in st else "-" for k in ("text_encoder", "unet", "unet_image",
+                                                                                "vae_decode")]
         cells += [f"{r['load_s']:.1f}", f"{r['warmup_s']:.1f}", f"{r['peak_rss_bytes'] / 1e9:.2f}",
                   f"{r['size_bytes'] / 1e9:.2f}" if r["size_bytes"] else "-"]
         cells += [f"{r['speedup'][p]:.2f}" for p in peers]
@@ -244,7 +259,10 @@ def format_table(result: dict) -> str:
         if len(cells) != len(columns):
             return f"{cells[0]:<{widths[0]}}  {cells[1]}"
         return "  ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(cells, widths)))
-    return "\n".join([header, fmt(columns)] + [fmt(c) for c in lines])
+    pruned = [f"{r['name']}: UNet {r['unet_parameters'] / 1e6:.0f} M parameters "
+              f"({r['reference_unet_parameters'] / 1e6:.0f} M unpruned), {r['unet_macs'] / 1e9:.1f} GMACs per guided step ({r['reference_unet_macs'] / 1e9:.1f})"
+              for r in result["rows"] if "unet_parameters" in r and "reference_unet_parameters" in r]
+    return "\n".join([header, fmt(columns)] + [fmt(c) for c in lines] + pruned)
 
 
 def write_plot(result: dict, path: Path) -> None:
@@ -260,7 +278,7 @@ def write_plot(result: dict, path: Path) -> None:
     names = [r["name"] for r in rows][::-1]
     left = [0.0] * len(rows)
     parts = {"text encoder": [r["stages"]["text_encoder"]["median_s"] for r in rows],
-             f"UNet x {steps}": [r["stages"]["unet"]["median_s"] * steps for r in rows],
+             "UNet": [r["stages"]["unet_image"]["median_s"] for r in rows],
              "VAE decode": [r["stages"]["vae_decode"]["median_s"] for r in rows]}
     parts["other"] = [max(r["stages"]["end_to_end"]["median_s"] - sum(p[i] for p in parts.values()), 0.0)
                       for i, r in enumerate(rows)]

@@ -15,7 +15,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-STAGES = {"text_encoder": "text_encoder", "denoiser": "unet", "vae_decoder": "vae_decode"}  # by graph role
+STAGES = {"text_encoder": "text_encoder", "denoiser": "unet", "denoiser_shallow": "unet",
+          "vae_decoder": "vae_decode"}  # by graph role
 
 
 class StageClock:
@@ -41,22 +42,26 @@ class StageClock:
 def artifact_generator(target: dict, settings: dict, clock: StageClock, sizes: dict):
     from sdopt.runtime.pipeline import Pipeline
 
-    pipe = Pipeline(Path(target["path"]), target["backend"], verify=False, **target.get("options", {}))
+    pipe = Pipeline(Path(target["path"]), target["backend"], verify=False, denoise_overrides=target.get("denoise"),
+                    **target.get("options", {}))
     for name, model in pipe.models.items():
         model.run = clock.timed(STAGES.get(pipe.roles[name], name), model.run)
 
     def generate(steps: int):
         pipe(settings["prompt"], seed=0, steps=steps, guidance=settings["guidance"], height=settings["height"],
-             width=settings["width"])
+             width=settings["width"], scheduler=settings["scheduler"])
     return generate
 
 
 def diffusers_generator(target: dict, settings: dict, clock: StageClock, sizes: dict):
+    import diffusers
     import torch
 
+    from sdopt.shared import SCHEDULERS
     from sdopt.sources import load_source
 
     pipe = load_source(target["path"]).pipeline
+    pipe.scheduler = getattr(diffusers, SCHEDULERS[settings.get("scheduler", "ddim")]).from_config(pipe.scheduler.config)
     modules = [pipe.unet, pipe.vae.decoder, pipe.vae.post_quant_conv, *encoders_of(pipe)]
     sizes["size_bytes"] = sum(p.numel() * p.element_size() for m in modules for p in m.parameters())
     for module, stage in [(e, "text_encoder") for e in encoders_of(pipe)] + [(pipe.unet, "unet")]:

@@ -6,12 +6,13 @@ Every user error is one line on stderr and exit code 2; nothing half-written is 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
 from . import interrupts
-from .argtypes import finite, image_side, positive, seed, steps, strength
+from .argtypes import finite, image_side, key_value, positive, seed, steps, strength
 from .errors import SdoptError
 from .limits import MAX_SEED, MAX_STEPS
 from .shared import SCHEDULERS
@@ -93,6 +94,7 @@ def build_parser(with_passes: bool = False) -> argparse.ArgumentParser:
     r.add_argument("--strength", type=strength, help="img2img / inpainting: how much of the schedule runs on the "
                                                       "image, in (0, 1] (default 0.8; 1 with --mask)")
     r.add_argument("--mask", type=Path, help="inpainting: repaint where this mask (same size as --image) is white")
+    _denoise_flag(r)
     _backend_flags(r)
 
     e = commands.add_parser("eval", help="compare an artifact's images with a reference's",
@@ -112,6 +114,7 @@ def build_parser(with_passes: bool = False) -> argparse.ArgumentParser:
     e.add_argument("--clip", type=Path, help="local CLIP model folder (transformers CLIPModel and processor): "
                                              "adds the CLIP score of both image sets")
     e.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of a table")
+    _denoise_flag(e)
     _backend_flags(e)  # for the artifact; the reference runs on ONNX Runtime
 
     d = commands.add_parser("build", help="build an artifact for a deployment backend (OpenVINO IR, TensorRT)",
@@ -152,6 +155,8 @@ def build_parser(with_passes: bool = False) -> argparse.ArgumentParser:
     b.add_argument("--peers", help="comma-separated peers, or none (default diffusers,ort-fp32,openvino; "
                                    "openvino only where the openvino package is installed)")
     b.add_argument("--steps", type=steps, help="sampling steps (default: the model's)")
+    b.add_argument("--scheduler", choices=SCHEDULERS, default="ddim", help="ddim, euler or dpmpp (default ddim)")
+    _denoise_flag(b)
     b.add_argument("--height", type=image_side, help="image height in pixels (default: the model's)")
     b.add_argument("--width", type=image_side, help="image width in pixels (default: the model's)")
     b.add_argument("--runs", type=positive, default=5, help="timed generations per target (default 5)")
@@ -160,6 +165,17 @@ def build_parser(with_passes: bool = False) -> argparse.ArgumentParser:
     b.add_argument("--json", type=Path, help="write the results as JSON here (and the plot beside it as .png)")
     b.add_argument("--plot", type=Path, help="PNG bar plot (default: the --json path with .png)")
     return parser
+
+
+def _denoise_flag(parser) -> None:
+    parser.add_argument("--denoise", type=key_value, action="append", metavar="KEY=VALUE",
+                        help="change the artifact's denoise strategy: strategy=plain (full UNet every step), or a "
+                             "feature cache's schedule=uniform|nonuniform|adaptive, interval=N, threshold=X, "
+                             "pow=X, center=N; repeatable")
+
+
+def _denoise_overrides(args) -> dict:
+    return dict(args.denoise or [])
 
 
 def _sampling_flags(parser) -> None:
@@ -194,7 +210,8 @@ def cmd_eval(args) -> None:
         open_artifact(args.reference, verify=False)
     result = evaluate(args.artifact, args.reference, pairs, settings,
                       progress=lambda it: tqdm(it, desc="generating", unit="image"), grid=args.grid, clip=args.clip,
-                      backend=args.backend, backend_options=_backend_options(args))
+                      backend=args.backend, backend_options=_backend_options(args),
+                      denoise_overrides=_denoise_overrides(args))
     print(json.dumps(json_safe(result), allow_nan=False) if args.json else format_table(result))
 
 
@@ -229,7 +246,8 @@ def cmd_bench(args) -> None:
     from .bench import BenchRequest, bench, format_table, prepare, write_json, write_plot
 
     request = BenchRequest(args.artifacts, args.model, args.backends, args.peers, args.steps, args.height,
-                           args.width, args.runs, args.warmup, args.json, args.plot, args.device, args.precision)
+                           args.width, args.runs, args.warmup, args.json, args.plot, args.device, args.precision,
+                           args.scheduler, _denoise_overrides(args))
     targets, settings, spec, random_weights, notes = prepare(request)
     for note in notes:
         _say(note)
@@ -281,6 +299,9 @@ def cmd_compress(args) -> None:
     if source.random_weights:
         _say(f"note: {args.model} has random weights: its artifact is for speed measurements only")
     source = apply(source, recipe)
+    if source.secondary:
+        _say(f"process {os.environ.get('RANK')}: done; the main process writes {args.out}")
+        return
     out = write_artifact(source, recipe.to_dict(), args.out, command=sys.argv, external_data=args.external_data)
     _say(f"wrote {out} ({recipe.name}, {source.label}) in {time.perf_counter() - start:.1f} s")
 
@@ -303,7 +324,7 @@ def cmd_run(args) -> None:
     check_text(args.negative_prompt, "--negative-prompt")
     image, mask = _input_images(args)
     options = _backend_options(args)
-    pipe = Pipeline(args.artifact, args.backend, **options)
+    pipe = Pipeline(args.artifact, args.backend, denoise_overrides=_denoise_overrides(args), **options)
     source = pipe.manifest["source"]
     steps, guidance = args.steps or pipe.info["steps"], _guidance(args, pipe.info)
     request = dict(seed=args.seed, steps=steps, guidance=guidance, scheduler=args.scheduler, height=args.height,

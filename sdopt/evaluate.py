@@ -112,14 +112,17 @@ def fp32_export(spec: str, version: str | None = None) -> Path:
 
 
 def generate_all(pipe, pairs, settings: EvalSettings, progress=None):
-    images, latents = [], []
+    """(images, final latents, images per second, mean of the denoise strategy's counts per image)."""
+    images, latents, stats = [], [], {}
     start = time.perf_counter()
     for prompt, seed in (progress(pairs) if progress else pairs):
         result = pipe(prompt, seed=seed, steps=settings.steps, guidance=settings.guidance,
                       scheduler=settings.scheduler)
         images.append(result.image)
         latents.append(result.latents)
-    return images, latents, len(pairs) / (time.perf_counter() - start)
+        for key, value in result.stats.items():
+            stats[key] = stats.get(key, 0) + value / len(pairs)
+    return images, latents, len(pairs) / (time.perf_counter() - start), stats
 
 
 def clip_score(clip_dir: Path, prompts: list[str], images: list[np.ndarray]) -> float:
@@ -147,11 +150,12 @@ def clip_score(clip_dir: Path, prompts: list[str], images: list[np.ndarray]) -> 
 
 def evaluate(artifact: Path, reference: Path | None, pairs, settings: EvalSettings, progress=None,
              grid: Path | None = None, clip: Path | None = None, backend: str = "onnxruntime",
-             backend_options: dict | None = None) -> dict:
-    """The artifact runs on `backend`; the reference always on ONNX Runtime."""
+             backend_options: dict | None = None, denoise_overrides: dict | None = None) -> dict:
+    """The artifact runs on `backend` (its denoise strategy changed by `denoise_overrides`); the reference
+    always on ONNX Runtime as its manifest says."""
     from sdopt.runtime.pipeline import Pipeline
 
-    pipe = Pipeline(artifact, backend, **(backend_options or {}))
+    pipe = Pipeline(artifact, backend, denoise_overrides=denoise_overrides, **(backend_options or {}))
     if not pairs:
         raise SdoptError("no prompts to evaluate")
     verify_reference = reference is not None  # the cached reference was verified as it was looked up
@@ -162,8 +166,8 @@ def evaluate(artifact: Path, reference: Path | None, pairs, settings: EvalSettin
                          f"the artifact from {pipe.manifest['source']['spec']}")
     for p in (pipe, ref_pipe):
         p.check_request(steps=settings.steps, guidance=settings.guidance, scheduler=settings.scheduler)
-    images, latents, speed = generate_all(pipe, pairs, settings, progress)
-    ref_images, ref_latents, ref_speed = generate_all(ref_pipe, pairs, settings, progress)
+    images, latents, speed, calls = generate_all(pipe, pairs, settings, progress)
+    ref_images, ref_latents, ref_speed, ref_calls = generate_all(ref_pipe, pairs, settings, progress)
     result = {
         "artifact": str(artifact), "reference": str(reference), "recipe": pipe.manifest["recipe"]["name"],
         "source": pipe.manifest["source"]["spec"], "random_weights": pipe.manifest["source"]["random_weights"],
@@ -174,6 +178,9 @@ def evaluate(artifact: Path, reference: Path | None, pairs, settings: EvalSettin
         "latent_cosine": float(np.mean([cosine(a, b) for a, b in zip(latents, ref_latents)])),
         "images_per_s": speed, "reference_images_per_s": ref_speed,
         "reference_recipe": ref_pipe.manifest["recipe"]["name"],
+        "denoise": {"strategy": pipe.strategy_name, "params": pipe.denoise_params},
+        "unet_calls": calls, "reference_unet_calls": ref_calls,
+        **unet_size(pipe.manifest, ref_pipe.manifest),
     }
     if is_tiny_shapes(pipe.manifest):
         from sdopt.tinyshapes.evaluate import alignment
@@ -190,6 +197,28 @@ def evaluate(artifact: Path, reference: Path | None, pairs, settings: EvalSettin
         write_grid(grid, pairs, ref_images, images)
         result["grid"] = str(grid)
     return result
+
+
+def unet_size(manifest: dict, reference: dict | None = None) -> dict:
+    """UNet parameters and MACs (one guided call at the model's size) as a pruning pass recorded them: after
+    pruning for the artifact, before it for the unpruned source (the reference, unless it is pruned too)."""
+    pruned = next((r for r in manifest["passes"] if _resized(r)), None)
+    if pruned is None:
+        return {}
+    sizes = {"unet_parameters": pruned["after"]["parameters"], "unet_macs": pruned["after"]["macs"]}
+    if reference is None or not any(_resized(r) for r in reference["passes"]):
+        sizes.update(reference_unet_parameters=pruned["before"]["parameters"],
+                     reference_unet_macs=pruned["before"]["macs"])
+    return sizes
+
+
+def _resized(record: dict) -> bool:
+    """A pass record with UNet sizes before and after (what a pruning pass writes)."""
+    return all(isinstance(record.get(k), dict) and "macs" in record[k] for k in ("before", "after"))
+
+
+def _calls(calls: dict) -> str:
+    return f"{calls.get('full', 0):.1f}/{calls.get('shallow', 0):.1f}"
 
 
 def write_grid(path: Path, pairs, ref_images, images, rows: int = 8) -> None:
@@ -223,6 +252,14 @@ def format_table(result: dict) -> str:
                  for k, v in result["per_attribute"].items()]
     if "clip_score" in result:
         rows.append(("CLIP score", f"{result['reference_clip_score']:.2f}", f"{result['clip_score']:.2f}"))
+    if result.get("unet_calls", {}).keys() - {"full"}:
+        rows.append(("UNet calls per image, full/shallow", _calls(result["reference_unet_calls"]),
+                     _calls(result["unet_calls"])))
+    if "unet_parameters" in result:
+        rows += [("UNet parameters, M", f"{result.get('reference_unet_parameters', 0) / 1e6:.2f}",
+                  f"{result['unet_parameters'] / 1e6:.2f}"),
+                 ("UNet GMACs per guided step", f"{result.get('reference_unet_macs', 0) / 1e9:.3f}",
+                  f"{result['unet_macs'] / 1e9:.3f}")]
     rows += [("PSNR vs reference, dB", "-", f"{result['psnr']:.2f}"),
              ("SSIM vs reference", "-", f"{result['ssim']:.4f}"),
              ("latent cosine", "-", f"{result['latent_cosine']:.5f}"),

@@ -14,6 +14,11 @@ TEXT_ENCODER, DENOISER, VAE_DECODER, VAE_ENCODER = "text_encoder", "denoiser", "
 ROLES = (TEXT_ENCODER, DENOISER, VAE_DECODER, VAE_ENCODER)
 
 
+def is_denoiser(role: str) -> bool:
+    """The denoiser and the further denoiser graphs of a strategy (`denoiser_shallow`): run on the guidance batch."""
+    return role == DENOISER or role.startswith(DENOISER + "_")
+
+
 @dataclass
 class GraphSpec:
     name: str  # the artifact folder the graph is written to (a plain identifier)

@@ -36,6 +36,7 @@ class Pass:
     check: Callable | None = None  # (source, config) -> None: checks that need the loaded model, before any pass
     before: tuple[str, ...] = ()  # passes this one must precede in a recipe ("*": every other pass)
     after: tuple[str, ...] = ()  # passes this one must follow
+    requires: tuple[str, ...] = ()  # passes that must come before this one in the recipe
     shortcuts: tuple[Shortcut, ...] = ()
 
 
@@ -64,6 +65,9 @@ def check_order(names: list[str], passes: dict[str, Pass], where: str) -> None:
     """Refuse a recipe whose pass order breaks a constraint a pass declared."""
     for i, name in enumerate(names):
         spec = passes[name]
+        for needed in spec.requires:
+            if needed not in names[:i]:
+                raise SdoptError(f"{where}: {name} needs a {needed} pass before it")
         for j, other in enumerate(names):
             if other == name:
                 continue

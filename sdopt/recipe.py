@@ -27,6 +27,10 @@ BUILTIN = {
     "int8": [{"pass": "quantize", "format": "int8"}],
     "fp8": [{"pass": "quantize", "format": "fp8"}],
     "w4a8": [{"pass": "quantize", "format": "w4a8"}],
+    "cache": [{"pass": "cache"}],
+    "int8+cache": [{"pass": "quantize", "format": "int8"}, {"pass": "cache"}],
+    "prune-base": [{"pass": "prune", "blocks": "base"}, {"pass": "distill"}],
+    "prune-small": [{"pass": "prune", "blocks": "small"}, {"pass": "distill"}],
 }
 RECIPE_KEYS = ("name", "passes")
 
@@ -72,10 +76,13 @@ def resolve(spec: str, overrides: tuple | list = (), inserted: tuple | list = ()
     pass of that name."""
     if spec in BUILTIN:
         name, entries = spec, BUILTIN[spec]
+    elif "+" in spec and all(part in BUILTIN for part in spec.split("+")):
+        name, entries = spec, [entry for part in spec.split("+") for entry in BUILTIN[part]]  # e.g. prune-small+int8
     elif Path(spec).suffix in (".yaml", ".yml") or Path(spec).is_file():
         name, entries = _load_yaml(spec)
     else:
-        raise SdoptError(f"unknown recipe '{spec}'; built-in: {', '.join(BUILTIN)}, or a YAML file")
+        raise SdoptError(f"unknown recipe '{spec}'; built-in: {', '.join(BUILTIN)} (joined with +, e.g. "
+                         f"prune-small+int8+cache), or a YAML file")
     entries = [{"pass": p, **options} for p, options in inserted] + list(entries)
     registry = pass_registry.registry() if entries or overrides else {}  # fp32 alone needs no torch import
     where = f"recipe '{spec}'"
@@ -119,9 +126,12 @@ def check(source, recipe: Recipe) -> None:
 
 
 def apply(source, recipe: Recipe):
+    """The passes in order; a secondary process of a multi-process pass stops after it."""
     registry = pass_registry.registry() if recipe.passes else {}
     for pass_name, config in recipe.passes:
         source = registry[pass_name].apply(source, config)
+        if source.secondary:
+            break
     return source
 
 

@@ -42,6 +42,8 @@ class Source:
     graphs: list = field(default_factory=list)  # sdopt.graphs.GraphSpec that passes add to the pipeline's own
     quantization: dict = field(default_factory=dict)  # pipeline attribute -> sdopt.quantized.GraphQuantization
     denoise: dict = field(default_factory=lambda: {"strategy": "plain"})  # the runtime's denoise strategy
+    teachers: dict = field(default_factory=dict)  # pipeline attribute -> the module before a pass reshaped it
+    secondary: bool = False  # a non-main process of a multi-process pass: it stops after that pass
 
     @property
     def text_encoders(self) -> list:
@@ -66,6 +68,25 @@ class Source:
     @property
     def label(self) -> str:
         return f"{self.spec} (random weights)" if self.random_weights else self.spec
+
+    def unet_example_inputs(self, batch: int = 2, latent_hw: tuple[int, int] | None = None) -> dict:
+        """Example UNet inputs in the exported graph's names and order (random, seeded)."""
+        import torch
+
+        unet = self.pipeline.unet
+        h, w = latent_hw or (latent_size_multiple(len(unet.config.block_out_channels)),) * 2
+        hidden = sum(e.config.hidden_size for e in self.text_encoders) if self.kind == "sdxl" \
+            else self.text_encoders[0].config.hidden_size
+        g = torch.Generator().manual_seed(0)
+        inputs = {
+            "sample": torch.randn(batch, unet.config.in_channels, h, w, generator=g),
+            "timestep": torch.full((batch,), 500.0),
+            "encoder_hidden_states": torch.randn(batch, 77, hidden, generator=g),
+        }
+        if self.kind == "sdxl":
+            inputs["text_embeds"] = torch.randn(batch, self.text_encoders[1].config.projection_dim, generator=g)
+            inputs["time_ids"] = torch.tensor([[64.0, 64.0, 0.0, 0.0, 64.0, 64.0]]).repeat(batch, 1)
+        return inputs
 
     def describe(self) -> dict:
         return {"spec": self.spec, "kind": self.kind, "random_weights": self.random_weights,

@@ -129,15 +129,15 @@ def test_tensorrt_profiles(tiny_fp32, tiny_int8_intervals):
     info, components = manifest["pipeline"], manifest["components"]
     f = info["vae_scale_factor"]
     config = TensorrtConfig(batch=(1, 2, 4), height=(64, 128, 256), width=(64, 64, 128))
-    unet = input_profiles("unet", components["unet"]["inputs"], info, config)
+    unet = input_profiles("unet", components["unet"], info, config)
     assert unet["sample"] == ((2, 4, 64 // f, 64 // f), (4, 4, 128 // f, 64 // f), (8, 4, 256 // f, 128 // f))
     assert unet["timestep"] == ((2,), (4,), (8,))  # guidance: twice the images
     assert unet["encoder_hidden_states"][2] == (8, 77, 32)
-    vae = input_profiles("vae_decoder", components["vae_decoder"]["inputs"], info, config)
+    vae = input_profiles("vae_decoder", components["vae_decoder"], info, config)
     assert vae["latent"] == ((1, 4, 64 // f, 64 // f), (2, 4, 128 // f, 64 // f), (4, 4, 256 // f, 128 // f))
-    text = input_profiles("text_encoder", components["text_encoder"]["inputs"], info, config)
+    text = input_profiles("text_encoder", components["text_encoder"], info, config)
     assert text["input_ids"] == ((1, 77), (2, 77), (4, 77))
-    static = input_profiles("unet", components["unet"]["inputs"], info, TensorrtConfig(batch=(1, 2, 4), static=True))
+    static = input_profiles("unet", components["unet"], info, TensorrtConfig(batch=(1, 2, 4), static=True))
     native = (info["height"] // f, info["width"] // f)
     assert static["sample"] == ((4, 4, *native),) * 3
 

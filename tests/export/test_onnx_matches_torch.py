@@ -49,7 +49,7 @@ def test_text_encoders(source):
 @pytest.mark.parametrize("batch,latent_hw", [(2, (8, 8)), (1, (16, 8))])
 def test_unet_dynamic_shapes(source, batch, latent_hw):
     (model,) = graphs(source, "denoiser")
-    inputs = onnx_export.unet_example_inputs(source, batch=batch, latent_hw=latent_hw)
+    inputs = source.unet_example_inputs(batch=batch, latent_hw=latent_hw)
     (ours,) = run_onnx(model, {k: v.numpy() for k, v in inputs.items()})
     added = {k: inputs[k] for k in ("text_embeds", "time_ids") if k in inputs} or None
     with torch.no_grad():

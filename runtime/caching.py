@@ -1,0 +1,115 @@
+"""Feature caching (DeepCache): the full UNet on some steps, the shallow graph on the others, reusing the deep
+feature the last full step left at the cache branch.
+
+The artifact holds two denoiser graphs: the full UNet (role `denoiser`), which also outputs `cache_feature`,
+and the shallow path (role `denoiser_shallow`), which takes it as input. The guidance batch goes through both,
+so the cached feature is kept per guidance branch. Which steps run the full graph:
+
+    uniform     every `interval`-th step from the first (DeepCache's `cache_interval`)
+    nonuniform  the same number of full steps, denser around step `center` (DeepCache's quadratic schedule)
+    adaptive    decided while sampling: a full step once the model output has changed by `threshold` (relative,
+                accumulated over the shallow steps since the last full one), or after `interval` steps
+
+Torch-free.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from sdopt import interrupts
+from sdopt.errors import SdoptError
+
+from .denoise import advance
+
+SCHEDULES = ("uniform", "nonuniform", "adaptive")
+SHALLOW_ROLE = "denoiser_shallow"
+FEATURE = "cache_feature"
+DEFAULTS = {"schedule": "uniform", "interval": 3, "threshold": 0.05, "pow": 1.4, "center": 15}
+MAX_INTERVAL = 1000
+
+
+def check_params(params: dict, where: str) -> dict:
+    """The schedule parameters with defaults filled in, or one error naming the bad one."""
+    if "branch" in params:
+        raise SdoptError(f"{where}: the cache branch is fixed when the UNet is split; compress again with "
+                         f"--set cache.branch=N")
+    unknown = sorted(set(params) - set(DEFAULTS))
+    if unknown:
+        raise SdoptError(f"{where}: unknown option {unknown[0]!r}; known: {', '.join(DEFAULTS)}")
+    p = {**DEFAULTS, **params}
+    if p["schedule"] not in SCHEDULES:
+        raise SdoptError(f"{where}: schedule {p['schedule']!r}; choose one of {', '.join(SCHEDULES)}")
+    for key, low in (("interval", 1), ("center", 0)):
+        if isinstance(p[key], bool) or not isinstance(p[key], int) or not low <= p[key] <= MAX_INTERVAL:
+            raise SdoptError(f"{where}: {key} {p[key]!r} must be an integer in [{low}, {MAX_INTERVAL}]")
+    for key, low, high in (("threshold", 0.0, 100.0), ("pow", 1.0, 10.0)):
+        value = p[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or not low < value <= high:
+            raise SdoptError(f"{where}: {key} {value!r} must be a number in ({low:g}, {high:g}]")
+    return p
+
+
+def full_steps(schedule: str, steps: int, interval: int, pow: float = 1.4, center: int = 15) -> list[int]:
+    """Indices of the steps that run the full UNet (fixed schedules)."""
+    if interval == 1 or steps <= 1:
+        return list(range(steps))
+    if schedule == "uniform":
+        return list(range(0, steps, interval))
+    return quadratic_around_center(steps, math.ceil(steps / interval), min(center, steps - 1), pow)
+
+
+def quadratic_around_center(steps: int, count: int, center: int, pow: float) -> list[int]:
+    """`count` step indices from 0, spaced like |x|^pow around `center`: dense near it, sparse far from it.
+
+    DeepCache's non-uniform schedule: `count + 1` points evenly spaced between the pow-th roots of -center and
+    steps - center, raised back to the pow-th power, shifted by center; the first and last dropped, 0 added. The
+    root of a negative number is the principal complex one and only the real part of the power is kept, as
+    DeepCache computes it with numpy; where rounding merges indices the exponent is lowered by 0.02 and tried
+    again."""
+    while pow > 1:
+        ends = [complex(-center) ** (1 / pow), complex(steps - center) ** (1 / pow)]
+        points = np.linspace(ends[0], ends[1], count + 1) ** pow
+        picked = np.unique(points.real.astype(np.int32))[1:-1]
+        indices = [0] + [int(x) + center for x in picked]
+        if len(indices) == count:
+            return sorted(indices)
+        pow = round(pow - 0.02, 10)
+    raise SdoptError(f"the non-uniform schedule finds no {count} distinct full steps in {steps} around step "
+                     f"{center}: lower center or raise interval")
+
+
+def relative_change(new: np.ndarray, old: np.ndarray) -> float:
+    return float(np.abs(new - old).mean() / (np.abs(old).mean() + 1e-12))
+
+
+def feature_cache(denoiser, scheduler, latents, timesteps, step_hook=None, progress=None, params=None):
+    """The denoise loop with the full / shallow graphs chosen by the schedule; counts land in denoiser.stats."""
+    p = check_params(params or {}, "denoise")
+    n = len(timesteps)
+    fixed = None if p["schedule"] == "adaptive" else set(full_steps(p["schedule"], n, p["interval"], p["pow"],
+                                                                    p["center"]))
+    feature, previous, drift, since_full = None, None, 0.0, 0
+    stats = {"full": 0, "shallow": 0}
+    for i, t in enumerate(progress(timesteps) if progress else timesteps):
+        interrupts.raise_if_interrupted()
+        where = f"step {i + 1}/{n} (timestep {t})"
+        if fixed is not None:
+            full = i in fixed or feature is None
+        else:
+            full = feature is None or drift >= p["threshold"] or since_full >= p["interval"]
+        if full:
+            eps, outputs = denoiser.call(latents, t, where)
+            feature, since_full = outputs[FEATURE], 1
+        else:
+            eps, _ = denoiser.call(latents, t, where, role=SHALLOW_ROLE, inputs={FEATURE: feature})
+            since_full += 1
+        change = 0.0 if previous is None else relative_change(eps, previous)
+        drift, previous = 0.0 if full else drift + change, eps
+        stats["full" if full else "shallow"] += 1
+        latents = advance(scheduler, eps, t, latents, i, where, step_hook)
+    denoiser.stats = stats
+    return latents
