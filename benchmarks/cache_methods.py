@@ -26,6 +26,7 @@ import numpy as np
 from sdopt.bench import machine
 from sdopt.cli import main as sdopt
 from sdopt.evaluate import psnr, ssim
+from sdopt.graphs import is_denoiser
 from sdopt.runtime.pipeline import Pipeline
 from sdopt.tinyshapes.evaluate import alignment
 from sdopt.tinyshapes.grammar import heldout_pairs
@@ -37,7 +38,7 @@ def generate(folder: Path, pairs, overrides: dict | None = None) -> dict:
     pipe = Pipeline(folder, denoise_overrides=overrides)
     unet_time = []
     for name, model in pipe.models.items():
-        if pipe.roles[name].startswith("denoiser"):
+        if is_denoiser(pipe.roles[name]):
             model.run = _timed(model.run, unet_time)
     images, unet, total, stats = [], [], [], []
     for prompt, seed in pairs:

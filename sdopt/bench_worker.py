@@ -15,8 +15,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-STAGES = {"text_encoder": "text_encoder", "denoiser": "unet", "denoiser_shallow": "unet",
-          "vae_decoder": "vae_decode"}  # by graph role
+STAGES = {"text_encoder": "text_encoder", "vae_decoder": "vae_decode"}  # by graph role; every denoiser role: "unet"
 
 
 class StageClock:
@@ -40,12 +39,14 @@ class StageClock:
 
 
 def artifact_generator(target: dict, settings: dict, clock: StageClock, sizes: dict):
+    from sdopt.graphs import is_denoiser
     from sdopt.runtime.pipeline import Pipeline
 
     pipe = Pipeline(Path(target["path"]), target["backend"], verify=False, denoise_overrides=target.get("denoise"),
                     **target.get("options", {}))
     for name, model in pipe.models.items():
-        model.run = clock.timed(STAGES.get(pipe.roles[name], name), model.run)
+        role = pipe.roles[name]
+        model.run = clock.timed("unet" if is_denoiser(role) else STAGES.get(role, name), model.run)
 
     def generate(steps: int):
         pipe(settings["prompt"], seed=0, steps=steps, guidance=settings["guidance"], height=settings["height"],
