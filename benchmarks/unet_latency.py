@@ -74,10 +74,10 @@ def main() -> None:
                      "ratio_to_first": round(median / base, 3), "runs": [round(x, 4) for x in t]})
     print(f"UNet, ONNX Runtime CPU, {args.size}x{args.size}, batch {args.batch}, "
           f"median of {args.runs} runs after {args.warmup} warm-up")
-    print(f"{'recipe':<10} {'source':<28} {'median s':>9} {'min s':>7} {'max s':>7} {'ratio':>6}")
+    print(f"{'recipe':<24} {'source':<28} {'median s':>9} {'min s':>7} {'max s':>7} {'ratio':>6}")
     for r in rows:
         source = r["source"] + (" (random weights)" if r["random_weights"] else "")
-        print(f"{r['recipe']:<10} {source:<28} {r['median_s']:>9.3f} {r['min_s']:>7.3f} {r['max_s']:>7.3f} "
+        print(f"{r['recipe']:<24} {source:<28} {r['median_s']:>9.3f} {r['min_s']:>7.3f} {r['max_s']:>7.3f} "
               f"{r['ratio_to_first']:>6.2f}")
     result = {"benchmark": "unet_latency", "size": args.size, "batch": args.batch, "runs": args.runs,
               "warmup": args.warmup, "machine": {"processor": platform.processor() or platform.machine(),

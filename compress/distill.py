@@ -2,10 +2,11 @@
 
 The student learns the teacher's noise prediction (output KD) and the outputs of every stage the two share
 (feature KD, BK-SDM's losses) on UNet inputs recorded along the teacher's own sampling trajectories over
-prompts (the calibration recorder: no image dataset). Each step draws `batch` recorded UNet inputs (guidance
-rows taken singly) with the step's seeded generator, so a run is reproducible and resumable from its
-checkpoint (`$SDOPT_CACHE/distill`, keyed by teacher, student and settings). An EMA of the student's
-weights is what the artifact gets.
+prompts (the calibration recorder: no image dataset). An optional image folder (`images`) adds the denoising
+loss on its VAE latents, captioned by text files beside the images. Each step draws `batch` recorded UNet
+inputs (guidance rows taken singly) with the step's seeded generator, so a run is reproducible and resumable
+from its checkpoint (`$SDOPT_CACHE/distill`, keyed by teacher, student and settings). An EMA of the
+student's weights is what the artifact gets.
 
 Scale-out is accelerate's: under `accelerate launch --num_processes N sdopt compress ...` each process takes
 its share of every step's batch and DDP averages the gradients, so N processes follow the loss curve of
@@ -28,6 +29,7 @@ import torch
 
 from sdopt.calibration.trajectory import CalibrationConfig, check_calibration
 from sdopt.compress.denoiser import record_unet_calls, run_unet
+from sdopt.compress.denoising import Objective, image_latents, list_images
 from sdopt.errors import SdoptError
 from sdopt.passes import register
 from sdopt.training import EMA, Stage, run_stage
@@ -44,6 +46,8 @@ class DistillConfig:
     output_weight: float = 1.0  # output KD
     feature_weight: float = 1.0  # feature KD, summed over the shared stages
     ema: float = 0.999  # decay of the weight average the artifact gets (0: the last weights)
+    images: str = ""  # a folder of images: adds the denoising loss on them (captions: NAME.txt beside NAME.png)
+    image_weight: float = 1.0
     seed: int = 0
     resume: bool = True  # continue from the checkpoint of the same teacher, student and settings
     calibration: CalibrationConfig = field(default_factory=lambda: CalibrationConfig(num_prompts=64))
@@ -59,12 +63,19 @@ class DistillConfig:
             raise SdoptError(f"distill: lr {self.lr} must lie in (0, 1)")
         if self.output_weight < 0 or self.feature_weight < 0 or self.output_weight + self.feature_weight == 0:
             raise SdoptError("distill: output_weight and feature_weight must be >= 0, not both 0")
+        if self.image_weight < 0:
+            raise SdoptError("distill: image_weight must be >= 0")
         if not 0 <= self.ema < 1:
             raise SdoptError(f"distill: ema {self.ema} must lie in [0, 1)")
 
 
 def check(source, config: DistillConfig) -> None:
     check_calibration(source, config.calibration)
+    if config.images:
+        unet = source.pipeline.unet
+        if source.kind != "sd" or unet.config.in_channels != source.pipeline.vae.config.latent_channels:
+            raise SdoptError("distill: images are for text-to-image SD1.x / SD2.x UNets (not SDXL, not inpainting)")
+        list_images(config.images)
 
 
 @contextlib.contextmanager
@@ -119,6 +130,11 @@ def apply(source, config: DistillConfig):
     with _unet(pipe, teacher):
         records = record_unet_calls(source, config.calibration)
     rows = [(i, r) for i, record in enumerate(records) for r in range(record["sample"].shape[0])]
+    images = None
+    if config.images:
+        latent_hw = records[0]["sample"].shape[-2:]
+        images = image_latents(source, list_images(config.images), [d * pipe.vae_scale_factor for d in latent_hw])
+    objective = Objective(dict(pipe.scheduler.config)) if images is not None else None
     student = pipe.unet
     world, rank = _world()
     model = student
@@ -136,19 +152,29 @@ def apply(source, config: DistillConfig):
     handles = stage_features(teacher, teacher_found) + stage_features(student, student_found)
     losses: list[float] = []
 
-    def loss_fn(step, rng, _generator):
+    def loss_fn(step, rng, generator):
         picked = rng.choice(len(rows), size=config.batch, replace=len(rows) < config.batch)
         mine = picked[rank::world]  # this process's share of the step's batch
         inputs = {key: torch.stack([records[rows[j][0]][key][rows[j][1]] for j in mine])
                   for key in INPUTS if key in records[0]}
         with torch.no_grad():
             target = run_unet(teacher, inputs)
+        n, noise_target = len(mine), None
+        if images is not None:  # the image rows join the same forward (one DDP forward per step)
+            chosen = rng.choice(len(images[0]), size=config.batch, replace=len(images[0]) < config.batch)
+            chosen = chosen[rank::world]
+            sample, timestep, noise_target = objective.noised(images[0][chosen], generator)
+            inputs = {"sample": torch.cat([inputs["sample"], sample]),
+                      "timestep": torch.cat([inputs["timestep"], timestep]),
+                      "encoder_hidden_states": torch.cat([inputs["encoder_hidden_states"], images[1][chosen]])}
         out = run_unet(model, inputs)
-        loss = config.output_weight * torch.nn.functional.mse_loss(out, target)
+        loss = config.output_weight * torch.nn.functional.mse_loss(out[:n], target)
         if config.feature_weight:
             loss = loss + config.feature_weight * sum(
-                torch.nn.functional.mse_loss(student_found[s], teacher_found[t]) for s, t in pairs.items()
-                if student_found[s].shape == teacher_found[t].shape)
+                torch.nn.functional.mse_loss(student_found[s][:n], teacher_found[t]) for s, t in pairs.items()
+                if student_found[s].shape[1:] == teacher_found[t].shape[1:])
+        if noise_target is not None:
+            loss = loss + config.image_weight * torch.nn.functional.mse_loss(out[n:], noise_target)
         shown = loss.detach().clone()
         if world > 1:
             torch.distributed.all_reduce(shown)
@@ -172,7 +198,8 @@ def apply(source, config: DistillConfig):
     pipe.unet = final
     source.secondary = rank != 0  # only the main process exports
     source.records.append({"pass": "distill", "steps": done["step"], "seconds": round(done["seconds"], 1),
-                           "processes": world, "recorded_calls": len(records), "stages": sorted(pairs),
+                           "processes": world, "recorded_calls": len(records),
+                           "images": 0 if images is None else len(images[0]), "stages": sorted(pairs),
                            "loss_first": losses[0] if losses else None,
                            "loss_curve": [round(v, 6) for v in losses[:: max(1, len(losses) // 50)]],
                            "loss_last": float(np.mean(losses[-20:])) if losses else None,

@@ -1,6 +1,7 @@
 """Structured pruning of the UNet: whole blocks removed (BK-SDM), from any UNet2DConditionModel config.
 
 Block presets, each a new diffusers config derived from the teacher's:
+    none   every block kept (channel pruning alone)
     base   one ResNet (+attention) pair fewer per stage (at least one kept) and no mid block (BK-SDM-Base)
     small  base without the innermost stage, down and up (BK-SDM-Tiny's further cut)
     tiny   small without attention at the highest resolution (as SDXL's top level)
@@ -8,34 +9,51 @@ The student is initialised from the teacher's kept blocks: the same down layers 
 stage, the up layers that read the same skip tensors (the last ones of each stage), every tensor whose shape
 matches; what has no counterpart keeps diffusers' initialisation (the manifest counts both).
 
+Channel pruning (`macs` < 1, `compress/channels.py`) then narrows every ResNet block until the UNet's MACs are
+`macs` times the unpruned UNet's (to the nearest GroupNorm group per block).
+
 A pruned UNet needs distillation to draw again: the `distill` pass follows it in the `prune-*` recipes.
 """
 
 from __future__ import annotations
 
+import copy
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
+from sdopt.calibration.trajectory import CalibrationConfig, check_calibration
+from sdopt.compress import channels
 from sdopt.errors import SdoptError
 from sdopt.passes import register
 
-PRESETS = ("base", "small", "tiny")
+PRESETS = ("none", "base", "small", "tiny")
 
 
 @dataclass(frozen=True)
 class PruneConfig:
-    blocks: str = "base"  # base | small | tiny
+    blocks: str = "base"  # none | base | small | tiny
+    macs: float = 1.0  # < 1: channel pruning down to this share of the unpruned UNet's MACs
+    importance: str = "magnitude"  # of channels: magnitude | taylor
+    calibration: CalibrationConfig = field(default_factory=lambda: CalibrationConfig(num_prompts=8))  # taylor's
 
     def __post_init__(self):
         if self.blocks not in PRESETS:
             raise SdoptError(f"prune: blocks '{self.blocks}'; choose one of {', '.join(PRESETS)}")
+        if not 0 < self.macs <= 1:
+            raise SdoptError(f"prune: macs {self.macs} must lie in (0, 1]")
+        if self.importance not in channels.IMPORTANCE:
+            raise SdoptError(f"prune: importance '{self.importance}'; choose one of {', '.join(channels.IMPORTANCE)}")
+        if self.blocks == "none" and self.macs == 1:
+            raise SdoptError("prune: blocks none and macs 1 prune nothing")
 
 
 def student_config(config: dict, preset: str) -> dict:
     """The pruned UNet's diffusers config."""
     c = dict(config)
+    if preset == "none":
+        return c
     levels = len(c["block_out_channels"])
     per_level = {key: _per_level(c[key], levels) for key in ("layers_per_block", "transformer_layers_per_block")
                  if key in c and c[key] is not None}
@@ -112,6 +130,29 @@ def parameter_count(module) -> int:
 def check(source, config: PruneConfig) -> None:
     student_config({k: v for k, v in dict(source.pipeline.unet.config).items() if not k.startswith("_")},
                    config.blocks)
+    if config.macs < 1 and config.importance == "taylor":
+        check_calibration(source, config.calibration)
+
+
+def narrow(source, teacher, student, inputs: dict, before_macs: int, config: PruneConfig) -> dict:
+    """Channel-prune `student` to `config.macs` of the teacher's MACs: one share of every block's groups."""
+    blocks = channels.resnet_blocks(student)
+    _, conv_macs = channels.block_calls(student, inputs, blocks)
+    current, prunable = unet_macs(student, inputs), max(1, sum(conv_macs.values()))
+    excess = current - config.macs * before_macs
+    if excess <= 0:
+        return {"ratio": 0.0, "widths": {}}
+    ratio = excess / prunable
+    if ratio > channels.MAX_RATIO:
+        reachable = (current - channels.MAX_RATIO * prunable) / before_macs
+        raise SdoptError(f"prune: macs {config.macs} is out of reach of channel pruning here (down to "
+                         f"{reachable:.2f} of the unpruned UNet's MACs with blocks {config.blocks})")
+    if config.importance == "taylor":
+        from sdopt.compress.denoiser import record_unet_calls
+
+        records = record_unet_calls(source, config.calibration)  # the teacher's trajectories
+        channels.denoising_gradients(student, teacher, records, dict(source.pipeline.scheduler.config))
+    return {"ratio": round(ratio, 4), "widths": channels.prune_channels(student, inputs, ratio, config.importance)}
 
 
 def apply(source, config: PruneConfig):
@@ -120,12 +161,18 @@ def apply(source, config: PruneConfig):
     teacher = pipe.unet
     inputs = source.unet_example_inputs(latent_hw=(source.height // pipe.vae_scale_factor,) * 2)
     before = {"parameters": parameter_count(teacher), "macs": unet_macs(teacher, inputs)}
-    student, counts = remove_blocks(teacher, config.blocks)
+    if config.blocks == "none":
+        student, counts = copy.deepcopy(teacher), {"copied": parameter_count(teacher), "initialised": 0}
+    else:
+        student, counts = remove_blocks(teacher, config.blocks)
+    narrowed = narrow(source, teacher, student, inputs, before["macs"], config) if config.macs < 1 else None
     source.teachers.setdefault("unet", teacher)
     pipe.unet = student.eval()
     after = {"parameters": parameter_count(student), "macs": unet_macs(student, inputs)}
+    extra = {} if narrowed is None else {"macs_target": config.macs, "importance": config.importance,
+                                         "channel_ratio": narrowed["ratio"], "channel_widths": narrowed["widths"]}
     source.records.append({"pass": "prune", "blocks": config.blocks, "before": before, "after": after,
-                           "macs_at": f"{source.width}x{source.height}, batch 2", **counts,
+                           "macs_at": f"{source.width}x{source.height}, batch 2", **counts, **extra,
                            "seconds": round(time.perf_counter() - start, 2)})
     return source
 

@@ -31,6 +31,7 @@ BUILTIN = {
     "int8+cache": [{"pass": "quantize", "format": "int8"}, {"pass": "cache"}],
     "prune-base": [{"pass": "prune", "blocks": "base"}, {"pass": "distill"}],
     "prune-small": [{"pass": "prune", "blocks": "small"}, {"pass": "distill"}],
+    "prune-channels": [{"pass": "prune", "blocks": "none", "macs": 0.8}, {"pass": "distill"}],
 }
 RECIPE_KEYS = ("name", "passes")
 

@@ -79,6 +79,41 @@ def test_pruned_distilled_composes_with_int8_and_cache(tmp_path):
     assert main(["run", str(out), "--prompt", PROMPT, "--out", str(png)]) == 0
 
 
+def test_channel_pruned_taylor_distilled_composes_with_int8_and_cache(tmp_path):
+    out = tmp_path / "channels"
+    assert main(["compress", "--recipe", "prune-channels+int8+cache", *SHORT, "--set", "prune.importance=taylor",
+                 "--set", "prune.calibration.num_prompts=2", "--set", "prune.calibration.steps=4",
+                 "--calib-num-prompts", "2", "--calib-steps", "4", "--out", str(out)]) == 0
+    record, manifest = _record(out, "prune")
+    assert record["importance"] == "taylor" and record["channel_widths"]
+    assert record["after"]["macs"] / record["before"]["macs"] == pytest.approx(0.8, abs=0.03)
+    assert manifest["components"]["unet_shallow"]["ops"]["QuantizeLinear"] > 0
+    png = tmp_path / "a.png"
+    assert main(["run", str(out), "--prompt", PROMPT, "--out", str(png)]) == 0 and png.stat().st_size
+
+
+def test_an_image_folder_adds_the_denoising_loss(tmp_path, capsys):
+    from PIL import Image, ImageDraw
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, (color, box) in enumerate([("red", (4, 4, 30, 30)), ("blue", (20, 20, 60, 60))]):
+        image = Image.new("RGB", (64, 48), "white")
+        ImageDraw.Draw(image).ellipse(box, fill=color)
+        image.save(folder / f"{i}.png")
+        (folder / f"{i}.txt").write_text(f"a {color} circle")
+    out = tmp_path / "with-images"
+    assert main(["compress", "--recipe", "prune-small", *SHORT, "--set", f"distill.images={folder}",
+                 "--out", str(out)]) == 0
+    record, _ = _record(out, "distill")
+    assert record["images"] == 2 and record["loss_last"] < record["loss_first"]
+    for bad in (tmp_path / "missing", tmp_path):  # no folder; a folder without images
+        assert main(["compress", "--recipe", "prune-small", *SHORT, "--set", f"distill.images={bad}",
+                     "--out", str(tmp_path / "x")]) == 2
+        assert "distill: " in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not (tmp_path / "x").exists()
+
+
 def test_distill_without_prune_is_refused(capsys, tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("passes:\n  - pass: distill\n")

@@ -1,0 +1,134 @@
+"""Channel pruning of the UNet's ResNet blocks with torch-pruning (Diff-Pruning's structured pruning).
+
+What is removed is the inner width of every ResNet block: `conv1`'s output channels, with the channels of
+`norm2`, `conv2`'s inputs and the time projection that torch-pruning's dependency graph ties to them. A block's
+input and output widths stay, so skip concatenations, the attention blocks (their heads) and every other
+GroupNorm are untouched. Channels go by whole `norm2` groups, ranked by the group's importance summed over
+its channels, so every kept channel is normalised over exactly the channels it was before.
+
+Importance is torch-pruning's: `magnitude` (L2 of the weights tied to a channel) or `taylor` (|weight x
+gradient|, the gradient of the denoising loss on latents the teacher itself generated: data-free).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sdopt.errors import SdoptError
+
+IMPORTANCE = ("magnitude", "taylor")
+MAX_RATIO = 0.75  # at most this share of a block's inner groups goes
+
+
+def resnet_blocks(unet) -> dict[str, torch.nn.Module]:
+    """The UNet's ResNet blocks whose inner width can go (the time embedding added, not scale-shift)."""
+    from diffusers.models.resnet import ResnetBlock2D
+
+    return {name: m for name, m in unet.named_modules()
+            if isinstance(m, ResnetBlock2D) and m.time_embedding_norm == "default" and m.norm2.num_groups > 1}
+
+
+def block_calls(unet, inputs: dict, names) -> tuple[dict, dict]:
+    """Each named block's call arguments (hidden states, time embedding) and the MACs of its two convolutions
+    (whose cost scales with the inner width), from one UNet call on `inputs`."""
+    from sdopt.compress.denoiser import run_unet
+
+    blocks, args, macs, handles = resnet_blocks(unet), {}, {}, []
+
+    def capture(name):
+        def hook(module, call_args, call_kwargs):
+            hidden = call_args[0]
+            temb = call_args[1] if len(call_args) > 1 else call_kwargs.get("temb")
+            args[name] = (hidden.detach(), None if temb is None else temb.detach())
+        return hook
+
+    def measure(name):
+        def hook(module, _args, output):
+            spatial = output.shape[0] * output.shape[-2] * output.shape[-1]
+            k = module.conv1.kernel_size[0] * module.conv1.kernel_size[1]
+            inner = module.conv1.out_channels
+            macs[name] = spatial * k * inner * (module.conv1.in_channels + module.conv2.out_channels)
+        return hook
+
+    for name in names:
+        handles.append(blocks[name].register_forward_pre_hook(capture(name), with_kwargs=True))
+        handles.append(blocks[name].register_forward_hook(measure(name)))
+    try:
+        with torch.no_grad():
+            run_unet(unet, inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return args, macs
+
+
+def denoising_gradients(unet, teacher, records: list[dict], scheduler_config: dict, seed: int = 0) -> None:
+    """Accumulate on `unet`'s weights the gradient of the denoising loss on latents the teacher generated:
+    each recorded call's x0 estimate (from the teacher's prediction) noised afresh at a random timestep."""
+    from sdopt.compress.denoiser import run_unet
+    from sdopt.compress.denoising import Objective
+
+    objective = Objective(scheduler_config)
+    generator = torch.Generator().manual_seed(seed)
+    unet.requires_grad_(True).zero_grad(set_to_none=True)
+    for record in records:
+        inputs = {k: v for k, v in record.items() if isinstance(v, torch.Tensor)}
+        with torch.no_grad():
+            x0 = objective.x0(inputs["sample"], inputs["timestep"], run_unet(teacher, inputs))
+        sample, timestep, target = objective.noised(x0, generator)
+        loss = torch.nn.functional.mse_loss(run_unet(unet, {**inputs, "sample": sample, "timestep": timestep}),
+                                            target)
+        (loss / len(records)).backward()
+
+
+def prune_channels(unet, inputs: dict, ratio: float, importance: str) -> dict[str, int]:
+    """Remove `ratio` of every ResNet block's inner GroupNorm groups (at least one kept), the least important
+    first. Gradients must already be on the weights for `taylor`. Returns each block's new inner width."""
+    import torch_pruning as tp
+
+    if not 0 <= ratio <= MAX_RATIO:
+        raise SdoptError(f"prune: channel ratio {ratio:.3f} outside [0, {MAX_RATIO}]")
+    blocks = resnet_blocks(unet)
+    args, _ = block_calls(unet, inputs, blocks)
+    scorer = (tp.importance.GroupMagnitudeImportance(p=2) if importance == "magnitude"
+              else tp.importance.GroupTaylorImportance())
+    widths = {}
+    for name, block in blocks.items():
+        if name not in args:
+            continue  # a block this call does not reach
+        groups, inner = block.norm2.num_groups, block.conv1.out_channels
+        drop = min(groups - 1, round(groups * ratio))
+        if drop:
+            graph = tp.DependencyGraph().build_dependency(block, example_inputs=args[name])
+            every = list(range(inner))
+            with torch.no_grad():
+                scores = scorer(graph.get_pruning_group(block.conv1, tp.prune_conv_out_channels, idxs=every))
+            per_group = inner // groups
+            ranked = scores.reshape(groups, per_group).sum(1).argsort()[:drop].tolist()
+            idxs = sorted(g * per_group + c for g in ranked for c in range(per_group))
+            graph.get_pruning_group(block.conv1, tp.prune_conv_out_channels, idxs=idxs).prune()
+            block.norm2.num_groups = groups - drop
+        widths[name] = block.conv1.out_channels
+    unet.zero_grad(set_to_none=True)
+    unet.requires_grad_(False)
+    return widths
+
+
+def apply_widths(unet, widths: dict[str, int]) -> None:
+    """Give a freshly built UNet the inner widths a channel-pruned one has, so that its state dict loads
+    (the shapes are set here; the weights come from the state dict)."""
+    blocks = resnet_blocks(unet)
+    unknown = sorted(set(widths) - set(blocks))
+    if unknown:
+        raise SdoptError(f"prune: channel widths name blocks this UNet lacks: {', '.join(unknown[:3])}")
+    for name, width in widths.items():
+        block = blocks[name]
+        per_group = block.conv1.out_channels // block.norm2.num_groups
+        if width % per_group or not 0 < width <= block.conv1.out_channels:
+            raise SdoptError(f"prune: width {width} of {name} is not a whole number of its groups")
+        c1, c2 = block.conv1, block.conv2
+        block.conv1 = torch.nn.Conv2d(c1.in_channels, width, c1.kernel_size, c1.stride, c1.padding)
+        block.conv2 = torch.nn.Conv2d(width, c2.out_channels, c2.kernel_size, c2.stride, c2.padding)
+        block.norm2 = torch.nn.GroupNorm(width // per_group, width, eps=block.norm2.eps, affine=block.norm2.affine)
+        if block.time_emb_proj is not None:
+            block.time_emb_proj = torch.nn.Linear(block.time_emb_proj.in_features, width)
