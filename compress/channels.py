@@ -28,9 +28,11 @@ def resnet_blocks(unet) -> dict[str, torch.nn.Module]:
             if isinstance(m, ResnetBlock2D) and m.time_embedding_norm == "default" and m.norm2.num_groups > 1}
 
 
-def block_calls(unet, inputs: dict, names) -> tuple[dict, dict]:
-    """Each named block's call arguments (hidden states, time embedding) and the MACs of its two convolutions
-    (whose cost scales with the inner width), from one UNet call on `inputs`."""
+def block_calls(unet, inputs: dict) -> tuple[dict, dict, int]:
+    """From one UNet call on `inputs`: each ResNet block's call arguments (hidden states, time embedding), the
+    MACs of its two convolutions (whose cost scales with the inner width) and the MACs of the whole call."""
+    from torch.utils.flop_counter import FlopCounterMode
+
     from sdopt.compress.denoiser import run_unet
 
     blocks, args, macs, handles = resnet_blocks(unet), {}, {}, []
@@ -50,16 +52,16 @@ def block_calls(unet, inputs: dict, names) -> tuple[dict, dict]:
             macs[name] = spatial * k * inner * (module.conv1.in_channels + module.conv2.out_channels)
         return hook
 
-    for name in names:
+    for name in blocks:
         handles.append(blocks[name].register_forward_pre_hook(capture(name), with_kwargs=True))
         handles.append(blocks[name].register_forward_hook(measure(name)))
     try:
-        with torch.no_grad():
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
             run_unet(unet, inputs)
     finally:
         for handle in handles:
             handle.remove()
-    return args, macs
+    return args, macs, counter.get_total_flops() // 2  # the counter counts 2 FLOPs per MAC
 
 
 def denoising_gradients(unet, teacher, records: list[dict], scheduler_config: dict, seed: int = 0) -> None:
@@ -81,25 +83,25 @@ def denoising_gradients(unet, teacher, records: list[dict], scheduler_config: di
         (loss / len(records)).backward()
 
 
-def prune_channels(unet, inputs: dict, ratio: float, importance: str) -> dict[str, int]:
+def prune_channels(unet, block_args: dict, ratio: float, importance: str) -> dict[str, int]:
     """Remove `ratio` of every ResNet block's inner GroupNorm groups (at least one kept), the least important
-    first. Gradients must already be on the weights for `taylor`. Returns each block's new inner width."""
+    first; `block_args` are the blocks' call arguments from `block_calls`. Gradients must already be on the
+    weights for `taylor`. Returns each block's new inner width."""
     import torch_pruning as tp
 
     if not 0 <= ratio <= MAX_RATIO:
         raise SdoptError(f"prune: channel ratio {ratio:.3f} outside [0, {MAX_RATIO}]")
     blocks = resnet_blocks(unet)
-    args, _ = block_calls(unet, inputs, blocks)
     scorer = (tp.importance.GroupMagnitudeImportance(p=2) if importance == "magnitude"
               else tp.importance.GroupTaylorImportance())
     widths = {}
     for name, block in blocks.items():
-        if name not in args:
+        if name not in block_args:
             continue  # a block this call does not reach
         groups, inner = block.norm2.num_groups, block.conv1.out_channels
         drop = min(groups - 1, round(groups * ratio))
         if drop:
-            graph = tp.DependencyGraph().build_dependency(block, example_inputs=args[name])
+            graph = tp.DependencyGraph().build_dependency(block, example_inputs=block_args[name])
             every = list(range(inner))
             with torch.no_grad():
                 scores = scorer(graph.get_pruning_group(block.conv1, tp.prune_conv_out_channels, idxs=every))

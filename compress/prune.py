@@ -97,7 +97,9 @@ def remove_blocks(unet, preset: str):
     from diffusers import UNet2DConditionModel
 
     config = {k: v for k, v in dict(unet.config).items() if not k.startswith("_")}
-    student = UNet2DConditionModel(**student_config(config, preset)).eval()
+    with torch.random.fork_rng():  # a seeded init: the same student, and distillation checkpoint key, each run
+        torch.manual_seed(0)
+        student = UNet2DConditionModel(**student_config(config, preset)).eval()
     teacher_state = unet.state_dict()
     state, counts = student.state_dict(), {"copied": 0, "initialised": 0}
     for key, value in state.items():
@@ -136,9 +138,8 @@ def check(source, config: PruneConfig) -> None:
 
 def narrow(source, teacher, student, inputs: dict, before_macs: int, config: PruneConfig) -> dict:
     """Channel-prune `student` to `config.macs` of the teacher's MACs: one share of every block's groups."""
-    blocks = channels.resnet_blocks(student)
-    _, conv_macs = channels.block_calls(student, inputs, blocks)
-    current, prunable = unet_macs(student, inputs), max(1, sum(conv_macs.values()))
+    block_args, conv_macs, current = channels.block_calls(student, inputs)
+    prunable = max(1, sum(conv_macs.values()))
     excess = current - config.macs * before_macs
     if excess <= 0:
         return {"ratio": 0.0, "widths": {}}
@@ -152,7 +153,8 @@ def narrow(source, teacher, student, inputs: dict, before_macs: int, config: Pru
 
         records = record_unet_calls(source, config.calibration)  # the teacher's trajectories
         channels.denoising_gradients(student, teacher, records, dict(source.pipeline.scheduler.config))
-    return {"ratio": round(ratio, 4), "widths": channels.prune_channels(student, inputs, ratio, config.importance)}
+    widths = channels.prune_channels(student, block_args, ratio, config.importance)
+    return {"ratio": round(ratio, 4), "widths": widths}
 
 
 def apply(source, config: PruneConfig):
