@@ -46,7 +46,7 @@ class CalibrationConfig:
     steps: int = 0  # sampling steps of each recorded trajectory; 0: the model's own step count
     guidance: float | None = None  # None: the model's own guidance scale
     size: int = 0  # image height = width in pixels; 0: the model's default size
-    scheduler: str = "ddim"
+    scheduler: str = ""  # the trajectories' sampler; empty: the model's own (ddim, or lcm after the lcm pass)
     seed: int = 0
     sampling: str = "all"  # which recorded calls calibrate: see the module docstring
     every: int = 2  # for sampling "every"
@@ -69,7 +69,7 @@ class CalibrationConfig:
             raise SdoptError("calibration needs at least one prompt")
         if self.steps < 0:
             raise SdoptError("calibration needs at least one sampling step")
-        if self.scheduler not in SCHEDULERS:
+        if self.scheduler and self.scheduler not in SCHEDULERS:
             raise SdoptError(f"unknown calibration scheduler '{self.scheduler}'; choose one of "
                              + ", ".join(SCHEDULERS))
         if self.size < 0 or self.size % 8:
@@ -209,6 +209,7 @@ def _cache_path(source, config: CalibrationConfig, target: CallTarget) -> Path:
             digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
     settings = {key: asdict(config)[key] for key in _RECORDING_FIELDS}
     settings["steps"], settings["guidance"] = trajectory_settings(source, config)
+    settings["scheduler"] = config.scheduler or source.scheduler
     settings.update(target=target.name, prompts=calibration_prompts(source, config), height=source.height,
                     width=source.width, scheduler_config=dict(source.pipeline.scheduler.config), sdopt=__version__,
                     diffusers=version("diffusers"), torch=torch.__version__)

@@ -1,5 +1,6 @@
 """How a pass calls the source's UNet, in the exported graph's terms: call arguments <-> graph inputs
-(`sample`, `timestep`, `encoder_hidden_states`, SDXL's `text_embeds` and `time_ids`), and the sampling
+(`sample`, `timestep`, `encoder_hidden_states`, an LCM student's `timestep_cond`, SDXL's `text_embeds` and
+`time_ids`), and the sampling
 trajectories calibration records them along."""
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ def unet_call_inputs(args: tuple, kwargs: dict) -> dict[str, torch.Tensor]:
     inputs = {"sample": sample,
               "timestep": torch.as_tensor(timestep, dtype=torch.float32).reshape(-1).expand(sample.shape[0]),
               "encoder_hidden_states": hidden}
+    if kwargs.get("timestep_cond") is not None:
+        inputs["timestep_cond"] = kwargs["timestep_cond"].to(torch.float32)
     added = kwargs.get("added_cond_kwargs") or {}
     inputs.update({key: added[key].to(torch.float32) for key in ADDED_CONDITIONS if key in added})
     return inputs
@@ -31,7 +34,7 @@ def run_unet(unet, inputs: dict):
     """The UNet's noise prediction for graph inputs (extra keys such as a record's step are ignored)."""
     added = {k: inputs[k] for k in ADDED_CONDITIONS if k in inputs} or None
     return unet(inputs["sample"], inputs["timestep"], encoder_hidden_states=inputs["encoder_hidden_states"],
-                added_cond_kwargs=added, return_dict=False)[0]
+                timestep_cond=inputs.get("timestep_cond"), added_cond_kwargs=added, return_dict=False)[0]
 
 
 def unet_calibration_target(source, config: CalibrationConfig) -> CallTarget:
@@ -43,7 +46,7 @@ def unet_calibration_target(source, config: CalibrationConfig) -> CallTarget:
     height, width = config.size or source.height, config.size or source.width
 
     def run(prompt: str, seed: int) -> None:
-        with _scheduler(pipe, getattr(diffusers, SCHEDULERS[config.scheduler])):
+        with _scheduler(pipe, getattr(diffusers, SCHEDULERS[config.scheduler or source.scheduler])):
             pipe(prompt, num_inference_steps=steps, guidance_scale=guidance, height=height, width=width,
                  generator=torch.Generator().manual_seed(seed), output_type="latent")
 
@@ -65,3 +68,26 @@ def record_unet_calls(source, config: CalibrationConfig, use_cache: bool = True)
     from sdopt.calibration.trajectory import record_calls
 
     return record_calls(source, config, unet_calibration_target(source, config), use_cache)
+
+
+def generate_latents(source, prompts: list[str], seeds: int, seed: int):
+    """(clean latents (N, C, h, w) as the UNet sees them, text embeddings (N, 77, D), the empty prompt's
+    (1, 77, D)): the pipeline's own generations at its steps and guidance, `seeds` per prompt."""
+    from tqdm.auto import tqdm
+
+    from sdopt.errors import SdoptError
+
+    pipe = source.pipeline
+    latents, embeddings = [], []
+    with torch.no_grad():
+        uncond = pipe.encode_prompt([""], "cpu", 1, False)[0]
+        for i, prompt in enumerate(tqdm(prompts, desc="generating latents", unit="prompt")):
+            generators = [torch.Generator().manual_seed(seed + i * seeds + j) for j in range(seeds)]
+            out = pipe([prompt] * seeds, num_inference_steps=source.steps, guidance_scale=source.guidance,
+                       height=source.height, width=source.width, generator=generators, output_type="latent")
+            latents.append(out.images)
+            embeddings.append(pipe.encode_prompt([prompt] * seeds, "cpu", 1, False)[0])
+    latents = torch.cat(latents)
+    if not torch.isfinite(latents).all():
+        raise SdoptError("the model's generations hold non-finite values")
+    return latents, torch.cat(embeddings), uncond

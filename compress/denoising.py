@@ -26,10 +26,14 @@ class Objective:
 
     def x0(self, sample, timestep, prediction):
         """The clean latent a prediction at (sample, timestep) implies."""
+        return self.x0_eps(sample, timestep, prediction)[0]
+
+    def x0_eps(self, sample, timestep, prediction):
+        """(clean latent, noise) a prediction at (sample, timestep) implies."""
         a = self.alphas[timestep.long()].view(-1, 1, 1, 1)
         if self.kind == "epsilon":
-            return (sample - (1 - a).sqrt() * prediction) / a.sqrt()
-        return a.sqrt() * sample - (1 - a).sqrt() * prediction
+            return (sample - (1 - a).sqrt() * prediction) / a.sqrt(), prediction
+        return a.sqrt() * sample - (1 - a).sqrt() * prediction, a.sqrt() * prediction + (1 - a).sqrt() * sample
 
     def noised(self, x0, generator):
         """(noisy sample, timesteps as floats, target) at random timesteps."""

@@ -16,13 +16,9 @@ one; only the main process goes on to export.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,7 +28,7 @@ from sdopt.compress.denoiser import record_unet_calls, run_unet
 from sdopt.compress.denoising import Objective, image_latents, list_images
 from sdopt.errors import SdoptError
 from sdopt.passes import register
-from sdopt.training import EMA, Stage, run_stage
+from sdopt.training import EMA, Stage, checkpoint_path, run_stage, world_and_rank
 
 INPUTS = ("sample", "timestep", "encoder_hidden_states", "text_embeds", "time_ids")
 
@@ -118,10 +114,6 @@ def shared_stages(teacher, student) -> dict[str, str]:
     return pairs
 
 
-def _world():
-    return int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
-
-
 def apply(source, config: DistillConfig):
     teacher = source.teachers.get("unet")
     if teacher is None:
@@ -136,7 +128,7 @@ def apply(source, config: DistillConfig):
         images = image_latents(source, list_images(config.images), [d * pipe.vae_scale_factor for d in latent_hw])
     objective = Objective(dict(pipe.scheduler.config)) if images is not None else None
     student = pipe.unet
-    world, rank = _world()
+    world, rank = world_and_rank()
     model = student
     if world > 1:
         from accelerate import Accelerator
@@ -182,9 +174,11 @@ def apply(source, config: DistillConfig):
         losses.append(float(shown))
         return loss * len(mine) * world / config.batch, lambda: {"loss": f"{np.mean(losses[-20:]):.4g}"}
 
-    checkpoint = _checkpoint_path(source, teacher, student, config, rank)
+    settings = {k: v for k, v in asdict(config).items() if k not in ("resume", "minutes")}
+    checkpoint = checkpoint_path("distill", (teacher, student), {**settings, "spec": source.spec}, rank)
     stage = Stage("distill", 41, config.seed, config.lr, min(100, (config.steps or 1000) // 10 + 1), str(checkpoint),
-                  steps=config.steps, minutes=config.minutes, resume=config.resume, checkpoint_seconds=60)
+                  steps=config.steps, minutes=config.minutes, resume=config.resume, checkpoint_seconds=60,
+                  repeat="--set distill.steps={}")
     modules = {"student": student, **({"ema": ema.average} if ema else {})}
     try:
         done = run_stage(stage, modules, optimizer, params, loss_fn,
@@ -205,19 +199,6 @@ def apply(source, config: DistillConfig):
                            "loss_last": float(np.mean(losses[-20:])) if losses else None,
                            "wall_seconds": round(time.perf_counter() - start, 1)})
     return source
-
-
-def _checkpoint_path(source, teacher, student, config: DistillConfig, rank: int) -> Path:
-    digest = hashlib.sha256()
-    for module in (teacher, student):
-        for name, tensor in module.state_dict().items():
-            digest.update(name.encode())
-            digest.update(tensor.detach().contiguous().numpy().tobytes())
-    settings = {k: v for k, v in asdict(config).items() if k not in ("resume", "minutes")}
-    digest.update(json.dumps({**settings, "spec": source.spec}, sort_keys=True, default=str).encode())
-    root = Path(os.environ.get("SDOPT_CACHE", Path.home() / ".cache" / "sdopt")) / "distill"
-    root.mkdir(parents=True, exist_ok=True)
-    return root / f"{digest.hexdigest()[:24]}{'' if rank == 0 else f'.rank{rank}'}.safetensors"
 
 
 register("distill", DistillConfig, apply, check=check, requires=("prune",), before=("quantize", "cache"))

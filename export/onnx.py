@@ -37,14 +37,16 @@ class _TextEncoder(torch.nn.Module):
 
 
 class _UNet(torch.nn.Module):
-    def __init__(self, unet, sdxl: bool):
-        super().__init__()
-        self.unet, self.sdxl = unet, sdxl
+    """The UNet called with its graph inputs in `names`' order (see sdopt.compress.denoiser)."""
 
-    def forward(self, sample, timestep, encoder_hidden_states, text_embeds=None, time_ids=None):
-        added = {"text_embeds": text_embeds, "time_ids": time_ids} if self.sdxl else None
-        return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states,
-                         added_cond_kwargs=added, return_dict=False)[0]
+    def __init__(self, unet, names):
+        super().__init__()
+        self.unet, self.names = unet, tuple(names)
+
+    def forward(self, *tensors):
+        from sdopt.compress.denoiser import run_unet
+
+        return run_unet(self.unet, dict(zip(self.names, tensors)))
 
 
 class _VaeDecoder(torch.nn.Module):
@@ -84,8 +86,8 @@ def default_graphs(source) -> list[GraphSpec]:
     inputs = source.unet_example_inputs()
     axes = {name: {0: "batch"} for name in inputs}
     axes["sample"] = axes["noise_pred"] = {0: "batch", 2: "height", 3: "width"}
-    graphs.append(GraphSpec("unet", DENOISER, "unet", _UNet(source.pipeline.unet, sdxl), inputs, ["noise_pred"], axes,
-                            scope="/unet/"))
+    graphs.append(GraphSpec("unet", DENOISER, "unet", _UNet(source.pipeline.unet, inputs), inputs, ["noise_pred"],
+                            axes, scope="/unet/"))
     vae = source.pipeline.vae
     g = torch.Generator().manual_seed(0)
     image_axes = {0: "batch", 2: "height", 3: "width"}

@@ -110,6 +110,7 @@ def pipeline_info(source) -> dict:
         "max_length": source.tokenizers[0].model_max_length,
         "steps": source.steps,
         "guidance": source.guidance,
+        "scheduler": source.scheduler,
         "denoise": source.denoise,
     }
     if source.kind == "sdxl":

@@ -24,11 +24,13 @@ from tokenizers import Tokenizer
 
 from sdopt.artifact import open_artifact
 from sdopt.errors import SdoptError
-from sdopt.graphs import DENOISER, TEXT_ENCODER, VAE_DECODER, VAE_ENCODER
+from sdopt.graphs import DENOISER, TEXT_ENCODER, VAE_DECODER, VAE_DECODER_FULL, VAE_ENCODER
 from sdopt.limits import MAX_STEPS, check_guidance, check_image_size, check_seed, check_text
 from sdopt.manifest import size_multiple
+from sdopt.shared import guidance_embedding
 
 from . import backends, denoise, images
+from .tiling import decode_tiled
 from .schedulers import make_scheduler
 
 
@@ -42,8 +44,10 @@ class Generation:
 
 class Pipeline:
     def __init__(self, folder: Path, backend: str = "onnxruntime", verify: bool = True,
-                 denoise_overrides: dict | None = None, **backend_options):
-        """`denoise_overrides`: changes to the manifest's denoise strategy and parameters (`--denoise`)."""
+                 denoise_overrides: dict | None = None, vae: str = "default", vae_tile: int = 0, **backend_options):
+        """`denoise_overrides`: changes to the manifest's denoise strategy and parameters (`--denoise`). `vae`:
+        "full" decodes with the model's own decoder where a tiny one is the default; `vae_tile`: decode in
+        tiles of this many pixels (0: whole)."""
         self.folder = Path(folder)
         self.artifact = open_artifact(self.folder, verify=verify)
         self.manifest = self.artifact.manifest
@@ -74,8 +78,21 @@ class Pipeline:
                               for name in sorted(n for n, role in self.roles.items() if role == TEXT_ENCODER)]
         self.denoiser = self._named(DENOISER)
         self.vae_decoder, self.vae_encoder = self._named(VAE_DECODER), self._named(VAE_ENCODER)
+        if vae not in ("default", "full"):
+            raise SdoptError(f"vae {vae!r}: choose default or full")
+        if vae == "full":
+            self.vae_decoder = self._named(VAE_DECODER_FULL)
+            if self.vae_decoder is None:
+                raise SdoptError(f"artifact '{self.folder}' has no full VAE decoder (vae_decoder_full): its "
+                                 f"vae_decoder is the model's own")
+        multiple = self.info["vae_scale_factor"] * 4
+        if vae_tile and (vae_tile < multiple or vae_tile % multiple):
+            raise SdoptError(f"vae tile {vae_tile}: a multiple of {multiple} pixels (0: no tiling)")
+        self.vae_tile = vae_tile // self.info["vae_scale_factor"]  # in latent pixels
         sample = next(i for i in components[self.denoiser]["inputs"] if i["name"] == "sample")
         self.denoiser_channels = sample["shape"][1] if isinstance(sample["shape"][1], int) else None
+        embedded = next((i for i in components[self.denoiser]["inputs"] if i["name"] == "timestep_cond"), None)
+        self.guidance_dim = None if embedded is None else embedded["shape"][1]  # guidance is an input (LCM)
         self.scheduler_config = self._scheduler_config()
 
     def _named(self, role: str) -> str | None:
@@ -228,10 +245,12 @@ class Pipeline:
         if image is not None:
             height, width = image.shape[:2]
         height, width = height or self.info["height"], width or self.info["width"]
-        guided = guidance > 1.0
+        guided = guidance > 1.0 and self.guidance_dim is None
         embeds, pooled = self.encode_prompt(prompt, negative_prompt, guided)
         batch = embeds.shape[0]
         conditioning = {"encoder_hidden_states": embeds}
+        if self.guidance_dim is not None:  # no negative branch: the UNet takes the guidance scale embedded
+            conditioning["timestep_cond"] = guidance_embedding([guidance] * batch, self.guidance_dim)
         if self.sdxl:
             time_ids = np.array([[height, width, 0, 0, height, width]], dtype=np.float32)  # original, crop, target
             conditioning.update(text_embeds=pooled, time_ids=np.repeat(time_ids, batch, axis=0))
@@ -240,7 +259,9 @@ class Pipeline:
         timesteps, latents, hook, extra = self._prepare(sched, noise, image, strength, mask, batch if guided else 1)
         graphs = {role: (name, self.models[name]) for role in (DENOISER, *self.strategy.roles)
                   for name in [self._named(role)]}
-        denoiser = denoise.GuidedDenoiser(graphs, conditioning, batch, guidance, sched, extra)
+        denoiser = denoise.GuidedDenoiser(graphs, conditioning, batch, guidance if guided else 1.0, sched, extra)
+        if hasattr(sched, "seed_noise"):  # a sampler that noises afresh each step (LCM)
+            sched.seed_noise([seed, 1])
         latents = self.strategy.loop(denoiser, sched, latents, timesteps, hook, progress, self.denoise_params)
         decoded = self.decode(latents)
         return Generation((decoded * 255).round().astype(np.uint8), latents, decoded, denoiser.stats)
@@ -279,10 +300,14 @@ class Pipeline:
         z = latents / np.float32(self.info["vae_scaling_factor"])
         if self.info.get("vae_shift_factor"):
             z = z + np.float32(self.info["vae_shift_factor"])
-        out = self.models[self.vae_decoder].run({"latent": z.astype(np.float32)})
-        denoise.require_finite(out, f"the {self.vae_decoder}", "decoding the latents")
-        image = out["image"]  # (1, 3, H, W)
+        image = self._decode(z.astype(np.float32)) if not self.vae_tile else \
+            decode_tiled(self._decode, z.astype(np.float32), self.vae_tile, self.info["vae_scale_factor"])
         return np.clip(image[0].transpose(1, 2, 0) / 2 + 0.5, 0.0, 1.0)  # (H, W, 3)
+
+    def _decode(self, z: np.ndarray) -> np.ndarray:
+        out = self.models[self.vae_decoder].run({"latent": z})
+        denoise.require_finite(out, f"the {self.vae_decoder}", "decoding the latents")
+        return out["image"]  # (1, 3, H, W)
 
 
 def _strength(strength: float | None, mask) -> float:

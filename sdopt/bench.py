@@ -37,6 +37,7 @@ class Target:
     peer: bool = False
     size_bytes: int | None = None
     unet: dict = field(default_factory=dict)  # UNet parameters and MACs where a pruning pass recorded them
+    sampling: dict = field(default_factory=dict)  # steps, scheduler, guidance of a distilled few-step artifact
 
 
 @dataclass
@@ -117,7 +118,8 @@ def prepare(request: BenchRequest):
     if options and "openvino" not in backends:
         raise SdoptError(f"--{next(iter(options))} applies to artifacts on --backends openvino")
 
-    manifest = manifests[0] if manifests else open_artifact(fp32_export(spec), verify=False).manifest
+    plain = [m for m in manifests if not own_sampling(m, None)]  # the peers sample as these: the source's way
+    manifest = plain[0] if plain else open_artifact(fp32_export(spec), verify=False).manifest
     info = manifest["pipeline"]
     height, width = request.height or info["height"], request.width or info["width"]
     check_image_size(height, width, size_multiple(info))
@@ -130,7 +132,7 @@ def prepare(request: BenchRequest):
 
         for m in manifests:
             strategy(m["pipeline"]["denoise"], request.denoise)
-    targets = plan_targets(request.artifacts, backends, peers, spec, options, request.denoise)
+    targets = plan_targets(request.artifacts, backends, peers, spec, options, request.denoise, request.steps)
     random_weights = spec.startswith("arch:") or any(m["source"]["random_weights"] for m in manifests)
     if random_weights:
         notes.append(f"note: {spec} has random weights: speed measurements only")
@@ -145,8 +147,17 @@ def deployed_bytes(manifest: dict, backend: str) -> int:
     return sum(f["bytes"] for f in files)
 
 
+def own_sampling(manifest: dict, steps: int | None) -> dict:
+    """An artifact distilled to another sampler (lcm) runs at its own steps, scheduler and guidance, not the
+    source model's: the few-step model against the model as it is deployed."""
+    info = manifest["pipeline"]
+    if info.get("scheduler", "ddim") == "ddim":
+        return {}
+    return {"steps": steps or info["steps"], "scheduler": info["scheduler"], "guidance": info["guidance"]}
+
+
 def plan_targets(artifacts: list[Path], backends: list[str], peers: list[str], spec: str,
-                 backend_options: dict, denoise: dict | None = None) -> list[Target]:
+                 backend_options: dict, denoise: dict | None = None, steps: int | None = None) -> list[Target]:
     """sdopt's artifacts on each backend, then the peers."""
     from sdopt.artifact import load_manifest
     from sdopt.evaluate import unet_size
@@ -158,7 +169,8 @@ def plan_targets(artifacts: list[Path], backends: list[str], peers: list[str], s
             options = backend_options if backend == "openvino" else {}
             targets.append(Target(f"sdopt {manifest['recipe']['name']} ({folder.name}, {backend})", "artifact",
                                   str(folder), backend, options, dict(denoise or {}),
-                                  size_bytes=deployed_bytes(manifest, backend), unet=unet_size(manifest)))
+                                  size_bytes=deployed_bytes(manifest, backend), unet=unet_size(manifest),
+                                  sampling=own_sampling(manifest, steps)))
     if "ort-fp32" in peers or "openvino" in peers:
         from sdopt.evaluate import fp32_export
 
@@ -177,7 +189,8 @@ def run_target(target: Target, settings: Settings) -> dict:
     """Measure one target in a child process; a failure becomes {"error": ...} for that row."""
     with tempfile.TemporaryDirectory(prefix="sdopt-bench-") as tmp:
         spec_file, result_file = Path(tmp) / "target.json", Path(tmp) / "result.json"
-        spec_file.write_text(json.dumps({"target": asdict(target), "settings": asdict(settings)}))
+        spec_file.write_text(json.dumps({"target": asdict(target), "settings": {**asdict(settings),
+                                                                                **target.sampling}}))
         proc = subprocess.run([sys.executable, "-m", "sdopt.bench_worker", str(spec_file), str(result_file)],
                               stdout=subprocess.DEVNULL)
         if not result_file.is_file():
@@ -187,7 +200,8 @@ def run_target(target: Target, settings: Settings) -> dict:
 
 def summarize(target: Target, measured: dict) -> dict:
     row = {"name": target.name, "kind": target.kind, "path": target.path, "backend": target.backend,
-           "options": target.options, "peer": target.peer, "size_bytes": target.size_bytes, **target.unet}
+           "options": target.options, "peer": target.peer, "size_bytes": target.size_bytes, **target.unet,
+           **({"sampling": target.sampling} if target.sampling else {})}
     if "error" in measured:
         return {**row, "error": measured["error"]}
     runs = measured["runs"]
@@ -259,10 +273,12 @@ def format_table(result: dict) -> str:
         if len(cells) != len(columns):
             return f"{cells[0]:<{widths[0]}}  {cells[1]}"
         return "  ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(cells, widths)))
+    own = [f"{r['name']}: {r['sampling']['steps']} {r['sampling']['scheduler']} steps, guidance "
+           f"{r['sampling']['guidance']} embedded (UNet batch 1)" for r in result["rows"] if r.get("sampling")]
     pruned = [f"{r['name']}: UNet {r['unet_parameters'] / 1e6:.0f} M parameters "
               f"({r['reference_unet_parameters'] / 1e6:.0f} M unpruned), {r['unet_macs'] / 1e9:.1f} GMACs per guided step ({r['reference_unet_macs'] / 1e9:.1f})"
               for r in result["rows"] if "unet_parameters" in r and "reference_unet_parameters" in r]
-    return "\n".join([header, fmt(columns)] + [fmt(c) for c in lines] + pruned)
+    return "\n".join([header, fmt(columns)] + [fmt(c) for c in lines] + own + pruned)
 
 
 def write_plot(result: dict, path: Path) -> None:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from . import interrupts
-from .argtypes import finite, image_side, key_value, positive, seed, steps, strength
+from .argtypes import finite, image_side, integer, key_value, positive, seed, steps, strength
 from .errors import SdoptError
 from .limits import MAX_SEED, MAX_STEPS
 from .shared import SCHEDULERS
@@ -95,6 +95,7 @@ def build_parser(with_passes: bool = False) -> argparse.ArgumentParser:
                                                       "image, in (0, 1] (default 0.8; 1 with --mask)")
     r.add_argument("--mask", type=Path, help="inpainting: repaint where this mask (same size as --image) is white")
     _denoise_flag(r)
+    _vae_flags(r)
     _backend_flags(r)
 
     e = commands.add_parser("eval", help="compare an artifact's images with a reference's",
@@ -115,6 +116,7 @@ def build_parser(with_passes: bool = False) -> argparse.ArgumentParser:
                                              "adds the CLIP score of both image sets")
     e.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of a table")
     _denoise_flag(e)
+    _vae_flags(e)  # for the artifact
     _backend_flags(e)  # for the artifact; the reference runs on ONNX Runtime
 
     d = commands.add_parser("build", help="build an artifact for a deployment backend (OpenVINO IR, TensorRT)",
@@ -178,13 +180,27 @@ def _denoise_overrides(args) -> dict:
     return dict(args.denoise or [])
 
 
+def _vae_flags(parser) -> None:
+    parser.add_argument("--vae", choices=("default", "full"), default="default",
+                        help="full: decode with the model's own VAE decoder where a tiny-vae artifact has a tiny "
+                             "one as its default")
+    parser.add_argument("--vae-tile", type=integer, default=0, metavar="PIXELS",
+                        help="decode in overlapping tiles of this many pixels (a multiple of 4 x the VAE factor): "
+                             "large images in little memory. Default 0: whole")
+
+
+def _vae_options(args) -> dict:
+    return {"vae": args.vae, "vae_tile": args.vae_tile}
+
+
 def _sampling_flags(parser) -> None:
     parser.add_argument("--steps", type=steps, help=f"sampling steps, 1 to {MAX_STEPS} (default: the model's, "
                                                           f"20 for most)")
     parser.add_argument("--guidance", type=finite, help="classifier-free guidance scale; <= 1 disables guidance "
                                                        "(default: the model's, 7.5 for most)")
-    parser.add_argument("--scheduler", choices=SCHEDULERS, default="ddim",
-                        help="ddim, euler (Euler discrete) or dpmpp (DPM-Solver++ 2M). Default: ddim")
+    parser.add_argument("--scheduler", choices=SCHEDULERS,
+                        help="ddim, euler (Euler discrete), dpmpp (DPM-Solver++ 2M) or lcm (latent consistency, for "
+                             "models distilled by the lcm pass). Default: the model's, ddim for most")
 
 
 def cmd_eval(args) -> None:
@@ -201,7 +217,7 @@ def cmd_eval(args) -> None:
     prompts = read_prompts(args.prompts, "--prompts") if args.prompts else None
     pairs = default_pairs(manifest, prompts, args.seeds)
     info = manifest["pipeline"]
-    settings = EvalSettings(args.steps or info["steps"], _guidance(args, info), args.scheduler)
+    settings = EvalSettings(args.steps or info["steps"], _guidance(args, info), _scheduler(args, info))
     if args.grid is not None:
         check_output_file(args.grid, "--grid", ".png")
     if args.clip is not None and not (args.clip / "config.json").is_file():
@@ -211,7 +227,7 @@ def cmd_eval(args) -> None:
     result = evaluate(args.artifact, args.reference, pairs, settings,
                       progress=lambda it: tqdm(it, desc="generating", unit="image"), grid=args.grid, clip=args.clip,
                       backend=args.backend, backend_options=_backend_options(args),
-                      denoise_overrides=_denoise_overrides(args))
+                      denoise_overrides=_denoise_overrides(args), vae_options=_vae_options(args))
     print(json.dumps(json_safe(result), allow_nan=False) if args.json else format_table(result))
 
 
@@ -266,6 +282,10 @@ def cmd_bench(args) -> None:
 
 def _guidance(args, info: dict) -> float:
     return args.guidance if args.guidance is not None else info["guidance"]
+
+
+def _scheduler(args, info: dict) -> str:
+    return args.scheduler or info.get("scheduler", "ddim")
 
 
 def cmd_compress(args) -> None:
@@ -324,10 +344,12 @@ def cmd_run(args) -> None:
     check_text(args.negative_prompt, "--negative-prompt")
     image, mask = _input_images(args)
     options = _backend_options(args)
-    pipe = Pipeline(args.artifact, args.backend, denoise_overrides=_denoise_overrides(args), **options)
+    pipe = Pipeline(args.artifact, args.backend, denoise_overrides=_denoise_overrides(args), **_vae_options(args),
+                    **options)
     source = pipe.manifest["source"]
     steps, guidance = args.steps or pipe.info["steps"], _guidance(args, pipe.info)
-    request = dict(seed=args.seed, steps=steps, guidance=guidance, scheduler=args.scheduler, height=args.height,
+    scheduler = _scheduler(args, pipe.info)
+    request = dict(seed=args.seed, steps=steps, guidance=guidance, scheduler=scheduler, height=args.height,
                    width=args.width, negative_prompt=args.negative_prompt, image=image, strength=args.strength,
                    mask=mask)
     pipe.check_request(prompt=args.prompt, **request)
@@ -336,7 +358,7 @@ def cmd_run(args) -> None:
     result = pipe(args.prompt, progress=lambda it: tqdm(it, desc="sampling", unit="step"), **request)
     meta = PngImagePlugin.PngInfo()
     for key, value in {"prompt": args.prompt, "negative_prompt": args.negative_prompt, "seed": args.seed,
-                       "steps": steps, "guidance": guidance, "scheduler": args.scheduler,
+                       "steps": steps, "guidance": guidance, "scheduler": scheduler,
                        "recipe": pipe.manifest["recipe"]["name"], "model": source["spec"],
                        "random_weights": source["random_weights"], "generator": f"sdopt {_version()}",
                        **{k: getattr(args, k) for k in ("image", "strength", "mask") if getattr(args, k)}}.items():

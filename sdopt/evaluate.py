@@ -1,7 +1,9 @@
 """`sdopt eval`: what compression did to the images.
 
 The artifact and a reference (by default the fp32 export of the same source) generate the same
-prompts with the same seeds, scheduler, steps and guidance. Reported: PSNR and SSIM of the
+prompts with the same seeds, scheduler, steps and guidance, except for an artifact distilled to another
+sampler (`lcm`): it samples as asked, the reference as its manifest says (the few-step model against
+the model at its own steps). Reported: PSNR and SSIM of the
 images against the reference, cosine of the final latents, images per second, and for
 tiny-shapes the prompt alignment read back by its detector; with a local CLIP model folder, the CLIP
 score of both.
@@ -150,12 +152,14 @@ def clip_score(clip_dir: Path, prompts: list[str], images: list[np.ndarray]) -> 
 
 def evaluate(artifact: Path, reference: Path | None, pairs, settings: EvalSettings, progress=None,
              grid: Path | None = None, clip: Path | None = None, backend: str = "onnxruntime",
-             backend_options: dict | None = None, denoise_overrides: dict | None = None) -> dict:
+             backend_options: dict | None = None, denoise_overrides: dict | None = None,
+             vae_options: dict | None = None) -> dict:
     """The artifact runs on `backend` (its denoise strategy changed by `denoise_overrides`); the reference
     always on ONNX Runtime as its manifest says."""
     from sdopt.runtime.pipeline import Pipeline
 
-    pipe = Pipeline(artifact, backend, denoise_overrides=denoise_overrides, **(backend_options or {}))
+    pipe = Pipeline(artifact, backend, denoise_overrides=denoise_overrides, **(vae_options or {}),
+                    **(backend_options or {}))
     if not pairs:
         raise SdoptError("no prompts to evaluate")
     verify_reference = reference is not None  # the cached reference was verified as it was looked up
@@ -164,15 +168,18 @@ def evaluate(artifact: Path, reference: Path | None, pairs, settings: EvalSettin
     if ref_pipe.manifest["source"]["spec"] != pipe.manifest["source"]["spec"]:
         raise SdoptError(f"reference '{reference}' was made from {ref_pipe.manifest['source']['spec']}, "
                          f"the artifact from {pipe.manifest['source']['spec']}")
-    for p in (pipe, ref_pipe):
-        p.check_request(steps=settings.steps, guidance=settings.guidance, scheduler=settings.scheduler)
+    ref_settings = reference_settings(pipe.info, ref_pipe.info, settings)
+    for p, s in ((pipe, settings), (ref_pipe, ref_settings)):
+        p.check_request(steps=s.steps, guidance=s.guidance, scheduler=s.scheduler)
     images, latents, speed, calls = generate_all(pipe, pairs, settings, progress)
-    ref_images, ref_latents, ref_speed, ref_calls = generate_all(ref_pipe, pairs, settings, progress)
+    ref_images, ref_latents, ref_speed, ref_calls = generate_all(ref_pipe, pairs, ref_settings, progress)
     result = {
         "artifact": str(artifact), "reference": str(reference), "recipe": pipe.manifest["recipe"]["name"],
         "source": pipe.manifest["source"]["spec"], "random_weights": pipe.manifest["source"]["random_weights"],
         "n_images": len(pairs), "steps": settings.steps, "guidance": settings.guidance,
         "scheduler": settings.scheduler,
+        "reference_settings": {"steps": ref_settings.steps, "guidance": ref_settings.guidance,
+                               "scheduler": ref_settings.scheduler},
         "psnr": float(np.mean([min(psnr(a, b), 100.0) for a, b in zip(images, ref_images)])),
         "ssim": float(np.mean([ssim(a, b) for a, b in zip(images, ref_images)])),
         "latent_cosine": float(np.mean([cosine(a, b) for a, b in zip(latents, ref_latents)])),
@@ -197,6 +204,15 @@ def evaluate(artifact: Path, reference: Path | None, pairs, settings: EvalSettin
         write_grid(grid, pairs, ref_images, images)
         result["grid"] = str(grid)
     return result
+
+
+def reference_settings(info: dict, reference_info: dict, settings: EvalSettings) -> EvalSettings:
+    """The artifact's settings, unless it was distilled to a sampler the reference was not made for: then the
+    reference's own defaults."""
+    own = reference_info.get("scheduler", "ddim")
+    if info.get("scheduler", "ddim") == own:
+        return settings
+    return EvalSettings(reference_info["steps"], reference_info["guidance"], own)
 
 
 def unet_size(manifest: dict, reference: dict | None = None) -> dict:
@@ -246,6 +262,10 @@ def format_table(result: dict) -> str:
     header = (f"{label}: {result['n_images']} images, {result['scheduler']}, {result['steps']} steps, "
               f"guidance {result['guidance']}")
     rows = [("", result["reference_recipe"] + " (reference)", result["recipe"])]
+    ref = result.get("reference_settings", {})
+    if ref and (ref["steps"], ref["scheduler"]) != (result["steps"], result["scheduler"]):
+        rows.append(("sampling", f"{ref['scheduler']} {ref['steps']} steps, g {ref['guidance']}",
+                     f"{result['scheduler']} {result['steps']} steps, g {result['guidance']}"))
     if "alignment" in result:
         rows.append(("prompt alignment", f"{result['reference_alignment']:.1%}", f"{result['alignment']:.1%}"))
         rows += [(f"  {k}", f"{result['reference_per_attribute'][k]:.1%}", f"{v:.1%}")

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 # Roles the runtime knows; a denoise strategy may name further denoiser roles of its own.
 TEXT_ENCODER, DENOISER, VAE_DECODER, VAE_ENCODER = "text_encoder", "denoiser", "vae_decoder", "vae_encoder"
-ROLES = (TEXT_ENCODER, DENOISER, VAE_DECODER, VAE_ENCODER)
+VAE_DECODER_FULL = "vae_decoder_full"  # the model's own decoder where a tiny one is the vae_decoder
+ROLES = (TEXT_ENCODER, DENOISER, VAE_DECODER, VAE_ENCODER, VAE_DECODER_FULL)
 
 
 def is_denoiser(role: str) -> bool:

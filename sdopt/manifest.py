@@ -11,7 +11,7 @@ from . import schema as s
 from .errors import SdoptError
 from .graphs import DENOISER, TEXT_ENCODER, VAE_DECODER, VAE_ENCODER
 from .limits import MAX_SIDE, MAX_STEPS
-from .shared import pixel_size_multiple
+from .shared import SCHEDULERS, pixel_size_multiple
 
 SCHEMA_VERSION = 2
 FORMAT = "sdopt-artifact"  # the marker that tells an sdopt artifact from any other folder with a manifest.json
@@ -62,7 +62,7 @@ _pipeline = s.record(
      "vae_shift_factor": s.nullable(s.number(-1e6, 1e6)), "latent_size_multiple": s.integer(1, 64),
      "max_length": s.integer(1, 4096), "steps": s.integer(1, MAX_STEPS), "guidance": s.number(-1e6, 1e6),
      "denoise": s.record({"strategy": _name}, {"params": s.anything(4)})},
-    {"force_zeros_for_empty_prompt": s.boolean()})
+    {"force_zeros_for_empty_prompt": s.boolean(), "scheduler": s.string(choices=tuple(SCHEDULERS))})
 MANIFEST = s.record({
     "schema_version": s.integer(),
     "format": s.string(choices=(FORMAT,)),

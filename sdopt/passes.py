@@ -37,6 +37,7 @@ class Pass:
     before: tuple[str, ...] = ()  # passes this one must precede in a recipe ("*": every other pass)
     after: tuple[str, ...] = ()  # passes this one must follow
     requires: tuple[str, ...] = ()  # passes that must come before this one in the recipe
+    excludes: tuple[str, ...] = ()  # passes that cannot be in the same recipe
     shortcuts: tuple[Shortcut, ...] = ()
 
 
@@ -71,6 +72,8 @@ def check_order(names: list[str], passes: dict[str, Pass], where: str) -> None:
         for j, other in enumerate(names):
             if other == name:
                 continue
+            if other in spec.excludes:
+                raise SdoptError(f"{where}: {name} and {other} do not compose")
             if j > i and other in spec.after:
                 raise SdoptError(f"{where}: {name} must come after {other}")
             if j < i and ("*" in spec.before or other in spec.before):

@@ -32,6 +32,8 @@ BUILTIN = {
     "prune-base": [{"pass": "prune", "blocks": "base"}, {"pass": "distill"}],
     "prune-small": [{"pass": "prune", "blocks": "small"}, {"pass": "distill"}],
     "prune-channels": [{"pass": "prune", "blocks": "none", "macs": 0.8}, {"pass": "distill"}],
+    "lcm": [{"pass": "lcm", "steps": 4}],
+    "tiny-vae": [{"pass": "tiny-vae"}],
 }
 RECIPE_KEYS = ("name", "passes")
 

@@ -38,6 +38,7 @@ class Source:
     records: list = field(default_factory=list)  # what each pass did, for the manifest
     steps: int = 20  # sampling defaults the model is meant to be run with
     guidance: float = 7.5
+    scheduler: str = "ddim"  # the sampler the model is meant to be run with (sdopt.shared.SCHEDULERS)
     family: str = ""  # "tiny-shapes" for the reference model and folders trained like it
     graphs: list = field(default_factory=list)  # sdopt.graphs.GraphSpec that passes add to the pipeline's own
     quantization: dict = field(default_factory=dict)  # pipeline attribute -> sdopt.quantized.GraphQuantization
@@ -83,6 +84,11 @@ class Source:
             "timestep": torch.full((batch,), 500.0),
             "encoder_hidden_states": torch.randn(batch, 77, hidden, generator=g),
         }
+        if unet.config.time_cond_proj_dim:  # a UNet distilled with its guidance embedded (LCM)
+            from .shared import guidance_embedding
+
+            inputs["timestep_cond"] = torch.from_numpy(guidance_embedding([self.guidance] * batch,
+                                                                          unet.config.time_cond_proj_dim))
         if self.kind == "sdxl":
             inputs["text_embeds"] = torch.randn(batch, self.text_encoders[1].config.projection_dim, generator=g)
             inputs["time_ids"] = torch.tensor([[64.0, 64.0, 0.0, 0.0, 64.0, 64.0]]).repeat(batch, 1)

@@ -13,6 +13,7 @@ import math
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -27,6 +28,26 @@ def cosine_lr(step: int, total: int, base: float, warmup: int, final_frac: float
         return base * (step + 1) / warmup
     p = min(1.0, (step - warmup) / max(1, total - warmup))
     return base * (final_frac + (1 - final_frac) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def world_and_rank() -> tuple[int, int]:
+    """(processes, this one's rank) under `accelerate launch` / torchrun; (1, 0) alone."""
+    return int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+
+
+def checkpoint_path(kind: str, modules, settings: dict, rank: int = 0) -> Path:
+    """`$SDOPT_CACHE/KIND/KEY.safetensors`, KEY hashing the modules' weights and the settings; one file per rank."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for module in modules:
+        for name, tensor in module.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    root = Path(os.environ.get("SDOPT_CACHE", Path.home() / ".cache" / "sdopt")) / kind
+    root.mkdir(parents=True, exist_ok=True)
+    return root / f"{digest.hexdigest()[:24]}{'' if rank == 0 else f'.rank{rank}'}.safetensors"
 
 
 def save_checkpoint(path: str, modules: dict, optimizer, meta: dict) -> None:
@@ -128,6 +149,7 @@ class Stage:
     resume: bool = False
     log_every: int = 20
     clip_norm: float = 1.0
+    repeat: str = ""  # how a user fixes the step count, "{}" for it (default: the trainer's --NAME-steps flag)
 
 
 def run_stage(stage: Stage, modules: dict, optimizer, params: list, loss_fn: Callable, *, total: int | None = None,
@@ -159,7 +181,8 @@ def run_stage(stage: Stage, modules: dict, optimizer, params: list, loss_fn: Cal
             if bar.total != total:
                 bar.total = total
                 bar.refresh()
-                log(f"{stage.name}: {total} steps (repeat exactly with --{stage.name}-steps {total})")
+                hint = (stage.repeat or f"--{stage.name}-steps {{}}").format(total)
+                log(f"{stage.name}: {total} steps (repeat exactly with {hint})")
             if step >= total:
                 break
         rng = np.random.default_rng(step_seed(stage.seed, stage.stage_id, step))

@@ -1,4 +1,4 @@
-"""Numpy ports of diffusers (0.42.1) schedulers, one per file: DDIM (eta = 0), Euler and DPM-Solver++(2M).
+"""Numpy ports of diffusers (0.42.1) schedulers, one per file: DDIM (eta = 0), Euler, DPM-Solver++(2M) and LCM.
 
 `make_scheduler(name, config)` takes a diffusers `scheduler_config.json` dict, even one written by another
 scheduler class, and behaves like `<Class>.from_config(config)`: it reads only the keys its diffusers class
@@ -12,10 +12,11 @@ from .base import _COMMON_DEFAULTS, Scheduler, SchedulerError
 from .ddim import DDIMScheduler
 from .dpmpp import DPMSolverPPScheduler
 from .euler import EulerScheduler
+from .lcm import LCMScheduler
 
-CLASSES = {"ddim": DDIMScheduler, "euler": EulerScheduler, "dpmpp": DPMSolverPPScheduler}
-__all__ = ["CLASSES", "DDIMScheduler", "DPMSolverPPScheduler", "EulerScheduler", "Scheduler", "SchedulerError",
-           "check_config", "make_scheduler"]
+CLASSES = {"ddim": DDIMScheduler, "euler": EulerScheduler, "dpmpp": DPMSolverPPScheduler, "lcm": LCMScheduler}
+__all__ = ["CLASSES", "DDIMScheduler", "DPMSolverPPScheduler", "EulerScheduler", "LCMScheduler", "Scheduler",
+           "SchedulerError", "check_config", "make_scheduler"]
 
 
 def make_scheduler(name: str, config: dict) -> Scheduler:
@@ -31,7 +32,9 @@ def check_config(config: dict) -> None:
     from sdopt import schema as s
 
     numbers = {"num_train_timesteps": s.integer(2, 100_000), "steps_offset": s.integer(0, 1000),
-               "solver_order": s.integer(1, 3), "beta_start": s.number(0, 1, low_open=True),
+               "solver_order": s.integer(1, 3),
+               "original_inference_steps": s.integer(1, 100_000), "timestep_scaling": s.number(0, 1e6),
+               "beta_start": s.number(0, 1, low_open=True),
                "beta_end": s.number(0, 1, low_open=True), "clip_sample_range": s.number(0, 1e6, low_open=True),
                "trained_betas": s.nullable(s.array(s.number(0, 1, low_open=True), 100_000, min_length=2))}
     if not isinstance(config, dict):

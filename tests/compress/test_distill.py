@@ -2,10 +2,6 @@
 accelerate (gloo, CPU) follow the one-process curve, and the result exports, runs and composes."""
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 
 import pytest
 
@@ -47,23 +43,8 @@ def test_a_rerun_resumes_from_the_finished_checkpoint(distilled, tmp_path):
     assert (out / "unet" / "model.onnx").read_bytes() == (distilled / "unet" / "model.onnx").read_bytes()
 
 
-def test_two_processes_follow_the_one_process_loss_curve(tmp_path):
-    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
-    env = {**os.environ, "SDOPT_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
-    curves = {}
-    for processes in (1, 2):
-        out = tmp_path / f"p{processes}"
-        # accelerate's multi-process launcher is --multi_gpu; without a GPU the processes meet over gloo
-        command = [accelerate, "launch", *(["--multi_gpu"] if processes > 1 else []), "--num_processes",
-                   str(processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                   "-m", "sdopt.cli", "compress",
-                   "--recipe", "prune-small", *SHORT, "--set", "distill.resume=false", "--out", str(out)]
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
-        assert done.returncode == 0, done.stderr[-2000:]
-        record, _ = _record(out, "distill")
-        assert record["processes"] == processes
-        curves[processes] = record["loss_curve"]
-    assert len(curves[1]) == len(curves[2])
+def test_two_processes_follow_the_one_process_loss_curve(loss_curves):
+    curves = loss_curves(["--recipe", "prune-small", *SHORT, "--set", "distill.resume=false"], "distill")
     for one, two in zip(curves[1], curves[2]):
         assert two == pytest.approx(one, rel=1e-3)
 

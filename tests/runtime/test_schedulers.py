@@ -195,7 +195,7 @@ def test_set_timesteps_resets_state(name):
 
 
 def test_unknown_name():
-    with pytest.raises(SdoptError, match="unknown scheduler 'pndm'; choose one of ddim, euler, dpmpp"):
+    with pytest.raises(SdoptError, match="unknown scheduler 'pndm'; choose one of ddim, euler, dpmpp, lcm"):
         make_scheduler("pndm", SD15)
 
 
@@ -263,3 +263,35 @@ def test_img2img_start_and_add_noise_match_diffusers(name, config, strength):
         x_ref = ref.step(torch.from_numpy(model_output), t_ref, x_ref).prev_sample
         scale = max(1.0, float(np.abs(x_ref.numpy()).max()))
         np.testing.assert_allclose(x, x_ref.numpy(), rtol=0, atol=REL_TOL * scale)
+
+
+LCM_CONFIGS = {"zero-terminal-snr": ZERO_SNR, "sd15": SD15, "sd21-v": SD21,
+               "clipped": {**SD15, "clip_sample": True, "original_inference_steps": 25}}
+
+
+@pytest.mark.parametrize("steps", [1, 2, 4, 8])
+@pytest.mark.parametrize("config", LCM_CONFIGS.values(), ids=LCM_CONFIGS.keys())
+def test_lcm_matches_diffusers_step_by_step(config, steps):
+    """Timesteps and every step, its re-noising fed the noise diffusers draws from the same torch generator."""
+    ours, ref = make_scheduler("lcm", config), diffusers.LCMScheduler.from_config(config)
+    ours.set_timesteps(steps)
+    ref.set_timesteps(steps)
+    np.testing.assert_array_equal(ours.timesteps, ref.timesteps.numpy())
+    rng = np.random.default_rng(steps)
+    x = rng.standard_normal(SHAPE, dtype=np.float32)
+    x_ref = torch.from_numpy(x)
+    drawn, ours_noise = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    for i, t in enumerate(ours.timesteps):
+        model_output = rng.standard_normal(SHAPE, dtype=np.float32)
+        last = i == steps - 1
+        noise = None if last else torch.randn(SHAPE, generator=ours_noise).numpy()
+        x = ours.step(model_output, t, x, noise=noise)
+        x_ref = ref.step(torch.from_numpy(model_output), ref.timesteps[i], x_ref, generator=drawn).prev_sample
+        expected = x_ref.numpy()
+        err = float(np.abs(x - expected).max()) / max(1.0, float(np.abs(expected).max()))
+        assert err <= REL_TOL, f"step {i} at t={t}: relative error {err:.2e}"
+
+
+def test_lcm_refuses_more_steps_than_its_schedule():
+    with pytest.raises(SdoptError, match="more than the 50 of its distillation schedule"):
+        make_scheduler("lcm", SD15).set_timesteps(51)

@@ -1,0 +1,210 @@
+"""Latent consistency distillation (Luo et al. 2023): a few-step student of the UNet, data-free.
+
+The student is the teacher's UNet with a guidance embedding added to its time embedding (`timestep_cond`,
+zero-initialised, so training starts from the teacher): it samples without the negative batch. Each step
+noises clean latents to a timestep of the distillation schedule (every k-th training timestep), lets the
+teacher take one guided DDIM step from there to the previous one at a random guidance scale, and trains
+the student's consistency function at the noisier point towards the target network's at the less noisy one
+(skipping-step consistency distillation; the target is an EMA of the student, the artifact gets it). The
+clean latents are the teacher's own generations over prompts: no image dataset.
+
+The artifact records the student's sampler (`lcm`), default steps and guidance. Training is the shared
+loop's (seeded, progress, checkpoints in `$SDOPT_CACHE/lcm`, resume) and runs under `accelerate launch`
+on several processes as distillation does.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from sdopt.calibration.trajectory import CalibrationConfig, calibration_prompts, check_calibration
+from sdopt.compress.denoiser import generate_latents, run_unet
+from sdopt.compress.denoising import Objective
+from sdopt.errors import SdoptError
+from sdopt.limits import MAX_STEPS
+from sdopt.passes import register
+from sdopt.shared import consistency_scalings, consistency_timesteps, guidance_embedding
+from sdopt.training import EMA, Stage, checkpoint_path, run_stage, world_and_rank
+
+EMBEDDING_DIM = 256  # of the guidance embedding, as LCM's released models
+HUBER_C = 0.001
+
+
+@dataclass(frozen=True)
+class LcmConfig:
+    steps: int = 4  # the student's default sampling steps (recorded in the artifact)
+    guidance: float = 0.0  # its default guidance scale; 0: the teacher's
+    guidance_min: float = 1.0  # training draws guidance scales from [guidance_min, guidance_max]
+    guidance_max: float = 0.0  # 0: twice the default minus one (symmetric around it)
+    schedule_steps: int = 50  # the distillation schedule: every (T / schedule_steps)-th timestep
+    minutes: float = 20.0  # time budget: the step count is set after timing the first steps
+    train_steps: int | None = None  # a fixed step count instead of the budget
+    batch: int = 16
+    lr: float = 1e-4
+    target_ema: float = 0.95  # decay of the target network
+    seeds: int = 2  # teacher generations per prompt (the clean latents)
+    seed: int = 0
+    resume: bool = True
+    calibration: CalibrationConfig = field(default_factory=lambda: CalibrationConfig(num_prompts=64))
+
+    def __post_init__(self):
+        if not 1 <= self.steps <= self.schedule_steps:
+            raise SdoptError(f"lcm: steps {self.steps} must lie in [1, schedule_steps {self.schedule_steps}]")
+        if not 1 <= self.schedule_steps <= MAX_STEPS:
+            raise SdoptError(f"lcm: schedule_steps {self.schedule_steps} must lie in [1, {MAX_STEPS}]")
+        if self.guidance < 0 or self.guidance_min < 1 or (self.guidance_max and self.guidance_max < self.guidance_min):
+            raise SdoptError("lcm: guidance must be >= 0, 1 <= guidance_min <= guidance_max (0: automatic)")
+        if not 0 < self.minutes <= 24 * 60:
+            raise SdoptError(f"lcm: minutes {self.minutes} must lie in (0, 1440]")
+        if self.train_steps is not None and not 1 <= self.train_steps <= 10_000_000:
+            raise SdoptError(f"lcm: train_steps {self.train_steps} must lie in [1, 10000000]")
+        if not 1 <= self.batch <= 4096 or not 0 < self.lr < 1 or not 0 <= self.target_ema < 1:
+            raise SdoptError("lcm: batch in [1, 4096], lr in (0, 1), target_ema in [0, 1)")
+        if not 1 <= self.seeds <= 64:
+            raise SdoptError(f"lcm: seeds {self.seeds} must lie in [1, 64]")
+
+
+def check(source, config: LcmConfig) -> None:
+    unet = source.pipeline.unet
+    if source.kind != "sd" or unet.config.in_channels != source.pipeline.vae.config.latent_channels:
+        raise SdoptError("lcm: distils text-to-image SD1.x / SD2.x UNets (not SDXL, not inpainting)")
+    if unet.config.time_cond_proj_dim:
+        raise SdoptError("lcm: the UNet already takes an embedded guidance scale")
+    kind = source.pipeline.scheduler.config.get("prediction_type", "epsilon")
+    if kind not in ("epsilon", "v_prediction"):
+        raise SdoptError(f"lcm: needs an epsilon or v_prediction model, not {kind}")
+    if int(source.pipeline.scheduler.config.num_train_timesteps) < config.schedule_steps:
+        raise SdoptError(f"lcm: schedule_steps {config.schedule_steps} exceeds the model's training timesteps")
+    check_calibration(source, config.calibration)
+
+
+def student_unet(teacher):
+    """The teacher with a zero-initialised guidance projection in its time embedding: the same outputs."""
+    from diffusers import UNet2DConditionModel
+
+    config = {k: v for k, v in dict(teacher.config).items() if not k.startswith("_")}
+    student = UNet2DConditionModel(**{**config, "time_cond_proj_dim": EMBEDDING_DIM})
+    missing, unexpected = student.load_state_dict(teacher.state_dict(), strict=False)
+    if unexpected or missing != ["time_embedding.cond_proj.weight"]:
+        raise SdoptError(f"lcm: the student does not take the teacher's weights ({(missing + unexpected)[:3]})")
+    torch.nn.init.zeros_(student.time_embedding.cond_proj.weight)
+    return student.eval()
+
+
+class Schedule(Objective):
+    """The distillation schedule: every k-th training timestep, and the consistency function on it."""
+
+    def __init__(self, scheduler_config: dict, schedule_steps: int, timestep_scaling: float = 10.0):
+        super().__init__(scheduler_config)
+        train = len(self.alphas)
+        self.timesteps = torch.from_numpy(consistency_timesteps(train, schedule_steps))
+        self.skip = train // schedule_steps
+        self.scaling = timestep_scaling
+
+    def consistency(self, output, sample, t):
+        """The consistency function c_skip(t) x_t + c_out(t) x0(x_t)."""
+        c_skip, c_out = (torch.from_numpy(v).view(-1, 1, 1, 1) for v in consistency_scalings(t.numpy(), self.scaling))
+        return c_skip * sample + c_out * self.x0(sample, t, output)
+
+
+def guidance_range(source, config: LcmConfig) -> tuple[float, float, float]:
+    default = config.guidance or source.guidance
+    high = config.guidance_max or max(config.guidance_min, 2 * default - 1)
+    return default, config.guidance_min, high
+
+
+def apply(source, config: LcmConfig):
+    pipe, start = source.pipeline, time.perf_counter()
+    teacher = pipe.unet.eval().requires_grad_(False)
+    default, low, high = guidance_range(source, config)
+    latents, embeddings, uncond = generate_latents(source, calibration_prompts(source, config.calibration),
+                                                  config.seeds, config.calibration.seed)
+    schedule = Schedule(dict(pipe.scheduler.config), config.schedule_steps)
+    student = student_unet(teacher)
+    world, rank = world_and_rank()
+    model = student
+    if world > 1:
+        from accelerate import Accelerator
+
+        model = Accelerator(cpu=not torch.cuda.is_available()).prepare_model(student)
+    student.train().requires_grad_(True)
+    target = EMA(student)
+    params = [p for p in student.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+    losses: list[float] = []
+
+    def loss_fn(step, rng, generator):
+        picked = rng.choice(len(latents), size=config.batch, replace=len(latents) < config.batch)
+        index = rng.integers(0, len(schedule.timesteps), size=config.batch)
+        scales = rng.uniform(low, high, size=config.batch).astype(np.float32)
+        noise = torch.randn((config.batch, *latents.shape[1:]), generator=generator)
+        mine = slice(rank, None, world)  # this process's share of the step's batch
+        picked, index, scales, noise = picked[mine], index[mine], scales[mine], noise[mine]
+        x0, text = latents[picked], embeddings[picked]
+        t = schedule.timesteps[index]
+        t_prev = (t - schedule.skip).clamp(min=0)
+        a = schedule.alphas[t].view(-1, 1, 1, 1)
+        x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        cond = torch.from_numpy(guidance_embedding(scales, EMBEDDING_DIM))
+        out = run_unet(model, {"sample": x_t, "timestep": t.float(), "encoder_hidden_states": text,
+                               "timestep_cond": cond})
+        prediction = schedule.consistency(out, x_t, t)
+        with torch.no_grad():
+            n = len(picked)
+            both = run_unet(teacher, {"sample": torch.cat([x_t, x_t]), "timestep": torch.cat([t, t]).float(),
+                                      "encoder_hidden_states": torch.cat([uncond.expand(n, -1, -1), text])})
+            (x0_u, eps_u), (x0_c, eps_c) = (schedule.x0_eps(x_t, t, o) for o in both.chunk(2))
+            w = torch.from_numpy(scales - 1).view(-1, 1, 1, 1)
+            x0_g, eps_g = x0_c + w * (x0_c - x0_u), eps_c + w * (eps_c - eps_u)
+            a_prev = schedule.alphas[t_prev].view(-1, 1, 1, 1)
+            x_prev = a_prev.sqrt() * x0_g + (1 - a_prev).sqrt() * eps_g
+            out_prev = run_unet(target.average, {"sample": x_prev, "timestep": t_prev.float(),
+                                                 "encoder_hidden_states": text, "timestep_cond": cond})
+            goal = schedule.consistency(out_prev, x_prev, t_prev)
+        loss = (torch.sqrt((prediction - goal) ** 2 + HUBER_C**2) - HUBER_C).mean()
+        if not torch.isfinite(loss):
+            raise SdoptError(f"lcm: the loss became non-finite at step {step}")
+        shown = loss.detach().clone()
+        if world > 1:
+            torch.distributed.all_reduce(shown)
+            shown /= world
+        losses.append(float(shown))
+        return loss * n * world / config.batch, lambda: {"loss": f"{np.mean(losses[-20:]):.4g}"}
+
+    settings = {k: v for k, v in asdict(config).items() if k not in ("resume", "minutes", "steps", "guidance")}
+    checkpoint = checkpoint_path("lcm", (teacher,), {**settings, "spec": source.spec, "range": [low, high]}, rank)
+    stage = Stage("lcm", 43, config.seed, config.lr, min(100, (config.train_steps or 1000) // 10 + 1), str(checkpoint),
+                  steps=config.train_steps, minutes=config.minutes, resume=config.resume, checkpoint_seconds=60,
+                  repeat="--set lcm.train_steps={}")
+    done = run_stage(stage, {"student": student, "target": target.average}, optimizer, params, loss_fn,
+                     after_step=lambda _s: target.update(config.target_ema),
+                     log=lambda message: print(message, file=sys.stderr))
+    final = target.average.eval().requires_grad_(False)
+    source.teachers.setdefault("unet", teacher)
+    pipe.unet = final
+    _use_lcm_scheduler(pipe, config.schedule_steps)
+    source.steps, source.guidance, source.scheduler = config.steps, default, "lcm"
+    source.secondary = rank != 0  # only the main process exports
+    source.records.append({"pass": "lcm", "train_steps": done["step"], "seconds": round(done["seconds"], 1),
+                           "processes": world, "latents": len(latents), "guidance_range": [low, high],
+                           "default_steps": config.steps, "default_guidance": default,
+                           "loss_first": losses[0] if losses else None,
+                           "loss_curve": [round(v, 6) for v in losses[:: max(1, len(losses) // 50)]],
+                           "loss_last": float(np.mean(losses[-20:])) if losses else None,
+                           "wall_seconds": round(time.perf_counter() - start, 1)})
+    return source
+
+
+def _use_lcm_scheduler(pipe, schedule_steps: int) -> None:
+    """The artifact's scheduler config becomes LCMScheduler's, with the distillation schedule it was trained on."""
+    from diffusers import LCMScheduler
+
+    pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config, original_inference_steps=schedule_steps)
+
+
+register("lcm", LcmConfig, apply, check=check, before=("quantize",), excludes=("cache",))

@@ -1,0 +1,167 @@
+"""A tiny VAE decoder (TAESD's design: a few residual conv blocks, nearest upsampling) distilled from the
+model's own decoder on latents of the model's own generations: no image dataset.
+
+The tiny decoder is diffusers' `DecoderTiny`, ~1.2 M parameters at 64 channels for SD's 4-channel latents;
+its width defaults to min(64, twice the full decoder's narrowest block), its upsamplings follow the VAE's
+scale factor. It reads the latents the runtime hands the decoder (VAE space, unscaled) times the VAE's
+scaling factor, and learns the full decoder's image (L1 + MSE, random flips of latent and image together).
+It becomes the artifact's `vae_decoder`; with `keep_full` the full decoder stays as `vae_decoder_full`
+(`sdopt run --vae full`). Training is the shared loop's (seeded, checkpoints in `$SDOPT_CACHE/tiny-vae`,
+resume, progress).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from sdopt.calibration.trajectory import CalibrationConfig, calibration_prompts, check_calibration
+from sdopt.compress.denoiser import generate_latents
+from sdopt.errors import SdoptError
+from sdopt.graphs import VAE_DECODER, VAE_DECODER_FULL, GraphSpec
+from sdopt.passes import register
+from sdopt.training import Stage, checkpoint_path, run_stage
+
+DECODE_BATCH = 4  # latents per full-decoder call while the targets are made
+
+
+@dataclass(frozen=True)
+class TinyVaeConfig:
+    channels: int = 0  # 0: min(64, twice the full decoder's narrowest block)
+    blocks: int = 3  # residual blocks per resolution (the last resolution has one)
+    minutes: float = 10.0  # time budget: the step count is set after timing the first steps
+    train_steps: int | None = None  # a fixed step count instead of the budget
+    batch: int = 8
+    lr: float = 1e-3
+    keep_full: bool = True  # the full decoder stays in the artifact as vae_decoder_full
+    seeds: int = 4  # generations per prompt (the latents it learns on)
+    seed: int = 0
+    resume: bool = True
+    calibration: CalibrationConfig = field(default_factory=lambda: CalibrationConfig(num_prompts=64))
+
+    def __post_init__(self):
+        if not 0 <= self.channels <= 512 or not 1 <= self.blocks <= 8:
+            raise SdoptError("tiny-vae: channels must lie in [0, 512] (0: automatic), blocks in [1, 8]")
+        if not 0 < self.minutes <= 24 * 60:
+            raise SdoptError(f"tiny-vae: minutes {self.minutes} must lie in (0, 1440]")
+        if self.train_steps is not None and not 1 <= self.train_steps <= 10_000_000:
+            raise SdoptError(f"tiny-vae: train_steps {self.train_steps} must lie in [1, 10000000]")
+        if not 1 <= self.batch <= 4096 or not 0 < self.lr < 1 or not 1 <= self.seeds <= 64:
+            raise SdoptError("tiny-vae: batch in [1, 4096], lr in (0, 1), seeds in [1, 64]")
+
+
+class TinyDecoder(torch.nn.Module):
+    """(B, C, h, w) VAE latents -> (B, 3, H, W) image in [-1, 1], as the full decoder's graph."""
+
+    def __init__(self, latent_channels: int, scale_factor: int, channels: int, blocks: int, scaling: float):
+        from diffusers.models.autoencoders.vae import DecoderTiny
+
+        super().__init__()
+        levels = int(round(np.log2(scale_factor))) + 1
+        self.decoder = DecoderTiny(latent_channels, 3, (blocks,) * (levels - 1) + (1,), (channels,) * levels, 2,
+                                   "relu", "nearest")
+        self.scaling = float(scaling)
+
+    def forward(self, latent):
+        return self.decoder(latent * self.scaling)
+
+
+class _FullDecoder(torch.nn.Module):
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, latent):
+        return self.vae.decode(latent, return_dict=False)[0]
+
+
+def tiny_decoder(vae, config: TinyVaeConfig) -> TinyDecoder:
+    vae_config = vae.config
+    channels = config.channels or min(64, 2 * min(vae_config.block_out_channels))
+    scale_factor = 2 ** (len(vae_config.block_out_channels) - 1)
+    with torch.random.fork_rng():
+        torch.manual_seed(config.seed)
+        return TinyDecoder(vae_config.latent_channels, scale_factor, channels, config.blocks,
+                           vae_config.scaling_factor)
+
+
+def check(source, config: TinyVaeConfig) -> None:
+    if getattr(source.pipeline.vae.config, "shift_factor", None):
+        raise SdoptError("tiny-vae: VAEs with a shift factor (SD3, Flux) are not supported")
+    check_calibration(source, config.calibration)
+
+
+def decoder_targets(vae, latents: torch.Tensor) -> torch.Tensor:
+    """The full decoder's images of the (VAE-space) latents."""
+    images = []
+    with torch.no_grad():
+        for start in tqdm(range(0, len(latents), DECODE_BATCH), desc="full decoder targets", unit="batch"):
+            images.append(vae.decode(latents[start:start + DECODE_BATCH], return_dict=False)[0])
+    return torch.cat(images).clamp(-1, 1)
+
+
+def apply(source, config: TinyVaeConfig):
+    pipe, start = source.pipeline, time.perf_counter()
+    vae = pipe.vae.eval().requires_grad_(False)
+    scaled = generate_latents(source, calibration_prompts(source, config.calibration), config.seeds,
+                              config.calibration.seed)[0]
+    latents = scaled / vae.config.scaling_factor  # what the runtime hands the decoder
+    targets = decoder_targets(vae, latents)
+    student = tiny_decoder(vae, config).train()
+    params = list(student.parameters())
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+    losses: list[float] = []
+
+    def loss_fn(step, rng, generator):
+        picked = rng.choice(len(latents), size=config.batch, replace=len(latents) < config.batch)
+        x, y = latents[picked], targets[picked]
+        if rng.random() < 0.5:  # a flip of latent and image together: the decoder is (nearly) equivariant
+            x, y = x.flip(-1), y.flip(-1)
+        out = student(x)
+        loss = torch.nn.functional.l1_loss(out, y) + torch.nn.functional.mse_loss(out, y)
+        if not torch.isfinite(loss):
+            raise SdoptError(f"tiny-vae: the loss became non-finite at step {step}")
+        losses.append(float(loss))
+        return loss, lambda: {"loss": f"{np.mean(losses[-20:]):.4g}"}
+
+    settings = {k: v for k, v in asdict(config).items() if k not in ("resume", "minutes", "keep_full")}
+    checkpoint = checkpoint_path("tiny-vae", (vae,), {**settings, "spec": source.spec, "latents": _digest(latents)})
+    stage = Stage("tiny-vae", 47, config.seed, config.lr, min(100, (config.train_steps or 1000) // 10 + 1),
+                  str(checkpoint), steps=config.train_steps, minutes=config.minutes, resume=config.resume,
+                  checkpoint_seconds=60, repeat="--set tiny-vae.train_steps={}")
+    done = run_stage(stage, {"decoder": student}, optimizer, params, loss_fn,
+                     log=lambda message: print(message, file=sys.stderr))
+    student.eval().requires_grad_(False)
+    with torch.no_grad():
+        held = student(latents[:DECODE_BATCH])
+    psnr = float(10 * torch.log10(4 / torch.mean((held.clamp(-1, 1) - targets[:DECODE_BATCH]) ** 2)))
+    example = latents[:1, :, :8, :8].clone()
+    axes = {0: "batch", 2: "height", 3: "width"}
+    source.graphs.append(GraphSpec("vae_decoder", VAE_DECODER, "vae_decoder_tiny", student, {"latent": example},
+                                   ["image"], {"latent": axes, "image": axes}, scope="/decoder/"))
+    if config.keep_full:
+        source.graphs.append(GraphSpec("vae_decoder_full", VAE_DECODER_FULL, "vae", _FullDecoder(vae),
+                                       {"latent": example}, ["image"], {"latent": axes, "image": axes},
+                                       scope="/vae/"))
+    source.records.append({"pass": "tiny-vae", "parameters": sum(p.numel() for p in params),
+                           "full_decoder_parameters": sum(p.numel() for name, p in vae.named_parameters()
+                                                          if name.startswith(("decoder.", "post_quant_conv."))),
+                           "latents": len(latents), "train_steps": done["step"], "seconds": round(done["seconds"], 1),
+                           "train_psnr_db": round(psnr, 2), "loss_first": losses[0] if losses else None,
+                           "loss_last": float(np.mean(losses[-20:])) if losses else None,
+                           "wall_seconds": round(time.perf_counter() - start, 1)})
+    return source
+
+
+def _digest(tensor: torch.Tensor) -> str:
+    import hashlib
+
+    return hashlib.sha256(tensor.contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+register("tiny-vae", TinyVaeConfig, apply, check=check)
