@@ -44,9 +44,10 @@ class _UNet(torch.nn.Module):
         self.unet, self.names = unet, tuple(names)
 
     def forward(self, *tensors):
-        from sdopt.compress.denoiser import run_unet
-
-        return run_unet(self.unet, dict(zip(self.names, tensors)))
+        x = dict(zip(self.names, tensors))
+        added = {k: x[k] for k in ("text_embeds", "time_ids") if k in x} or None
+        return self.unet(x["sample"], x["timestep"], encoder_hidden_states=x["encoder_hidden_states"],
+                         timestep_cond=x.get("timestep_cond"), added_cond_kwargs=added, return_dict=False)[0]
 
 
 class _VaeDecoder(torch.nn.Module):
