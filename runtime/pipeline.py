@@ -300,8 +300,9 @@ class Pipeline:
         z = latents / np.float32(self.info["vae_scaling_factor"])
         if self.info.get("vae_shift_factor"):
             z = z + np.float32(self.info["vae_shift_factor"])
-        image = self._decode(z.astype(np.float32)) if not self.vae_tile else \
-            decode_tiled(self._decode, z.astype(np.float32), self.vae_tile, self.info["vae_scale_factor"])
+        z = z.astype(np.float32)
+        image = decode_tiled(self._decode, z, self.vae_tile, self.info["vae_scale_factor"]) if self.vae_tile \
+            else self._decode(z)
         return np.clip(image[0].transpose(1, 2, 0) / 2 + 0.5, 0.0, 1.0)  # (H, W, 3)
 
     def _decode(self, z: np.ndarray) -> np.ndarray:
