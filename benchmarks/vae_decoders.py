@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import statistics
 import subprocess
@@ -93,30 +92,30 @@ def main() -> None:
             rows[mode]["image"] = np.load(out.with_suffix(".npy"))
     reference = rows["full"]["image"]
     for mode, row in rows.items():
-        row["psnr_vs_full_db"] = psnr(row.pop("image"), reference)
+        image = row.pop("image")
+        row["psnr_vs_full_db"] = None if mode == "full" else psnr(image, reference)
         row["speedup_vs_full"] = rows["full"]["median_s"] / row["median_s"]
     manifest = json.loads((args.artifact / "manifest.json").read_text())
     result = {"benchmark": "vae_decoders", "artifact": str(args.artifact), "source": manifest["source"]["spec"],
-              "size": args.size, "tile": args.tile, "runs": args.runs, "processor": _processor(),
+              "size": args.size, "tile": args.tile, "runs": args.runs, "machine": _machine(),
               "tiny_parameters": next(r for r in manifest["passes"] if r["pass"] == "tiny-vae")["parameters"],
               "rows": rows}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{result['source']}, {args.size}x{args.size}, ONNX Runtime, median of {args.runs}; {result['processor']}")
+    print(f"{result['source']}, {args.size}x{args.size}, ONNX Runtime, median of {args.runs}; "
+          f"{result['machine'].get('processor')} {','.join(result['machine'].get('isa', []))}")
     print(f"{'decoder':<12} {'median s':>9} {'x full':>7} {'RSS load GB':>12} {'peak RSS GB':>12} {'PSNR dB':>8}")
     for mode, row in rows.items():
         print(f"{mode:<12} {row['median_s']:>9.3f} {row['speedup_vs_full']:>7.1f} "
               f"{row['rss_after_load_bytes'] / 1e9:>12.2f} {row['peak_rss_bytes'] / 1e9:>12.2f} "
-              f"{row['psnr_vs_full_db']:>8.2f}")
+              f"{'-' if row['psnr_vs_full_db'] is None else format(row['psnr_vs_full_db'], '.2f'):>8}")
     print(f"wrote {args.json}")
 
 
-def _processor() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor()
+def _machine() -> dict:
+    from sdopt.bench import machine
+
+    return machine()
 
 
 if __name__ == "__main__":

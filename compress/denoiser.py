@@ -70,21 +70,27 @@ def record_unet_calls(source, config: CalibrationConfig, use_cache: bool = True)
     return record_calls(source, config, unet_calibration_target(source, config), use_cache)
 
 
-def generate_latents(source, prompts: list[str], seeds: int, seed: int):
+def generate_latents(source, config: CalibrationConfig, seeds: int):
     """(clean latents (N, C, h, w) as the UNet sees them, text embeddings (N, 77, D), the empty prompt's
-    (1, 77, D)): the pipeline's own generations at its steps and guidance, `seeds` per prompt."""
+    (1, 77, D)): the pipeline's own generations over the calibration config's prompts, `seeds` per prompt, at
+    the config's steps, guidance, size and sampler (by default the model's)."""
+    import diffusers
     from tqdm.auto import tqdm
 
+    from sdopt.calibration.trajectory import calibration_prompts
     from sdopt.errors import SdoptError
 
     pipe = source.pipeline
+    steps, guidance = trajectory_settings(source, config)
+    height, width = config.size or source.height, config.size or source.width
     latents, embeddings = [], []
-    with torch.no_grad():
+    with torch.no_grad(), _scheduler(pipe, getattr(diffusers, SCHEDULERS[config.scheduler or source.scheduler])):
         uncond = pipe.encode_prompt([""], "cpu", 1, False)[0]
+        prompts = calibration_prompts(source, config)
         for i, prompt in enumerate(tqdm(prompts, desc="generating latents", unit="prompt")):
-            generators = [torch.Generator().manual_seed(seed + i * seeds + j) for j in range(seeds)]
-            out = pipe([prompt] * seeds, num_inference_steps=source.steps, guidance_scale=source.guidance,
-                       height=source.height, width=source.width, generator=generators, output_type="latent")
+            generators = [torch.Generator().manual_seed(config.seed + i * seeds + j) for j in range(seeds)]
+            out = pipe([prompt] * seeds, num_inference_steps=steps, guidance_scale=guidance, height=height,
+                       width=width, generator=generators, output_type="latent")
             latents.append(out.images)
             embeddings.append(pipe.encode_prompt([prompt] * seeds, "cpu", 1, False)[0])
     latents = torch.cat(latents)

@@ -8,6 +8,13 @@ the student's consistency function at the noisier point towards the target netwo
 (skipping-step consistency distillation; the target is an EMA of the student, the artifact gets it). The
 clean latents are the teacher's own generations over prompts: no image dataset.
 
+With `lora_rank`, the student is an LCM-LoRA instead (Luo et al. 2023b): the teacher plus low-rank adapters
+(peft) on its attention, feed-forward and resnet layers, no guidance embedding; it distils one guidance scale
+(the default) into the adapters, trains against itself as the target (no EMA copy: one UNet in memory, the
+teacher is the same UNet with its adapters off), and samples unguided. The adapters are fused into the
+artifact's UNet and also saved in diffusers' LoRA format (`lcm_lora/pytorch_lora_weights.safetensors`), which
+the `lora` pass (`--lora FILE`) fuses into related models (fine-tunes of the same base).
+
 The artifact records the student's sampler (`lcm`), default steps and guidance. Training is the shared
 loop's (seeded, progress, checkpoints in `$SDOPT_CACHE/lcm`, resume) and runs under `accelerate launch`
 on several processes as distillation does.
@@ -15,14 +22,17 @@ on several processes as distillation does.
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from sdopt.calibration.trajectory import CalibrationConfig, calibration_prompts, check_calibration
+from sdopt.calibration.trajectory import CalibrationConfig, check_calibration
 from sdopt.compress.denoiser import generate_latents, run_unet
 from sdopt.compress.denoising import Objective
 from sdopt.errors import SdoptError
@@ -33,6 +43,9 @@ from sdopt.training import EMA, Stage, checkpoint_path, run_stage, world_and_ran
 
 EMBEDDING_DIM = 256  # of the guidance embedding, as LCM's released models
 HUBER_C = 0.001
+LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2", "conv1",
+                "conv2", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv", "time_emb_proj")
+LORA_FILE = "lcm_lora/pytorch_lora_weights.safetensors"
 
 
 @dataclass(frozen=True)
@@ -46,7 +59,8 @@ class LcmConfig:
     train_steps: int | None = None  # a fixed step count instead of the budget
     batch: int = 16
     lr: float = 1e-4
-    target_ema: float = 0.95  # decay of the target network
+    target_ema: float = 0.95  # decay of the target network (the embedded student's)
+    lora_rank: int = 0  # > 0: an LCM-LoRA of this rank instead of the embedded student
     seeds: int = 2  # teacher generations per prompt (the clean latents)
     seed: int = 0
     resume: bool = True
@@ -67,6 +81,8 @@ class LcmConfig:
             raise SdoptError("lcm: batch in [1, 4096], lr in (0, 1), target_ema in [0, 1)")
         if not 1 <= self.seeds <= 64:
             raise SdoptError(f"lcm: seeds {self.seeds} must lie in [1, 64]")
+        if not 0 <= self.lora_rank <= 1024:
+            raise SdoptError(f"lcm: lora_rank {self.lora_rank} must lie in [0, 1024] (0: no LoRA)")
 
 
 def check(source, config: LcmConfig) -> None:
@@ -112,8 +128,38 @@ class Schedule(Objective):
         return c_skip * sample + c_out * self.x0(sample, t, output)
 
 
+def lora_student(unet, rank: int, seed: int):
+    """The UNet with LoRA adapters whose up-projections start at zero (the same outputs), only they trainable."""
+    from peft import LoraConfig as PeftLoraConfig
+
+    unet.requires_grad_(False)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        unet.add_adapter(PeftLoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
+                                        target_modules=list(LORA_TARGETS)), adapter_name="lcm")
+    return unet
+
+
+@contextlib.contextmanager
+def adapters_off(unet):
+    unet.disable_adapters()
+    try:
+        yield
+    finally:
+        unet.enable_adapters()
+
+
+def lora_file_bytes(pipe, state: dict) -> bytes:
+    """UNet adapters (peft keys) as a diffusers LoRA file, as bytes."""
+    with tempfile.TemporaryDirectory() as folder:
+        type(pipe).save_lora_weights(folder, unet_lora_layers=state, safe_serialization=True)
+        return (Path(folder) / Path(LORA_FILE).name).read_bytes()
+
+
 def guidance_range(source, config: LcmConfig) -> tuple[float, float, float]:
     default = config.guidance or source.guidance
+    if config.lora_rank:  # the LoRA student cannot take a scale: it learns the default one
+        return default, default, default
     high = config.guidance_max or max(config.guidance_min, 2 * default - 1)
     return default, config.guidance_min, high
 
@@ -122,20 +168,27 @@ def apply(source, config: LcmConfig):
     pipe, start = source.pipeline, time.perf_counter()
     teacher = pipe.unet.eval().requires_grad_(False)
     default, low, high = guidance_range(source, config)
-    latents, embeddings, uncond = generate_latents(source, calibration_prompts(source, config.calibration),
-                                                  config.seeds, config.calibration.seed)
+    latents, embeddings, uncond = generate_latents(source, config.calibration, config.seeds)
     schedule = Schedule(dict(pipe.scheduler.config), config.schedule_steps)
-    student = student_unet(teacher)
+    lora = config.lora_rank > 0
     world, rank = world_and_rank()
+    settings = {k: v for k, v in asdict(config).items() if k not in ("resume", "minutes", "steps", "guidance")}
+    checkpoint = checkpoint_path("lcm", (teacher,), {**settings, "spec": source.spec, "range": [low, high]}, rank)
+    student = lora_student(teacher, config.lora_rank, config.seed) if lora else student_unet(teacher)
     model = student
     if world > 1:
         from accelerate import Accelerator
 
         model = Accelerator(cpu=not torch.cuda.is_available()).prepare_model(student)
-    student.train().requires_grad_(True)
-    target = EMA(student)
+    if lora:
+        student.train()
+        target, teacher_mode = None, lambda: adapters_off(student)
+    else:
+        student.train().requires_grad_(True)
+        target, teacher_mode = EMA(student), contextlib.nullcontext
     params = [p for p in student.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+    # one tensor at a time: the multi-tensor step holds a temporary the size of the model (a fourth SD UNet)
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0, foreach=False)
     losses: list[float] = []
 
     def loss_fn(step, rng, generator):
@@ -150,20 +203,21 @@ def apply(source, config: LcmConfig):
         t_prev = (t - schedule.skip).clamp(min=0)
         a = schedule.alphas[t].view(-1, 1, 1, 1)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        cond = torch.from_numpy(guidance_embedding(scales, EMBEDDING_DIM))
+        cond = None if lora else torch.from_numpy(guidance_embedding(scales, EMBEDDING_DIM))
         out = run_unet(model, {"sample": x_t, "timestep": t.float(), "encoder_hidden_states": text,
                                "timestep_cond": cond})
         prediction = schedule.consistency(out, x_t, t)
         with torch.no_grad():
             n = len(picked)
-            both = run_unet(teacher, {"sample": torch.cat([x_t, x_t]), "timestep": torch.cat([t, t]).float(),
-                                      "encoder_hidden_states": torch.cat([uncond.expand(n, -1, -1), text])})
+            with teacher_mode():
+                both = run_unet(teacher, {"sample": torch.cat([x_t, x_t]), "timestep": torch.cat([t, t]).float(),
+                                          "encoder_hidden_states": torch.cat([uncond.expand(n, -1, -1), text])})
             (x0_u, eps_u), (x0_c, eps_c) = (schedule.x0_eps(x_t, t, o) for o in both.chunk(2))
             w = torch.from_numpy(scales - 1).view(-1, 1, 1, 1)
             x0_g, eps_g = x0_c + w * (x0_c - x0_u), eps_c + w * (eps_c - eps_u)
             a_prev = schedule.alphas[t_prev].view(-1, 1, 1, 1)
             x_prev = a_prev.sqrt() * x0_g + (1 - a_prev).sqrt() * eps_g
-            out_prev = run_unet(target.average, {"sample": x_prev, "timestep": t_prev.float(),
+            out_prev = run_unet(student if lora else target.average, {"sample": x_prev, "timestep": t_prev.float(),
                                                  "encoder_hidden_states": text, "timestep_cond": cond})
             goal = schedule.consistency(out_prev, x_prev, t_prev)
         loss = (torch.sqrt((prediction - goal) ** 2 + HUBER_C**2) - HUBER_C).mean()
@@ -176,28 +230,53 @@ def apply(source, config: LcmConfig):
         losses.append(float(shown))
         return loss * n * world / config.batch, lambda: {"loss": f"{np.mean(losses[-20:]):.4g}"}
 
-    settings = {k: v for k, v in asdict(config).items() if k not in ("resume", "minutes", "steps", "guidance")}
-    checkpoint = checkpoint_path("lcm", (teacher,), {**settings, "spec": source.spec, "range": [low, high]}, rank)
     stage = Stage("lcm", 43, config.seed, config.lr, min(100, (config.train_steps or 1000) // 10 + 1), str(checkpoint),
                   steps=config.train_steps, minutes=config.minutes, resume=config.resume, checkpoint_seconds=60,
                   repeat="--set lcm.train_steps={}")
-    done = run_stage(stage, {"student": student, "target": target.average}, optimizer, params, loss_fn,
-                     after_step=lambda _s: target.update(config.target_ema),
+    modules = {"student": student} if lora else {"student": student, "target": target.average}
+    done = run_stage(stage, modules, optimizer, params, loss_fn,
+                     after_step=None if lora else lambda _s: target.update(config.target_ema),
                      log=lambda message: print(message, file=sys.stderr))
-    final = target.average.eval().requires_grad_(False)
-    source.teachers.setdefault("unet", teacher)
-    pipe.unet = final
+    extra = {}
+    if lora:
+        extra = fuse_lcm_lora(source, student, config.lora_rank, rank == 0)
+        default = 1.0  # the guidance is in the adapters
+    else:
+        source.teachers.setdefault("unet", teacher)
+        pipe.unet = target.average.eval().requires_grad_(False)
     _use_lcm_scheduler(pipe, config.schedule_steps)
     source.steps, source.guidance, source.scheduler = config.steps, default, "lcm"
     source.secondary = rank != 0  # only the main process exports
     source.records.append({"pass": "lcm", "train_steps": done["step"], "seconds": round(done["seconds"], 1),
                            "processes": world, "latents": len(latents), "guidance_range": [low, high],
-                           "default_steps": config.steps, "default_guidance": default,
+                           "default_steps": config.steps, "default_guidance": default, **extra,
                            "loss_first": losses[0] if losses else None,
                            "loss_curve": [round(v, 6) for v in losses[:: max(1, len(losses) // 50)]],
                            "loss_last": float(np.mean(losses[-20:])) if losses else None,
                            "wall_seconds": round(time.perf_counter() - start, 1)})
     return source
+
+
+def fuse_lcm_lora(source, student, lora_rank: int, main_process: bool) -> dict:
+    """Fuses the trained adapters into the pipeline's UNet through the `lora` pass's loader (the route the
+    saved file takes into other models) and keeps the file for the artifact; the record's entries."""
+    import copy
+
+    from peft.utils import get_peft_model_state_dict
+
+    from sdopt.compress.lora import fuse_lora
+
+    pipe = source.pipeline
+    state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(student, adapter_name="lcm").items()}
+    parameters = sum(v.numel() for v in state.values())
+    student.unload_lora()
+    pipe.unet = student.eval().requires_grad_(False)
+    source.teachers.setdefault("unet", copy.deepcopy(pipe.unet))
+    fused = fuse_lora(pipe, {f"unet.{k}": v for k, v in state.items()}, 1.0, "lcm_lora", label="lcm-lora")
+    if main_process:
+        source.files[LORA_FILE] = lora_file_bytes(pipe, state)
+    return {"lora_rank": lora_rank, "lora_parameters": parameters, "lora_file": LORA_FILE,
+            "lora_fused_layers": fused["unet"]}
 
 
 def _use_lcm_scheduler(pipe, schedule_steps: int) -> None:

@@ -40,28 +40,34 @@ def check(source, config: LoraConfig) -> None:
 
 
 def apply(source, config: LoraConfig):
-    import torch
-
     start = time.perf_counter()
     pipe = source.pipeline
-    components = ["unet", *(f"text_encoder{s}" for s in ("", "_2") if getattr(pipe, f"text_encoder{s}", None))]
-    adapter = f"sdopt_lora_{len(source.records)}"
-    try:
-        pipe.load_lora_weights(config.file, adapter_name=adapter)
-    except (ValueError, KeyError, OSError, RuntimeError) as err:  # diffusers' loader for a file it cannot map
-        raise SdoptError(f"lora {config.file}: diffusers cannot load it ({str(err).splitlines()[0]})") from None
-    fused = {name: _lora_layers(getattr(pipe, name)) for name in components}
-    if not any(fused.values()):
-        pipe.unload_lora_weights()
-        raise SdoptError(f"lora {config.file}: matched no layer of {', '.join(components)} (does it belong to "
-                         f"this model?)")
-    with torch.no_grad():
-        pipe.fuse_lora(components=components, lora_scale=config.scale, adapter_names=[adapter])
-    pipe.unload_lora_weights()
+    fused = fuse_lora(pipe, config.file, config.scale, f"sdopt_lora_{len(source.records)}", label=config.file)
     source.records.append({"pass": "lora", "file": Path(config.file).name, "sha256": sha256_file(Path(config.file)),
                            "scale": config.scale, "fused_layers": fused,
                            "seconds": round(time.perf_counter() - start, 2)})
     return source
+
+
+def fuse_lora(pipe, weights, scale: float, adapter: str, label: str) -> dict:
+    """Fuses a LoRA (a file or a state dict) into the pipeline's UNet and text encoders; the LoRA layers fused
+    per component."""
+    import torch
+
+    components = ["unet", *(f"text_encoder{s}" for s in ("", "_2") if getattr(pipe, f"text_encoder{s}", None))]
+    try:
+        pipe.load_lora_weights(weights, adapter_name=adapter)
+    except (ValueError, KeyError, OSError, RuntimeError) as err:  # diffusers' loader for a file it cannot map
+        raise SdoptError(f"lora {label}: diffusers cannot load it ({str(err).splitlines()[0]})") from None
+    fused = {name: _lora_layers(getattr(pipe, name)) for name in components}
+    if not any(fused.values()):
+        pipe.unload_lora_weights()
+        raise SdoptError(f"lora {label}: matched no layer of {', '.join(components)} (does it belong to "
+                         f"this model?)")
+    with torch.no_grad():
+        pipe.fuse_lora(components=components, lora_scale=scale, adapter_names=[adapter])
+    pipe.unload_lora_weights()
+    return fused
 
 
 def _lora_layers(module) -> int:

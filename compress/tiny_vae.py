@@ -4,7 +4,10 @@ model's own decoder on latents of the model's own generations: no image dataset.
 The tiny decoder is diffusers' `DecoderTiny`, ~1.2 M parameters at 64 channels for SD's 4-channel latents;
 its width defaults to min(64, twice the full decoder's narrowest block), its upsamplings follow the VAE's
 scale factor. It reads the latents the runtime hands the decoder (VAE space, unscaled) times the VAE's
-scaling factor, and learns the full decoder's image (L1 + MSE, random flips of latent and image together).
+scaling factor, and learns the full decoder's image (L1 + MSE + L1 of the image gradients). A few hundred
+generations are too few for a decoder to generalise from (it learns them by heart), so each step decodes new
+inputs with the full decoder: crops of the generations, flipped, turned and cut-and-pasted into each other.
+A share of the generations is held out; the record gives the tiny decoder's PSNR on them.
 It becomes the artifact's `vae_decoder`; with `keep_full` the full decoder stays as `vae_decoder_full`
 (`sdopt run --vae full`). Training is the shared loop's (seeded, checkpoints in `$SDOPT_CACHE/tiny-vae`,
 resume, progress).
@@ -18,9 +21,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from sdopt.calibration.trajectory import CalibrationConfig, calibration_prompts, check_calibration
+from sdopt.calibration.trajectory import CalibrationConfig, check_calibration
 from sdopt.compress.denoiser import generate_latents
 from sdopt.errors import SdoptError
 from sdopt.graphs import VAE_DECODER, VAE_DECODER_FULL, GraphSpec
@@ -37,6 +39,8 @@ class TinyVaeConfig:
     minutes: float = 10.0  # time budget: the step count is set after timing the first steps
     train_steps: int | None = None  # a fixed step count instead of the budget
     batch: int = 8
+    crop: int = 32  # latent pixels per side of the training crops (the full decoder runs on each step's crops)
+    augment: bool = True  # flips, quarter turns and cut-and-paste of the crops
     lr: float = 1e-3
     keep_full: bool = True  # the full decoder stays in the artifact as vae_decoder_full
     seeds: int = 4  # generations per prompt (the latents it learns on)
@@ -53,6 +57,8 @@ class TinyVaeConfig:
             raise SdoptError(f"tiny-vae: train_steps {self.train_steps} must lie in [1, 10000000]")
         if not 1 <= self.batch <= 4096 or not 0 < self.lr < 1 or not 1 <= self.seeds <= 64:
             raise SdoptError("tiny-vae: batch in [1, 4096], lr in (0, 1), seeds in [1, 64]")
+        if not 4 <= self.crop <= 1024:
+            raise SdoptError(f"tiny-vae: crop {self.crop} must lie in [4, 1024] latent pixels")
 
 
 class TinyDecoder(torch.nn.Module):
@@ -96,37 +102,70 @@ def check(source, config: TinyVaeConfig) -> None:
     check_calibration(source, config.calibration)
 
 
-def decoder_targets(vae, latents: torch.Tensor) -> torch.Tensor:
-    """The full decoder's images of the (VAE-space) latents."""
-    images = []
+def decode(vae, latents: torch.Tensor) -> torch.Tensor:
+    """The full decoder's images of (VAE-space) latents, in [-1, 1]."""
     with torch.no_grad():
-        for start in tqdm(range(0, len(latents), DECODE_BATCH), desc="full decoder targets", unit="batch"):
-            images.append(vae.decode(latents[start:start + DECODE_BATCH], return_dict=False)[0])
-    return torch.cat(images).clamp(-1, 1)
+        return torch.cat([vae.decode(latents[i:i + DECODE_BATCH], return_dict=False)[0]
+                          for i in range(0, len(latents), DECODE_BATCH)]).clamp(-1, 1)
+
+
+def training_inputs(latents: torch.Tensor, config: TinyVaeConfig, rng) -> torch.Tensor:
+    """A batch of crops of the latents; with `augment`, flipped, turned and cut-and-pasted into each other."""
+    h, w = min(config.crop, latents.shape[-2]), min(config.crop, latents.shape[-1])
+
+    def crops(count):
+        out = []
+        for index in rng.integers(len(latents), size=count):
+            top, left = rng.integers(latents.shape[-2] - h + 1), rng.integers(latents.shape[-1] - w + 1)
+            out.append(latents[index, :, top:top + h, left:left + w])
+        return torch.stack(out)
+
+    batch = crops(config.batch)
+    if not config.augment:
+        return batch
+    if rng.random() < 0.5:
+        batch = batch.flip(-1)
+    if rng.random() < 0.5:
+        batch = batch.flip(-2)
+    if h == w and rng.random() < 0.5:
+        batch = batch.rot90(1, (-2, -1))
+    pasted = crops(config.batch)
+    for i in np.flatnonzero(rng.random(config.batch) < 0.5):
+        ph, pw = rng.integers(1, h + 1), rng.integers(1, w + 1)
+        top, left = rng.integers(h - ph + 1), rng.integers(w - pw + 1)
+        batch[i, :, top:top + ph, left:left + pw] = pasted[i, :, top:top + ph, left:left + pw]
+    return batch
+
+
+def image_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L1 + MSE of the pixels, plus L1 of the horizontal and vertical differences (the edges)."""
+    f = torch.nn.functional
+    edges = sum(f.l1_loss(out.diff(dim=axis), target.diff(dim=axis)) for axis in (-1, -2))
+    return f.l1_loss(out, target) + f.mse_loss(out, target) + edges
+
+
+def psnr_db(images: torch.Tensor, targets: torch.Tensor) -> float:
+    return float(10 * torch.log10(4 / torch.mean((images.clamp(-1, 1) - targets) ** 2)))
 
 
 def apply(source, config: TinyVaeConfig):
     pipe, start = source.pipeline, time.perf_counter()
     vae = pipe.vae.eval().requires_grad_(False)
-    scaled = generate_latents(source, calibration_prompts(source, config.calibration), config.seeds,
-                              config.calibration.seed)[0]
+    scaled = generate_latents(source, config.calibration, config.seeds)[0]
     latents = scaled / vae.config.scaling_factor  # what the runtime hands the decoder
-    targets = decoder_targets(vae, latents)
+    held = max(1, len(latents) // 16) if len(latents) > 1 else 0  # the last prompts' generations
+    train, heldout = latents[:len(latents) - held], latents[len(latents) - held:]
     student = tiny_decoder(vae, config).train()
     params = list(student.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     losses: list[float] = []
 
     def loss_fn(step, rng, generator):
-        picked = rng.choice(len(latents), size=config.batch, replace=len(latents) < config.batch)
-        x, y = latents[picked], targets[picked]
-        if rng.random() < 0.5:  # a flip of latent and image together: the decoder is (nearly) equivariant
-            x, y = x.flip(-1), y.flip(-1)
-        out = student(x)
-        loss = torch.nn.functional.l1_loss(out, y) + torch.nn.functional.mse_loss(out, y)
+        x = training_inputs(train, config, rng)
+        loss = image_loss(student(x), decode(vae, x))
         if not torch.isfinite(loss):
             raise SdoptError(f"tiny-vae: the loss became non-finite at step {step}")
-        losses.append(float(loss))
+        losses.append(loss.item())
         return loss, lambda: {"loss": f"{np.mean(losses[-20:]):.4g}"}
 
     settings = {k: v for k, v in asdict(config).items() if k not in ("resume", "minutes", "keep_full")}
@@ -137,9 +176,10 @@ def apply(source, config: TinyVaeConfig):
     done = run_stage(stage, {"decoder": student}, optimizer, params, loss_fn,
                      log=lambda message: print(message, file=sys.stderr))
     student.eval().requires_grad_(False)
+    measured = heldout if held else train
     with torch.no_grad():
-        held = student(latents[:DECODE_BATCH])
-    psnr = float(10 * torch.log10(4 / torch.mean((held.clamp(-1, 1) - targets[:DECODE_BATCH]) ** 2)))
+        psnr = np.mean([psnr_db(student(measured[i:i + DECODE_BATCH]), decode(vae, measured[i:i + DECODE_BATCH]))
+                        for i in range(0, len(measured), DECODE_BATCH)])
     example = latents[:1, :, :8, :8].clone()
     axes = {0: "batch", 2: "height", 3: "width"}
     source.graphs.append(GraphSpec("vae_decoder", VAE_DECODER, "vae_decoder_tiny", student, {"latent": example},
@@ -151,8 +191,10 @@ def apply(source, config: TinyVaeConfig):
     source.records.append({"pass": "tiny-vae", "parameters": sum(p.numel() for p in params),
                            "full_decoder_parameters": sum(p.numel() for name, p in vae.named_parameters()
                                                           if name.startswith(("decoder.", "post_quant_conv."))),
-                           "latents": len(latents), "train_steps": done["step"], "seconds": round(done["seconds"], 1),
-                           "train_psnr_db": round(psnr, 2), "loss_first": losses[0] if losses else None,
+                           "latents": len(train), "heldout_latents": held, "train_steps": done["step"],
+                           "seconds": round(done["seconds"], 1),
+                           ("heldout_psnr_db" if held else "train_psnr_db"): round(float(psnr), 2),
+                           "loss_first": losses[0] if losses else None,
                            "loss_last": float(np.mean(losses[-20:])) if losses else None,
                            "wall_seconds": round(time.perf_counter() - start, 1)})
     return source

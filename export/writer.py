@@ -27,6 +27,8 @@ def write_artifact(source, recipe: dict, out: Path, command: list[str] | None = 
             folder = "tokenizer" if i == 0 else f"tokenizer_{i + 1}"
             save_tokenizer_json(tokenizer, writer.path(f"{folder}/tokenizer.json"))
         writer.write_json("scheduler/scheduler_config.json", dict(source.pipeline.scheduler.config), strict=False)
+        for relative, data in source.files.items():
+            writer.write_file(relative, data)
 
         for spec in tqdm(graphs, desc="exporting ONNX", unit="graph"):
             model, details = export_graph(source, spec)  # one graph in memory at a time

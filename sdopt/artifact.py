@@ -203,6 +203,7 @@ class ArtifactWriter:
             remove_created(self.created)
             raise
         self.components: dict[str, dict] = {}
+        self.added: list[str] = []  # files besides the components and the pipeline's own
 
     def __enter__(self):
         return self
@@ -222,6 +223,10 @@ class ArtifactWriter:
         """`strict`: no NaN / Infinity (diffusers' own configs may hold -Infinity, which it reads back)."""
         self.path(relative).write_text(json.dumps(data, indent=2, sort_keys=True, allow_nan=not strict) + "\n")
 
+    def write_file(self, relative: str, data: bytes) -> None:
+        self.path(relative).write_bytes(data)
+        self.added.append(relative)
+
     def add_component(self, name: str, files: list[str], inputs: list[dict], outputs: list[dict],
                       **details) -> None:
         self.components[name] = {"files": files, "inputs": inputs, "outputs": outputs, **details}
@@ -231,7 +236,7 @@ class ArtifactWriter:
             comp["files"] = {f: _file_entry(self.tmp / name / f) for f in comp["files"]}
         extra_files = {}
         for rel in ("model_index.json", "scheduler/scheduler_config.json", "tokenizer/tokenizer.json",
-                    "tokenizer_2/tokenizer.json"):
+                    "tokenizer_2/tokenizer.json", *self.added):
             if (self.tmp / rel).is_file():
                 extra_files[rel] = _file_entry(self.tmp / rel)
         manifest = json_safe({"schema_version": SCHEMA_VERSION, "format": rules.FORMAT, "sdopt_version": __version__,

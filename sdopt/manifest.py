@@ -17,7 +17,7 @@ SCHEMA_VERSION = 2
 FORMAT = "sdopt-artifact"  # the marker that tells an sdopt artifact from any other folder with a manifest.json
 KINDS = ("sd", "sdxl")
 BUILDS = ("openvino", "tensorrt")
-SUPPORT_FOLDERS = ("tokenizer", "tokenizer_2", "scheduler")  # non-graph files the runtime reads
+SUPPORT_FOLDERS = ("tokenizer", "tokenizer_2", "scheduler", "lcm_lora")  # non-graph files (lcm_lora: for other tools)
 TEXT_ENCODERS = {"sd": 1, "sdxl": 2}  # graphs of role text_encoder a pipeline kind has
 REQUIRED_FILES = {"sd": ("model_index.json", "scheduler/scheduler_config.json", "tokenizer/tokenizer.json"),
                   "sdxl": ("model_index.json", "scheduler/scheduler_config.json", "tokenizer/tokenizer.json",

@@ -33,6 +33,7 @@ BUILTIN = {
     "prune-small": [{"pass": "prune", "blocks": "small"}, {"pass": "distill"}],
     "prune-channels": [{"pass": "prune", "blocks": "none", "macs": 0.8}, {"pass": "distill"}],
     "lcm": [{"pass": "lcm", "steps": 4}],
+    "lcm-lora": [{"pass": "lcm", "steps": 4, "lora_rank": 64}],
     "tiny-vae": [{"pass": "tiny-vae"}],
 }
 RECIPE_KEYS = ("name", "passes")

@@ -45,6 +45,7 @@ class Source:
     denoise: dict = field(default_factory=lambda: {"strategy": "plain"})  # the runtime's denoise strategy
     teachers: dict = field(default_factory=dict)  # pipeline attribute -> the module before a pass reshaped it
     secondary: bool = False  # a non-main process of a multi-process pass: it stops after that pass
+    files: dict = field(default_factory=dict)  # artifact-relative path -> bytes a pass adds (an LCM-LoRA)
 
     @property
     def text_encoders(self) -> list:

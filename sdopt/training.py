@@ -55,17 +55,24 @@ def save_checkpoint(path: str, modules: dict, optimizer, meta: dict) -> None:
     import torch
     from safetensors.torch import save_file
 
-    tensors = {}
+    tensors, storages = {}, set()
+
+    def own(t):  # safetensors refuses tensors that share memory: only those are copied (no second model in RAM)
+        t = t.detach().contiguous()
+        if t.untyped_storage().data_ptr() in storages:
+            return t.clone()
+        storages.add(t.untyped_storage().data_ptr())
+        return t
+
     for prefix, mod in modules.items():
         for k, v in mod.state_dict().items():
-            tensors[f"{prefix}/{k}"] = v.detach().contiguous().clone()
+            tensors[f"{prefix}/{k}"] = own(v)
     groups = []
     if optimizer is not None:
         sd = optimizer.state_dict()
         for idx, st in sd["state"].items():
             for k, v in st.items():
-                t = v if torch.is_tensor(v) else torch.tensor(v)
-                tensors[f"opt/{idx}/{k}"] = t.detach().contiguous().clone()
+                tensors[f"opt/{idx}/{k}"] = own(v if torch.is_tensor(v) else torch.tensor(v))
         groups = sd["param_groups"]
     metadata = {"meta": json.dumps(meta), "param_groups": json.dumps(groups)}
     tmp = path + ".tmp"

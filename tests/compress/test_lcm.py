@@ -1,5 +1,6 @@
 """Latent consistency distillation: the student starts as the teacher, trains, exports with its guidance as an
-input, samples with the LCM scheduler and no negative batch, composes with int8 and refuses cache."""
+input, samples with the LCM scheduler and no negative batch, composes with int8 and refuses cache; the LCM-LoRA
+form fuses into the artifact and saves a LoRA file that the lora pass fuses into the plain model."""
 
 import json
 
@@ -11,7 +12,7 @@ import torch
 from sdopt.calibration.trajectory import CalibrationConfig
 from sdopt.cli import main
 from sdopt.compress.denoiser import run_unet
-from sdopt.compress.lcm import EMBEDDING_DIM, student_unet
+from sdopt.compress.lcm import EMBEDDING_DIM, LORA_FILE, lora_student, student_unet
 from sdopt.errors import SdoptError
 from sdopt.recipe import resolve
 from sdopt.runtime.pipeline import Pipeline
@@ -42,6 +43,38 @@ def test_the_student_starts_as_the_teacher():
     cond = torch.from_numpy(guidance_embedding([1.0, 3.0], EMBEDDING_DIM))
     with torch.no_grad():
         torch.testing.assert_close(run_unet(student, {**inputs, "timestep_cond": cond}), run_unet(teacher, inputs))
+
+
+def test_the_lora_student_starts_as_the_teacher():
+    source = load_source("tiny-shapes")
+    inputs = source.unet_example_inputs(latent_hw=(8, 8))
+    with torch.no_grad():
+        before = run_unet(source.pipeline.unet, inputs)
+        student = lora_student(source.pipeline.unet, 4, seed=0)
+        assert all(("lora_" in name) == p.requires_grad for name, p in student.named_parameters())
+        torch.testing.assert_close(run_unet(student, inputs), before)
+
+
+def test_the_lcm_lora_file_fuses_into_the_plain_model_as_in_the_artifact(tmp_path):
+    from safetensors.torch import load_file
+
+    out, fused = tmp_path / "lcm-lora", tmp_path / "fused"
+    assert main(["compress", "--recipe", "lcm-lora", *SHORT, "--set", "lcm.lora_rank=4", "--out", str(out)]) == 0
+    manifest = _manifest(out)
+    record = next(r for r in manifest["passes"] if r["pass"] == "lcm")
+    assert (record["lora_rank"], record["lora_file"]) == (4, LORA_FILE) and LORA_FILE in manifest["files"]
+    assert (manifest["pipeline"]["scheduler"], manifest["pipeline"]["guidance"]) == ("lcm", 1.0)
+    assert "timestep_cond" not in {i["name"] for i in manifest["components"]["unet"]["inputs"]}
+    weights = load_file(out / LORA_FILE)
+    assert len(weights) == 2 * record["lora_fused_layers"]
+    assert max(float(v.abs().max()) for k, v in weights.items() if "lora_B" in k) > 0  # it trained
+    assert main(["compress", "--recipe", "fp32", "--lora", str(out / LORA_FILE), "--out", str(fused)]) == 0
+    inputs = {k: v.numpy() for k, v in load_source("tiny-shapes").unet_example_inputs(latent_hw=(8, 8)).items()}
+    a, b = (ort.InferenceSession(str(f / "unet" / "model.onnx"), providers=["CPUExecutionProvider"])
+            .run(None, inputs)[0] for f in (out, fused))
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+    result = Pipeline(out)(PROMPT, steps=4, guidance=1.0, scheduler="lcm")
+    assert np.isfinite(result.image).all()
 
 
 def test_lcm_artifact_samples_in_few_steps_without_the_negative_batch(lcm_artifact, tmp_path):

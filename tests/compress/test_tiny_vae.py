@@ -10,7 +10,7 @@ import torch
 
 from sdopt.archs import ARCHS
 from sdopt.cli import main
-from sdopt.compress.tiny_vae import TinyVaeConfig, tiny_decoder
+from sdopt.compress.tiny_vae import TinyVaeConfig, tiny_decoder, training_inputs
 from sdopt.runtime.pipeline import Pipeline
 
 PROMPT = "a large red circle in the top left"
@@ -29,6 +29,29 @@ def test_the_tiny_decoder_of_sd_is_taesd_sized():
     assert shaped(latent).shape == (1, 3, 8 * factor, 8 * factor)
 
 
+def test_training_inputs_are_crops_and_augmented_mixtures_of_them():
+    latents = torch.arange(2 * 4 * 12 * 10, dtype=torch.float32).reshape(2, 4, 12, 10)
+    rng = np.random.default_rng(0)
+    plain = training_inputs(latents, TinyVaeConfig(crop=6, batch=16, augment=False), rng)
+    assert plain.shape == (16, 4, 6, 6)
+    windows = latents.unfold(2, 6, 1).unfold(3, 6, 1).permute(0, 2, 3, 1, 4, 5).reshape(-1, 4, 6, 6)
+    assert all((windows == crop).all(dim=(1, 2, 3)).any() for crop in plain)
+    mixed = training_inputs(latents, TinyVaeConfig(crop=6, batch=16), rng)
+    assert mixed.shape == (16, 4, 6, 6) and not all((windows == c).all(dim=(1, 2, 3)).any() for c in mixed)
+    assert training_inputs(latents, TinyVaeConfig(crop=32, batch=2), rng).shape == (2, 4, 12, 10)
+
+
+def test_the_generations_follow_the_calibration_settings():
+    from sdopt.calibration.trajectory import CalibrationConfig
+    from sdopt.compress.denoiser import generate_latents
+    from sdopt.sources import load_source
+
+    latents, text, empty = generate_latents(load_source("tiny-shapes"), CalibrationConfig(num_prompts=2, size=64,
+                                                                                           steps=2), seeds=2)
+    assert latents.shape == (4, 4, 16, 16) and text.shape[0] == 4 and empty.shape[0] == 1
+    assert not torch.equal(latents[0], latents[1])  # a seed each
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny-vae") / "a"
@@ -43,6 +66,7 @@ def test_the_tiny_decoder_learns_and_replaces_the_default(tiny, tmp_path):
     assert roles["vae_decoder"] == "vae_decoder" and roles["vae_decoder_full"] == "vae_decoder_full"
     record = next(r for r in manifest["passes"] if r["pass"] == "tiny-vae")
     assert record["train_steps"] == 40 and record["loss_last"] < 0.5 * record["loss_first"]
+    assert (record["latents"], record["heldout_latents"]) == (3, 1) and np.isfinite(record["heldout_psnr_db"])
     default, full = Pipeline(tiny), Pipeline(tiny, vae="full")
     a, b = default(PROMPT, steps=4, guidance=2.0), full(PROMPT, steps=4, guidance=2.0)
     np.testing.assert_array_equal(a.latents, b.latents)
