@@ -75,7 +75,12 @@ class BenchRequest:
 
     @property
     def plot_path(self) -> Path | None:
-        return self.plot or (self.json.with_suffix(".png") if self.json else None)
+        """--plot, else a PNG beside the JSON where matplotlib is installed."""
+        import importlib.util
+
+        if self.plot or not self.json or importlib.util.find_spec("matplotlib") is None:
+            return self.plot
+        return self.json.with_suffix(".png")
 
 
 def prepare(request: BenchRequest):
@@ -97,6 +102,12 @@ def prepare(request: BenchRequest):
     if request.peers is None and "openvino" in peers and importlib.util.find_spec("openvino") is None:
         peers.remove("openvino")
         notes.append("note: no openvino package: the openvino peer is left out (pip install 'sdopt[openvino]')")
+    if peers and importlib.util.find_spec("diffusers") is None:  # the peers are exported from the source model
+        if request.peers is not None:
+            raise SdoptError("--peers are made from the source model, which needs the compression extra: "
+                             "pip install 'sdopt[compress]'")
+        peers = []
+        notes.append("note: no compression extra: the peers are left out (pip install 'sdopt[compress]')")
     backends = [b for b in request.backends.split(",") if b]
     for backend in backends:
         if backend not in BACKENDS:
@@ -107,6 +118,8 @@ def prepare(request: BenchRequest):
         check_output_file(request.json, "--json")
     if request.plot_path is not None:
         check_output_file(request.plot_path, "--plot", ".png")
+        if importlib.util.find_spec("matplotlib") is None:
+            raise SdoptError("--plot needs matplotlib: pip install 'sdopt[compress]'")
     # verified here once: the timed processes open the same files without hashing them again
     manifests = [open_artifact(folder).manifest for folder in request.artifacts]
     specs = {m["source"]["spec"] for m in manifests}

@@ -415,6 +415,15 @@ def _main(argv: list[str] | None) -> int:
         except SystemExit as done:  # --help, --version, or a usage error already printed
             return done.code if isinstance(done.code, int) else 2
         COMMANDS[args.command](args)
+    except ModuleNotFoundError as err:
+        extra = _extra_for(err.name or "")
+        if extra is None:
+            raise
+        if command == "build" and err.name == "onnx":  # a build needs onnx, not the rest of the compression extra
+            extra = EXTRAS.get(args.format, extra)
+        _last_line(f"sdopt {command}: error: this needs {extra[1]} (no module named '{err.name}'): "
+                   f"pip install 'sdopt[{extra[0]}]'")
+        return 2
     except SdoptError as err:
         if interrupts.interrupted():  # an interrupt that a library turned into its own error
             return _interrupted(argv)
@@ -425,6 +434,19 @@ def _main(argv: list[str] | None) -> int:
     if interrupts.interrupted():  # raised where Python could only print it (a finalizer): still an interrupt
         return _interrupted(argv)
     return 0
+
+
+EXTRAS = {  # top-level module -> (the extra that installs it, what it is for)
+    **dict.fromkeys(("torch", "diffusers", "transformers", "onnx", "ml_dtypes", "modelopt", "peft", "accelerate",
+                     "torch_pruning", "safetensors", "yaml", "matplotlib"),
+                    ("compress", "the compression extra (torch, diffusers, onnx, modelopt)")),
+    "openvino": ("openvino", "the openvino extra (openvino, onnx)"),
+    **dict.fromkeys(("tensorrt", "cuda"), ("tensorrt", "the tensorrt extra (tensorrt, cuda-python, onnx)")),
+}
+
+
+def _extra_for(module: str) -> tuple[str, str] | None:
+    return EXTRAS.get(module.split(".")[0])
 
 
 class _LineTracker:
