@@ -10,8 +10,8 @@ clean latents are the teacher's own generations over prompts: no image dataset.
 
 With `lora_rank`, the student is an LCM-LoRA instead (Luo et al. 2023b): the teacher plus low-rank adapters
 (peft) on its attention, feed-forward and resnet layers, no guidance embedding; it distils one guidance scale
-(the default) into the adapters, trains against itself as the target (no EMA copy: one UNet in memory, the
-teacher is the same UNet with its adapters off), and samples unguided. The adapters are fused into the
+(the default) into the adapters, and samples unguided. One UNet is in memory: the teacher is the UNet with its
+adapters off, the target network the UNet with an EMA of the adapters swapped in. The adapters are fused into the
 artifact's UNet and also saved in diffusers' LoRA format (`lcm_lora/pytorch_lora_weights.safetensors`), which
 the `lora` pass (`--lora FILE`) fuses into related models (fine-tunes of the same base).
 
@@ -59,7 +59,7 @@ class LcmConfig:
     train_steps: int | None = None  # a fixed step count instead of the budget
     batch: int = 16
     lr: float = 1e-4
-    target_ema: float = 0.95  # decay of the target network (the embedded student's)
+    target_ema: float = 0.95  # decay of the target network (an EMA of the student, or of its adapters)
     lora_rank: int = 0  # > 0: an LCM-LoRA of this rank instead of the embedded student
     seeds: int = 2  # teacher generations per prompt (the clean latents)
     seed: int = 0
@@ -149,6 +149,39 @@ def adapters_off(unet):
         unet.enable_adapters()
 
 
+class AdapterTarget(torch.nn.Module):
+    """The target network of a LoRA student: an EMA of its adapter weights, swapped into the student for the
+    target's forward (a copy of the adapters, not of the UNet)."""
+
+    def __init__(self, params: list):
+        super().__init__()
+        self.live = list(params)  # a plain list: not registered, not saved twice
+        self.average = torch.nn.ParameterList([torch.nn.Parameter(p.detach().clone(), requires_grad=False)
+                                               for p in params])
+
+    def update(self, decay: float) -> None:
+        with torch.no_grad():
+            for average, p in zip(self.average, self.live):
+                average.mul_(decay).add_(p.detach(), alpha=1 - decay)
+
+    @contextlib.contextmanager
+    def swapped_in(self):
+        saved = [p.detach().clone() for p in self.live]
+        self.commit()
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, value in zip(self.live, saved):
+                    p.copy_(value)
+
+    def commit(self) -> None:
+        """The student's adapters become the averaged ones (the artifact gets the target, as the full student's)."""
+        with torch.no_grad():
+            for p, average in zip(self.live, self.average):
+                p.copy_(average)
+
+
 def lora_file_bytes(pipe, state: dict) -> bytes:
     """UNet adapters (peft keys) as a diffusers LoRA file, as bytes."""
     with tempfile.TemporaryDirectory() as folder:
@@ -182,11 +215,14 @@ def apply(source, config: LcmConfig):
         model = Accelerator(cpu=not torch.cuda.is_available()).prepare_model(student)
     if lora:
         student.train()
-        target, teacher_mode = None, lambda: adapters_off(student)
+        params = [p for p in student.parameters() if p.requires_grad]
+        target = AdapterTarget(params)
+        teacher_mode, target_net, target_mode = (lambda: adapters_off(student)), student, target.swapped_in
     else:
         student.train().requires_grad_(True)
-        target, teacher_mode = EMA(student), contextlib.nullcontext
-    params = [p for p in student.parameters() if p.requires_grad]
+        params = [p for p in student.parameters() if p.requires_grad]
+        target = EMA(student)
+        teacher_mode, target_net, target_mode = contextlib.nullcontext, target.average, contextlib.nullcontext
     # one tensor at a time: the multi-tensor step holds a temporary the size of the model (a fourth SD UNet)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0, foreach=False)
     losses: list[float] = []
@@ -204,10 +240,7 @@ def apply(source, config: LcmConfig):
         a = schedule.alphas[t].view(-1, 1, 1, 1)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
         cond = None if lora else torch.from_numpy(guidance_embedding(scales, EMBEDDING_DIM))
-        out = run_unet(model, {"sample": x_t, "timestep": t.float(), "encoder_hidden_states": text,
-                               "timestep_cond": cond})
-        prediction = schedule.consistency(out, x_t, t)
-        with torch.no_grad():
+        with torch.no_grad():  # first: a LoRA target swaps the student's adapters, which the backward must not see
             n = len(picked)
             with teacher_mode():
                 both = run_unet(teacher, {"sample": torch.cat([x_t, x_t]), "timestep": torch.cat([t, t]).float(),
@@ -217,9 +250,13 @@ def apply(source, config: LcmConfig):
             x0_g, eps_g = x0_c + w * (x0_c - x0_u), eps_c + w * (eps_c - eps_u)
             a_prev = schedule.alphas[t_prev].view(-1, 1, 1, 1)
             x_prev = a_prev.sqrt() * x0_g + (1 - a_prev).sqrt() * eps_g
-            out_prev = run_unet(student if lora else target.average, {"sample": x_prev, "timestep": t_prev.float(),
+            with target_mode():
+                out_prev = run_unet(target_net, {"sample": x_prev, "timestep": t_prev.float(),
                                                  "encoder_hidden_states": text, "timestep_cond": cond})
             goal = schedule.consistency(out_prev, x_prev, t_prev)
+        out = run_unet(model, {"sample": x_t, "timestep": t.float(), "encoder_hidden_states": text,
+                               "timestep_cond": cond})
+        prediction = schedule.consistency(out, x_t, t)
         loss = (torch.sqrt((prediction - goal) ** 2 + HUBER_C**2) - HUBER_C).mean()
         if not torch.isfinite(loss):
             raise SdoptError(f"lcm: the loss became non-finite at step {step}")
@@ -233,12 +270,12 @@ def apply(source, config: LcmConfig):
     stage = Stage("lcm", 43, config.seed, config.lr, min(100, (config.train_steps or 1000) // 10 + 1), str(checkpoint),
                   steps=config.train_steps, minutes=config.minutes, resume=config.resume, checkpoint_seconds=60,
                   repeat="--set lcm.train_steps={}")
-    modules = {"student": student} if lora else {"student": student, "target": target.average}
-    done = run_stage(stage, modules, optimizer, params, loss_fn,
-                     after_step=None if lora else lambda _s: target.update(config.target_ema),
+    modules = {"student": student, "target": target if lora else target.average}
+    done = run_stage(stage, modules, optimizer, params, loss_fn, after_step=lambda _s: target.update(config.target_ema),
                      log=lambda message: print(message, file=sys.stderr))
     extra = {}
     if lora:
+        target.commit()
         extra = fuse_lcm_lora(source, student, config.lora_rank, rank == 0)
         default = 1.0  # the guidance is in the adapters
     else:
