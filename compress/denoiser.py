@@ -10,9 +10,8 @@ import contextlib
 import torch
 
 from sdopt.calibration.trajectory import CalibrationConfig, CallTarget, trajectory_settings
+from sdopt.graphs import ADDED_CONDITIONS, run_unet  # noqa: F401 (run_unet: compress's callers import it here)
 from sdopt.shared import SCHEDULERS
-
-ADDED_CONDITIONS = ("text_embeds", "time_ids")  # SDXL's added_cond_kwargs
 
 
 def unet_call_inputs(args: tuple, kwargs: dict) -> dict[str, torch.Tensor]:
@@ -30,33 +29,31 @@ def unet_call_inputs(args: tuple, kwargs: dict) -> dict[str, torch.Tensor]:
     return inputs
 
 
-def run_unet(unet, inputs: dict):
-    """The UNet's noise prediction for graph inputs (extra keys such as a record's step are ignored)."""
-    added = {k: inputs[k] for k in ADDED_CONDITIONS if k in inputs} or None
-    return unet(inputs["sample"], inputs["timestep"], encoder_hidden_states=inputs["encoder_hidden_states"],
-                timestep_cond=inputs.get("timestep_cond"), added_cond_kwargs=added, return_dict=False)[0]
-
-
 def unet_calibration_target(source, config: CalibrationConfig) -> CallTarget:
     """The UNet's calls along text-to-image trajectories with the config's scheduler, steps, guidance and size."""
-    import diffusers
-
     pipe = source.pipeline
-    steps, guidance = trajectory_settings(source, config)
-    height, width = config.size or source.height, config.size or source.width
+    settings = sampling_settings(source, config)
 
     def run(prompt: str, seed: int) -> None:
-        with _scheduler(pipe, getattr(diffusers, SCHEDULERS[config.scheduler or source.scheduler])):
-            pipe(prompt, num_inference_steps=steps, guidance_scale=guidance, height=height, width=width,
-                 generator=torch.Generator().manual_seed(seed), output_type="latent")
+        with _scheduler(pipe, config.scheduler or source.scheduler):
+            pipe(prompt, **settings, generator=torch.Generator().manual_seed(seed), output_type="latent")
 
     return CallTarget("unet", pipe.unet, unet_call_inputs, run, weights=(pipe.unet, *source.text_encoders))
 
 
+def sampling_settings(source, config: CalibrationConfig) -> dict:
+    """The pipeline call's steps, guidance and size for the config's trajectories (by default the model's)."""
+    steps, guidance = trajectory_settings(source, config)
+    return {"num_inference_steps": steps, "guidance_scale": guidance, "height": config.size or source.height,
+            "width": config.size or source.width}
+
+
 @contextlib.contextmanager
-def _scheduler(pipe, scheduler_class):
+def _scheduler(pipe, name: str):
+    import diffusers
+
     original = pipe.scheduler
-    pipe.scheduler = scheduler_class.from_config(original.config)
+    pipe.scheduler = getattr(diffusers, SCHEDULERS[name]).from_config(original.config)
     try:
         yield
     finally:
@@ -74,23 +71,20 @@ def generate_latents(source, config: CalibrationConfig, seeds: int):
     """(clean latents (N, C, h, w) as the UNet sees them, text embeddings (N, 77, D), the empty prompt's
     (1, 77, D)): the pipeline's own generations over the calibration config's prompts, `seeds` per prompt, at
     the config's steps, guidance, size and sampler (by default the model's)."""
-    import diffusers
     from tqdm.auto import tqdm
 
     from sdopt.calibration.trajectory import calibration_prompts
     from sdopt.errors import SdoptError
 
     pipe = source.pipeline
-    steps, guidance = trajectory_settings(source, config)
-    height, width = config.size or source.height, config.size or source.width
+    settings = sampling_settings(source, config)
     latents, embeddings = [], []
-    with torch.no_grad(), _scheduler(pipe, getattr(diffusers, SCHEDULERS[config.scheduler or source.scheduler])):
+    with torch.no_grad(), _scheduler(pipe, config.scheduler or source.scheduler):
         uncond = pipe.encode_prompt([""], "cpu", 1, False)[0]
         prompts = calibration_prompts(source, config)
         for i, prompt in enumerate(tqdm(prompts, desc="generating latents", unit="prompt")):
             generators = [torch.Generator().manual_seed(config.seed + i * seeds + j) for j in range(seeds)]
-            out = pipe([prompt] * seeds, num_inference_steps=steps, guidance_scale=guidance, height=height,
-                       width=width, generator=generators, output_type="latent")
+            out = pipe([prompt] * seeds, **settings, generator=generators, output_type="latent")
             latents.append(out.images)
             embeddings.append(pipe.encode_prompt([prompt] * seeds, "cpu", 1, False)[0])
     latents = torch.cat(latents)

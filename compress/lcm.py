@@ -213,14 +213,14 @@ def apply(source, config: LcmConfig):
         from accelerate import Accelerator
 
         model = Accelerator(cpu=not torch.cuda.is_available()).prepare_model(student)
+    student.train()
+    if not lora:  # a LoRA student trains its adapters only
+        student.requires_grad_(True)
+    params = [p for p in student.parameters() if p.requires_grad]
     if lora:
-        student.train()
-        params = [p for p in student.parameters() if p.requires_grad]
         target = AdapterTarget(params)
         teacher_mode, target_net, target_mode = (lambda: adapters_off(student)), student, target.swapped_in
     else:
-        student.train().requires_grad_(True)
-        params = [p for p in student.parameters() if p.requires_grad]
         target = EMA(student)
         teacher_mode, target_net, target_mode = contextlib.nullcontext, target.average, contextlib.nullcontext
     # one tensor at a time: the multi-tensor step holds a temporary the size of the model (a fourth SD UNet)
@@ -304,7 +304,7 @@ def fuse_lcm_lora(source, student, lora_rank: int, main_process: bool) -> dict:
     from sdopt.compress.lora import fuse_lora
 
     pipe = source.pipeline
-    state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(student, adapter_name="lcm").items()}
+    state = {k: v.detach() for k, v in get_peft_model_state_dict(student, adapter_name="lcm").items()}
     parameters = sum(v.numel() for v in state.values())
     student.unload_lora()
     pipe.unet = student.eval().requires_grad_(False)

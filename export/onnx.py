@@ -14,7 +14,7 @@ from pathlib import Path
 import onnx
 import torch
 
-from sdopt.graphs import DENOISER, TEXT_ENCODER, VAE_DECODER, VAE_ENCODER, GraphSpec
+from sdopt.graphs import DENOISER, TEXT_ENCODER, VAE_DECODER, VAE_ENCODER, GraphSpec, run_unet
 from sdopt.shared import latent_size_multiple
 
 OPSET = 17
@@ -37,17 +37,14 @@ class _TextEncoder(torch.nn.Module):
 
 
 class _UNet(torch.nn.Module):
-    """The UNet called with its graph inputs in `names`' order (see sdopt.compress.denoiser)."""
+    """The UNet called with its graph inputs in `names`' order."""
 
     def __init__(self, unet, names):
         super().__init__()
         self.unet, self.names = unet, tuple(names)
 
     def forward(self, *tensors):
-        x = dict(zip(self.names, tensors))
-        added = {k: x[k] for k in ("text_embeds", "time_ids") if k in x} or None
-        return self.unet(x["sample"], x["timestep"], encoder_hidden_states=x["encoder_hidden_states"],
-                         timestep_cond=x.get("timestep_cond"), added_cond_kwargs=added, return_dict=False)[0]
+        return run_unet(self.unet, dict(zip(self.names, tensors)))
 
 
 class _VaeDecoder(torch.nn.Module):

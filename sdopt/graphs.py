@@ -15,6 +15,17 @@ VAE_DECODER_FULL = "vae_decoder_full"  # the model's own decoder where a tiny on
 ROLES = (TEXT_ENCODER, DENOISER, VAE_DECODER, VAE_ENCODER, VAE_DECODER_FULL)
 
 
+ADDED_CONDITIONS = ("text_embeds", "time_ids")  # SDXL's added_cond_kwargs
+
+
+def run_unet(unet, inputs: dict):
+    """A diffusers UNet's noise prediction for graph inputs by name (extra keys such as a record's step are
+    ignored)."""
+    added = {k: inputs[k] for k in ADDED_CONDITIONS if k in inputs} or None
+    return unet(inputs["sample"], inputs["timestep"], encoder_hidden_states=inputs["encoder_hidden_states"],
+                timestep_cond=inputs.get("timestep_cond"), added_cond_kwargs=added, return_dict=False)[0]
+
+
 def is_denoiser(role: str) -> bool:
     """The denoiser and the further denoiser graphs of a strategy (`denoiser_shallow`): run on the guidance batch."""
     return role == DENOISER or role.startswith(DENOISER + "_")
