@@ -21,8 +21,20 @@ from sdopt.export.rewrite import rewritten_copy, to_uint8_activations
 BUILD_DIR = "openvino"
 
 
-def _convert(onnx_path: Path, out_xml: Path) -> int:
-    """ONNX (with its external data) -> IR files; returns the number of rewritten zero points."""
+def static_shapes(name: str, component: dict, info: dict, static: dict) -> dict[str, tuple]:
+    """{input: shape} of a component at `static` = {batch, height, width}: the denoiser at twice the batch when
+    guidance runs as a batch (a UNet with the guidance scale embedded runs it once)."""
+    from sdopt.export.tensorrt import TensorrtConfig, input_profiles
+
+    guided = "timestep_cond" not in [i["name"] for i in component["inputs"]]
+    config = TensorrtConfig(batch=(static["batch"],) * 3, height=(static["height"],) * 3,
+                            width=(static["width"],) * 3, static=True, guidance=guided)
+    return {io: shapes[1] for io, shapes in input_profiles(name, component, info, config).items()}
+
+
+def _convert(onnx_path: Path, out_xml: Path, shapes: dict | None = None) -> int:
+    """ONNX (with its external data) -> IR files, reshaped to `shapes` ({input: shape}) when given; returns the
+    number of rewritten zero points."""
     import openvino as ov
 
     from sdopt.runtime.backends import engine_message
@@ -32,6 +44,8 @@ def _convert(onnx_path: Path, out_xml: Path) -> int:
     with rewritten_copy(onnx_path, model) as path:
         try:
             converted = ov.convert_model(str(path))
+            if shapes:
+                converted.reshape({io: ov.PartialShape(list(shape)) for io, shape in shapes.items()})
             out_xml.parent.mkdir(parents=True, exist_ok=True)
             ov.save_model(converted, str(out_xml), compress_to_fp16=False)
         except Exception as err:  # OpenVINO raises its own types; its message's last line says what went wrong
@@ -39,8 +53,10 @@ def _convert(onnx_path: Path, out_xml: Path) -> int:
     return rewritten
 
 
-def build(folder: Path, progress=None) -> dict:
-    """Write DIR/openvino/<component>/model.xml + .bin and record them in the manifest."""
+def build(folder: Path, progress=None, static: dict | None = None) -> dict:
+    """Write DIR/openvino/<component>/model.xml + .bin and record them in the manifest. `static` = {batch,
+    height, width}: every graph fixed to the shapes of that generation (OpenVINO then plans its memory and
+    kernels once, and the runtime refuses other sizes)."""
     try:
         import openvino as ov
     except ImportError as err:
@@ -55,11 +71,13 @@ def build(folder: Path, progress=None) -> dict:
         rewritten = {}
         names = list(artifact.components)
         for name in (progress(names) if progress else names):
-            rewritten[name] = _convert(artifact.path(f"{name}/model.onnx"), staging / name / "model.xml")
+            shapes = static and static_shapes(name, artifact.components[name], artifact.pipeline, static)
+            rewritten[name] = _convert(artifact.path(f"{name}/model.onnx"), staging / name / "model.xml", shapes)
         files = [f"{BUILD_DIR}/{p.relative_to(staging).as_posix()}" for p in sorted(staging.rglob("*"))
                  if p.is_file() and p.parent != staging]
         record = {"files": files, "activation_zero_point": 128 if any(rewritten.values()) else None,
                   "uint8_activation_quantizers": rewritten, "openvino_version": ov.get_version(),
+                  "static": static,
                   "seconds": round(time.perf_counter() - start, 1)}
         return record_build(artifact, BUILD_DIR, staging, record)
     finally:

@@ -14,13 +14,15 @@ from sdopt import __version__
 from sdopt.artifact import ArtifactWriter
 from sdopt.export import onnx as onnx_export
 from sdopt.export import qdq
-from sdopt.graphs import GraphSpec
+from sdopt.export.attention import attention_form
+from sdopt.graphs import DEFAULT_ATTENTION, GraphSpec
 
 
 def write_artifact(source, recipe: dict, out: Path, command: list[str] | None = None,
-                   external_data: bool = False) -> Path:
+                   external_data: bool = False, attention: str = DEFAULT_ATTENTION, float16: bool = False) -> Path:
     """`external_data`: every graph's weights in a `model.onnx_data` file beside it (default: only graphs
-    whose weights pass protobuf's 2 GiB limit)."""
+    whose weights pass `onnx.EXTERNAL_DATA_THRESHOLD`). `attention`: the form the attention layers are exported in
+    (`export.attention`). `float16`: graphs in fp16 with float32 inputs and outputs (`onnx.to_float16`)."""
     graphs = onnx_export.graph_set(source)
     with ArtifactWriter(out) as writer:
         for i, tokenizer in enumerate(source.tokenizers):
@@ -31,7 +33,13 @@ def write_artifact(source, recipe: dict, out: Path, command: list[str] | None = 
             writer.write_file(relative, data)
 
         for spec in tqdm(graphs, desc="exporting ONNX", unit="graph"):
-            model, details = export_graph(source, spec)  # one graph in memory at a time
+            with attention_form(spec.wrapper, attention) as changed:
+                model, details = export_graph(source, spec)  # one graph in memory at a time
+            if changed:
+                details["attention"] = attention
+            if float16:
+                model = onnx_export.to_float16(model)
+                details["float_precision"] = "fp16"
             files = onnx_export.save_model(model, writer.path(spec.name), external_data)
             writer.add_component(spec.name, files, *_io_signature(model), role=spec.role, **spec.details,
                                  ops={k: v for k, v in qdq.count_ops(model).items()

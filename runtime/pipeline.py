@@ -24,12 +24,13 @@ from tokenizers import Tokenizer
 
 from sdopt.artifact import open_artifact
 from sdopt.errors import SdoptError
-from sdopt.graphs import DENOISER, TEXT_ENCODER, VAE_DECODER, VAE_DECODER_FULL, VAE_ENCODER
+from sdopt.graphs import DENOISER, TEXT_ENCODER, VAE_DECODER, VAE_DECODER_FULL, VAE_ENCODER, is_denoiser
 from sdopt.limits import MAX_STEPS, check_guidance, check_image_size, check_seed, check_text
 from sdopt.manifest import size_multiple
 from sdopt.shared import guidance_embedding
 
 from . import backends, denoise, images
+from .components import Components
 from .tiling import decode_tiled
 from .schedulers import make_scheduler
 
@@ -44,11 +45,14 @@ class Generation:
 
 class Pipeline:
     def __init__(self, folder: Path, backend: str = "onnxruntime", verify: bool = True,
-                 denoise_overrides: dict | None = None, vae: str = "default", vae_tile: int = 0, **backend_options):
+                 denoise_overrides: dict | None = None, vae: str = "default", vae_tile: int = 0,
+                 low_memory: bool = False, **backend_options):
         """`denoise_overrides`: changes to the manifest's denoise strategy and parameters (`--denoise`). `vae`:
         "full" decodes with the model's own decoder where a tiny one is the default; `vae_tile`: decode in
-        tiles of this many pixels (0: whole)."""
+        tiles of this many pixels (0: whole). `low_memory`: each graph is loaded when its stage starts and
+        released when it ends (`components.Components`); a graph's signature is then checked when it is loaded."""
         self.folder = Path(folder)
+        self.static = None  # {batch, height, width} of a static build: the one generation its graphs take
         self.artifact = open_artifact(self.folder, verify=verify)
         self.manifest = self.artifact.manifest
         self.info = self.manifest["pipeline"]
@@ -66,14 +70,16 @@ class Pipeline:
                                  f"{self._named(role)} graph")
         builds = {"openvino": self._openvino_ir, "tensorrt": self._tensorrt_engines}
         per_component = builds[backend](components) if backend in builds else {name: {} for name in components}
-        self.models = {}
-        for name, component in components.items():
+
+        def load(name: str):
+            component = components[name]
             io_names = ([i["name"] for i in component["inputs"]], [o["name"] for o in component["outputs"]])
             model = backends.load(backend, self.artifact.path(f"{name}/model.onnx"), io_names=io_names,
                                   int8_weight_bits=component.get("int8_weight_bits"),
                                   **backend_options, **per_component[name])
             _check_signature(name, component, model)
-            self.models[name] = model
+            return model
+        self.models = Components(list(components), load, low_memory)
         self.text_encoders = [(name, self._tokenizer(components[name]["tokenizer"]))
                               for name in sorted(n for n, role in self.roles.items() if role == TEXT_ENCODER)]
         self.denoiser = self._named(DENOISER)
@@ -88,6 +94,8 @@ class Pipeline:
         multiple = self.info["vae_scale_factor"] * 4
         if vae_tile and (vae_tile < multiple or vae_tile % multiple):
             raise SdoptError(f"vae tile {vae_tile}: a multiple of {multiple} pixels (0: no tiling)")
+        if vae_tile and self.static:
+            raise SdoptError(f"artifact '{self.folder}': its {backend} build is static: it decodes whole images only")
         self.vae_tile = vae_tile // self.info["vae_scale_factor"]  # in latent pixels
         sample = next(i for i in components[self.denoiser]["inputs"] if i["name"] == "sample")
         self.denoiser_channels = sample["shape"][1] if isinstance(sample["shape"][1], int) else None
@@ -111,6 +119,7 @@ class Pipeline:
                 raise SdoptError(f"artifact '{self.folder}' has int8 activations: build its OpenVINO form first "
                                  f"(sdopt build {self.folder} --format openvino)")
             return {name: {} for name in components}
+        self.static = build.get("static")
         return {name: {"ir_path": self.artifact.path(f"openvino/{name}/model.xml")} for name in components}
 
     def _tensorrt_engines(self, components: dict) -> dict[str, dict]:
@@ -188,6 +197,8 @@ class Pipeline:
             raise SdoptError(f"strength {strength!r} must lie in (0, 1]")
         self.check_size(height or self.info["height"], width or self.info["width"])
         check_guidance(guidance)
+        if self.static:
+            self._check_static(height or self.info["height"], width or self.info["width"], guidance)
         check_seed(seed)
         check_text(prompt, "the prompt")
         check_text(negative_prompt, "the negative prompt")
@@ -196,6 +207,13 @@ class Pipeline:
             raise SdoptError(f"strength {strength} with {steps} steps leaves no step to run "
                              f"(steps x strength must be at least 1)")
         return sched
+
+    def _check_static(self, height: int, width: int, guidance: float) -> None:
+        s = self.static
+        guided = guidance > 1.0 or self.guidance_dim is not None  # an embedded scale: one batch either way
+        if (height, width) != (s["height"], s["width"]) or not guided:
+            raise SdoptError(f"artifact '{self.folder}': its OpenVINO build is static for one guided {s['width']}x"
+                             f"{s['height']} image at a time; generate that (or build again without --static)")
 
     def encode_prompt(self, prompt: str, negative_prompt: str, guidance: bool):
         """Returns (embeddings, pooled or None), batch [negative, positive] when guided."""
@@ -247,6 +265,7 @@ class Pipeline:
         height, width = height or self.info["height"], width or self.info["width"]
         guided = guidance > 1.0 and self.guidance_dim is None
         embeds, pooled = self.encode_prompt(prompt, negative_prompt, guided)
+        self.models.release(*(name for name, _ in self.text_encoders))
         batch = embeds.shape[0]
         conditioning = {"encoder_hidden_states": embeds}
         if self.guidance_dim is not None:  # no negative branch: the UNet takes the guidance scale embedded
@@ -257,13 +276,18 @@ class Pipeline:
         noise = self.initial_noise(seed, height, width) if noise is None else noise.astype(np.float32)
 
         timesteps, latents, hook, extra = self._prepare(sched, noise, image, strength, mask, batch if guided else 1)
+        if self.vae_encoder is not None:
+            self.models.release(self.vae_encoder)
         graphs = {role: (name, self.models[name]) for role in (DENOISER, *self.strategy.roles)
                   for name in [self._named(role)]}
         denoiser = denoise.GuidedDenoiser(graphs, conditioning, batch, guidance if guided else 1.0, sched, extra)
         if hasattr(sched, "seed_noise"):  # a sampler that noises afresh each step (LCM)
             sched.seed_noise([seed, 1])
         latents = self.strategy.loop(denoiser, sched, latents, timesteps, hook, progress, self.denoise_params)
+        graphs.clear()  # the denoiser's references too: a released graph's memory is freed
+        self.models.release(*(name for name, role in self.roles.items() if is_denoiser(role)))
         decoded = self.decode(latents)
+        self.models.release(self.vae_decoder)
         return Generation((decoded * 255).round().astype(np.uint8), latents, decoded, denoiser.stats)
 
     def _prepare(self, sched, noise, image, strength, mask, batch):

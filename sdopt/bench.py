@@ -48,6 +48,7 @@ class Settings:
     width: int
     guidance: float
     scheduler: str = "ddim"
+    threads: int | None = None
     runs: int = 5
     warmup: int = 1
     warmup_steps: int = 2  # a warm-up generation runs every graph at the measured shapes
@@ -72,6 +73,9 @@ class BenchRequest:
     precision: str | None
     scheduler: str = "ddim"
     denoise: dict = field(default_factory=dict)
+    memory: str = "default"  # the artifacts' memory modes: default, low (`run --low-memory`) or both
+    vae_tile: int = 0  # the artifacts' tiled VAE decode (pixels; 0: whole)
+    threads: int | None = None  # engine threads of every target
 
     @property
     def plot_path(self) -> Path | None:
@@ -139,13 +143,21 @@ def prepare(request: BenchRequest):
     settings = Settings(prompt=default_pairs(manifest, None, 1)[0][0], steps=request.steps or info["steps"],
                         height=height, width=width,
                         guidance=max(info["guidance"], 1.5),  # always guided: the batch-2 UNet
-                        scheduler=request.scheduler, runs=request.runs, warmup=request.warmup)
+                        scheduler=request.scheduler, threads=request.threads, runs=request.runs,
+                        warmup=request.warmup)
     if request.denoise:
         from sdopt.runtime.denoise import strategy
 
         for m in manifests:
             strategy(m["pipeline"]["denoise"], request.denoise)
-    targets = plan_targets(request.artifacts, backends, peers, spec, options, request.denoise, request.steps)
+    if request.memory not in MEMORY_MODES:
+        raise SdoptError(f"--memory {request.memory}: choose " + ", ".join(MEMORY_MODES))
+    if request.threads and "tensorrt" in backends:
+        raise SdoptError("--threads applies to the CPU engines (onnxruntime, openvino)")
+    if request.vae_tile and not request.artifacts:
+        raise SdoptError("--vae-tile applies to artifacts")
+    targets = plan_targets(request.artifacts, backends, peers, spec, options, request.denoise, request.steps,
+                           request.memory, request.vae_tile)
     random_weights = spec.startswith("arch:") or any(m["source"]["random_weights"] for m in manifests)
     if random_weights:
         notes.append(f"note: {spec} has random weights: speed measurements only")
@@ -169,21 +181,29 @@ def own_sampling(manifest: dict, steps: int | None) -> dict:
     return {"steps": steps or info["steps"], "scheduler": info["scheduler"], "guidance": info["guidance"]}
 
 
+MEMORY_MODES = ("default", "low", "both")
+
+
 def plan_targets(artifacts: list[Path], backends: list[str], peers: list[str], spec: str,
-                 backend_options: dict, denoise: dict | None = None, steps: int | None = None) -> list[Target]:
-    """sdopt's artifacts on each backend, then the peers."""
+                 backend_options: dict, denoise: dict | None = None, steps: int | None = None,
+                 memory: str = "default", vae_tile: int = 0) -> list[Target]:
+    """sdopt's artifacts on each backend (in each memory mode), then the peers."""
     from sdopt.artifact import load_manifest
     from sdopt.evaluate import unet_size
 
     targets = []
+    lows = {"default": [False], "low": [True], "both": [False, True]}[memory]
     for folder in artifacts:
         manifest = load_manifest(folder, verify=False)
         for backend in backends:
-            options = backend_options if backend == "openvino" else {}
-            targets.append(Target(f"sdopt {manifest['recipe']['name']} ({folder.name}, {backend})", "artifact",
-                                  str(folder), backend, options, dict(denoise or {}),
-                                  size_bytes=deployed_bytes(manifest, backend), unet=unet_size(manifest),
-                                  sampling=own_sampling(manifest, steps)))
+            for low in lows:
+                options = {**(backend_options if backend == "openvino" else {}),
+                           **({"low_memory": True} if low else {}), **({"vae_tile": vae_tile} if vae_tile else {})}
+                name = f"{folder.name}, {backend}{', low-memory' if low else ''}"
+                targets.append(Target(f"sdopt {manifest['recipe']['name']} ({name})", "artifact", str(folder),
+                                      backend, options, dict(denoise or {}),
+                                      size_bytes=deployed_bytes(manifest, backend), unet=unet_size(manifest),
+                                      sampling=own_sampling(manifest, steps)))
     if "ort-fp32" in peers or "openvino" in peers:
         from sdopt.evaluate import fp32_export
 
@@ -228,7 +248,8 @@ def summarize(target: Target, measured: dict) -> dict:
     if measured.get("size_bytes"):
         row["size_bytes"] = measured["size_bytes"]
     return {**row, "load_s": measured["load_s"], "warmup_s": measured["warmup_s"],
-            "peak_rss_bytes": measured["peak_rss_bytes"], "stages": stats, "raw_runs": runs}
+            "peak_rss_bytes": measured["peak_rss_bytes"],
+            "peak_rss_stage_bytes": measured.get("peak_rss_stage_bytes", {}), "stages": stats, "raw_runs": runs}
 
 
 def with_speedups(rows: list[dict]) -> list[dict]:
@@ -264,7 +285,7 @@ def format_table(result: dict) -> str:
               f"{result['machine'].get('processor')}, {result['machine']['cpus']} CPUs")
     peers = [r["name"] for r in result["rows"] if r["peer"] and "error" not in r]
     columns = ["target", "end-to-end s", "min-max s", "text enc s", "UNet/step s", "UNet/img s", "VAE s", "load s",
-               "warm-up s", "peak RSS GB", "size GB"] + [f"x {p}" for p in peers]
+               "warm-up s", "peak RSS GB", "load/enc/UNet/VAE GB", "size GB"] + [f"x {p}" for p in peers]
     lines = []
     for r in result["rows"]:
         if "error" in r:
@@ -276,6 +297,7 @@ def format_table(result: dict) -> str:
         cells += [f"{st[k]['median_s']:.3f}" if k in st else "-" for k in ("text_encoder", "unet", "unet_image",
                                                                                 "vae_decode")]
         cells += [f"{r['load_s']:.1f}", f"{r['warmup_s']:.1f}", f"{r['peak_rss_bytes'] / 1e9:.2f}",
+                  stage_peaks(r.get("peak_rss_stage_bytes", {})),
                   f"{r['size_bytes'] / 1e9:.2f}" if r["size_bytes"] else "-"]
         cells += [f"{r['speedup'][p]:.2f}" for p in peers]
         lines.append(cells)
@@ -292,6 +314,14 @@ def format_table(result: dict) -> str:
               f"({r['reference_unet_parameters'] / 1e6:.0f} M unpruned), {r['unet_macs'] / 1e9:.1f} GMACs per guided step ({r['reference_unet_macs'] / 1e9:.1f})"
               for r in result["rows"] if "unet_parameters" in r and "reference_unet_parameters" in r]
     return "\n".join([header, fmt(columns)] + [fmt(c) for c in lines] + own + pruned)
+
+
+MEMORY_STAGES = ("load", "text_encoder", "unet", "vae_decode")
+
+
+def stage_peaks(peaks: dict) -> str:
+    """Peak resident memory of loading, text encoding, denoising and decoding, in GB ("-" where unknown)."""
+    return "/".join(f"{peaks[s] / 1e9:.2f}" if peaks.get(s) else "-" for s in MEMORY_STAGES)
 
 
 def write_plot(result: dict, path: Path) -> None:

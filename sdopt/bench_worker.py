@@ -8,21 +8,24 @@ positive prompt), every UNet call (one per step, batch 2 with guidance) and the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import resource
 import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 
+from sdopt.memory import StagePeaks
+
 STAGES = {"text_encoder": "text_encoder", "vae_decoder": "vae_decode"}  # by graph role; every denoiser role: "unet"
 
 
 class StageClock:
-    """Durations per stage within the current generation."""
+    """Durations per stage within the current generation, and the peak resident memory of each stage."""
 
     def __init__(self):
         self.calls: dict[str, list[float]] = defaultdict(list)
+        self.memory = StagePeaks()
 
     def timed(self, stage: str, fn):
         def wrapper(*args, **kwargs):
@@ -31,6 +34,13 @@ class StageClock:
                 return fn(*args, **kwargs)
             finally:
                 self.calls[stage].append(time.perf_counter() - start)
+        return wrapper
+
+    def measured(self, stage: str, fn):
+        """`fn` as one memory stage: the engine loads a low-memory pipeline makes inside it count too."""
+        def wrapper(*args, **kwargs):
+            with self.memory.stage(stage):
+                return fn(*args, **kwargs)
         return wrapper
 
     def take(self) -> dict[str, list[float]]:
@@ -42,11 +52,18 @@ def artifact_generator(target: dict, settings: dict, clock: StageClock, sizes: d
     from sdopt.graphs import is_denoiser
     from sdopt.runtime.pipeline import Pipeline
 
+    threads = {"threads": settings["threads"]} if settings.get("threads") else {}
     pipe = Pipeline(Path(target["path"]), target["backend"], verify=False, denoise_overrides=target.get("denoise"),
-                    **target.get("options", {}))
-    for name, model in pipe.models.items():
+                    **target.get("options", {}), **threads)
+
+    def timed(name, model):
         role = pipe.roles[name]
         model.run = clock.timed("unet" if is_denoiser(role) else STAGES.get(role, name), model.run)
+        return model
+    pipe.models.wrap(timed)
+    pipe.encode_prompt = clock.measured("text_encoder", pipe.encode_prompt)
+    pipe.strategy = dataclasses.replace(pipe.strategy, loop=clock.measured("unet", pipe.strategy.loop))
+    pipe.decode = clock.measured("vae_decode", pipe.decode)
 
     def generate(steps: int):
         pipe(settings["prompt"], seed=0, steps=steps, guidance=settings["guidance"], height=settings["height"],
@@ -61,13 +78,15 @@ def diffusers_generator(target: dict, settings: dict, clock: StageClock, sizes: 
     from sdopt.shared import SCHEDULERS
     from sdopt.sources import load_source
 
+    if settings.get("threads"):
+        torch.set_num_threads(settings["threads"])
     pipe = load_source(target["path"]).pipeline
     pipe.scheduler = getattr(diffusers, SCHEDULERS[settings.get("scheduler", "ddim")]).from_config(pipe.scheduler.config)
     modules = [pipe.unet, pipe.vae.decoder, pipe.vae.post_quant_conv, *encoders_of(pipe)]
     sizes["size_bytes"] = sum(p.numel() * p.element_size() for m in modules for p in m.parameters())
     for module, stage in [(e, "text_encoder") for e in encoders_of(pipe)] + [(pipe.unet, "unet")]:
-        module.forward = clock.timed(stage, module.forward)
-    pipe.vae.decode = clock.timed("vae_decode", pipe.vae.decode)
+        module.forward = clock.measured(stage, clock.timed(stage, module.forward))
+    pipe.vae.decode = clock.measured("vae_decode", clock.timed("vae_decode", pipe.vae.decode))
 
     def generate(steps: int):
         with torch.inference_mode():
@@ -89,21 +108,25 @@ def measure(target: dict, settings: dict) -> dict:
 
     clock, sizes = StageClock(), {}
     start = time.perf_counter()
-    generate = GENERATORS[target["kind"]](target, settings, clock, sizes)
+    with clock.memory.stage("load"):
+        generate = GENERATORS[target["kind"]](target, settings, clock, sizes)
     load_s = time.perf_counter() - start
+    load_peak = clock.memory.take().get("load")
     start = time.perf_counter()
     for _ in range(settings["warmup"]):
         generate(settings["warmup_steps"])
     warmup_s = time.perf_counter() - start
     clock.take()
+    clock.memory.take()
     runs = []
     for _ in tqdm(range(settings["runs"]), desc=target["name"], unit="run", file=sys.stderr):
         start = time.perf_counter()
         generate(settings["steps"])
         total = time.perf_counter() - start
         runs.append({"end_to_end": total, **clock.take()})
-    return {"load_s": load_s, "warmup_s": warmup_s, "runs": runs, **sizes,
-            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    stage_peaks = {"load": load_peak, **clock.memory.take()} if clock.memory.per_stage else {}  # the timed runs'
+    return {"load_s": load_s, "warmup_s": warmup_s, "runs": runs, **sizes, "peak_rss_bytes": clock.memory.peak(),
+            "peak_rss_stage_bytes": stage_peaks}
 
 
 def main(target_file: str, result_file: str) -> int:

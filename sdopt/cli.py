@@ -14,6 +14,7 @@ from pathlib import Path
 from . import interrupts
 from .argtypes import finite, image_side, integer, key_value, positive, seed, steps, strength
 from .errors import SdoptError
+from .graphs import ATTENTION_FORMS, DEFAULT_ATTENTION
 from .limits import MAX_SEED, MAX_STEPS
 from .shared import SCHEDULERS
 
@@ -30,12 +31,23 @@ def _backend_flags(parser) -> None:
     parser.add_argument("--device", help="OpenVINO device (default CPU)")
     parser.add_argument("--precision", choices=PRECISIONS,
                         help="OpenVINO inference precision hint (default: the device's own, bf16 on CPUs with AMX)")
+    parser.add_argument("--threads", type=positive,
+                        help="CPU threads of the engine, onnxruntime or openvino (default: the engine's, one per core)")
+    parser.add_argument("--low-memory", action="store_true",
+                        help="load each graph only for its stage and release it after: the peak is the largest "
+                             "stage's instead of the sum, at the cost of loading the graphs every generation")
 
 
 def _backend_options(args) -> dict:
     options = {k: getattr(args, k) for k in ("device", "precision") if getattr(args, k) is not None}
     if options and args.backend != "openvino":
         raise SdoptError(f"--{next(iter(options))} applies to --backend openvino")
+    if args.threads is not None:
+        if args.backend == "tensorrt":
+            raise SdoptError("--threads applies to the CPU engines (--backend onnxruntime or openvino)")
+        options["threads"] = args.threads
+    if args.low_memory:
+        options["low_memory"] = True
     return options
 
 
@@ -69,8 +81,15 @@ def build_parser(with_passes: bool = False) -> argparse.ArgumentParser:
                    help="set an option of the recipe's pass (nested keys with dots, VALUE as YAML), e.g. "
                         "--set quantize.calibration.intervals=4; repeatable")
     c.add_argument("--external-data", action="store_true",
-                   help="write every graph's weights to a model.onnx_data file beside it (default: only graphs over "
-                        "the 2 GiB protobuf limit)")
+                   help="write every graph's weights to a model.onnx_data file beside it (default: only graphs with "
+                        "over 64 MB of weights, which engines then map from the file)")
+    c.add_argument("--attention", choices=ATTENTION_FORMS, default=DEFAULT_ATTENTION,
+                   help="how attention is exported: batched (every head's scores at once) or head-sliced (one "
+                        "head at a time: the same result in less memory at large images, and no slower). Default: "
+                        f"{DEFAULT_ATTENTION}")
+    c.add_argument("--float16", action="store_true",
+                   help="export the graphs in fp16 (inputs and outputs stay float32; Q/DQ stay float32): for GPU "
+                        "engines that take fp16 graphs, such as strongly typed TensorRT and ONNX Runtime CUDA")
     if with_passes:
         from .passes import registry
 
@@ -127,11 +146,14 @@ def build_parser(with_passes: bool = False) -> argparse.ArgumentParser:
     d.add_argument("--format", required=True, choices=("openvino", "tensorrt"),
                    help="openvino: IR with the uint8 activation form OpenVINO computes exactly; tensorrt: one "
                         "engine per component (needs TensorRT and an NVIDIA GPU)")
-    d.add_argument("--batch", help="tensorrt: images per prompt, N or MIN:OPT:MAX (default 1; "
-                                                "the UNet profile doubles it for guidance)")
-    d.add_argument("--height", help="tensorrt: image height in pixels, N or MIN:OPT:MAX (default: the model's)")
-    d.add_argument("--width", help="tensorrt: image width in pixels, N or MIN:OPT:MAX (default: the model's)")
-    d.add_argument("--static", action="store_true", help="tensorrt: one fixed shape (the OPT values), for edge devices")
+    d.add_argument("--batch", help="images per prompt, N or (tensorrt) MIN:OPT:MAX (default 1; the UNet's doubles it "
+                                   "for guidance)")
+    d.add_argument("--height", help="image height in pixels, N or (tensorrt) MIN:OPT:MAX (default: the model's)")
+    d.add_argument("--width", help="image width in pixels, N or (tensorrt) MIN:OPT:MAX (default: the model's)")
+    d.add_argument("--static", action="store_true",
+                   help="one fixed shape, for edge devices: tensorrt builds the OPT values; openvino fixes every graph "
+                        "to one image of --height x --width (single values; default: the model's size), and the "
+                        "runtime then generates that size only")
     d.add_argument("--float-precision", choices=("fp16", "fp32"), default="fp16",
                    help="tensorrt: precision of the layers the artifact keeps in float: fp16 (default) or fp32 "
                         "(strongly typed: every type from the ONNX graph and its Q/DQ)")
@@ -164,6 +186,12 @@ def build_parser(with_passes: bool = False) -> argparse.ArgumentParser:
     b.add_argument("--runs", type=positive, default=5, help="timed generations per target (default 5)")
     b.add_argument("--warmup", type=positive, default=1,
                    help="warm-up generations (2 steps each, same shapes) before timing (default 1)")
+    b.add_argument("--memory", choices=("default", "low", "both"), default="default",
+                   help="artifacts' memory mode: default, low (as run --low-memory) or both (a row each; default: "
+                        "default)")
+    b.add_argument("--vae-tile", type=integer, default=0, metavar="PIXELS",
+                   help="artifacts decode in tiles of this many pixels (default 0: whole)")
+    b.add_argument("--threads", type=positive, help="engine threads of every target (default: the engines')")
     b.add_argument("--json", type=Path, help="write the results as JSON here (and the plot beside it as .png)")
     b.add_argument("--plot", type=Path, help="PNG bar plot (default: the --json path with .png)")
     return parser
@@ -241,11 +269,17 @@ def cmd_build(args) -> None:
     tensorrt_flags += [f for f in ("static",) if getattr(args, f)]
     info = open_artifact(args.artifact, verify=False).pipeline
     if args.format == "openvino":
-        if tensorrt_flags:
-            raise SdoptError(f"--{tensorrt_flags[0].replace('_', '-')} applies to --format tensorrt")
+        shape_flags = [f for f in ("height", "width") if getattr(args, f) is not None]
+        others = [f for f in tensorrt_flags if f not in shape_flags + ["static"]]
+        if others or (shape_flags and not args.static):
+            flag = (others or shape_flags)[0]
+            raise SdoptError(f"--{flag.replace('_', '-')} applies to --format tensorrt"
+                             + ("" if others else " (or to --format openvino with --static)"))
         from sdopt.export.openvino import build
 
-        record = build(args.artifact, progress=lambda names: tqdm(names, desc="converting", unit="graph"))
+        static = _static_shape(args, info) if args.static else None
+        record = build(args.artifact, progress=lambda names: tqdm(names, desc="converting", unit="graph"),
+                       static=static)
     else:
         from sdopt.export.tensorrt import build, config_from_flags
 
@@ -258,12 +292,32 @@ def cmd_build(args) -> None:
          f"in {record['seconds']:.1f} s")
 
 
+def _static_shape(args, info: dict) -> dict:
+    """--height / --width of a static OpenVINO build: single values (default: the model's size); one image (the
+    runtime's batch)."""
+    from sdopt.manifest import size_multiple
+
+    shape = {"batch": 1, "height": info["height"], "width": info["width"]}
+    for key in ("height", "width"):
+        text = getattr(args, key)
+        if text is None:
+            continue
+        if not text.isdigit() or int(text) <= 0:
+            raise SdoptError(f"--{key} {text}: a static OpenVINO build takes one positive whole number")
+        shape[key] = int(text)
+    multiple = size_multiple(info)
+    for key in ("height", "width"):
+        if shape[key] % multiple:
+            raise SdoptError(f"--{key} {shape[key]}: must be a multiple of {multiple}")
+    return shape
+
+
 def cmd_bench(args) -> None:
     from .bench import BenchRequest, bench, format_table, prepare, write_json, write_plot
 
     request = BenchRequest(args.artifacts, args.model, args.backends, args.peers, args.steps, args.height,
                            args.width, args.runs, args.warmup, args.json, args.plot, args.device, args.precision,
-                           args.scheduler, _denoise_overrides(args))
+                           args.scheduler, _denoise_overrides(args), args.memory, args.vae_tile, args.threads)
     targets, settings, spec, random_weights, notes = prepare(request)
     for note in notes:
         _say(note)
@@ -322,7 +376,8 @@ def cmd_compress(args) -> None:
     if source.secondary:
         _say(f"process {os.environ.get('RANK')}: done; the main process writes {args.out}")
         return
-    out = write_artifact(source, recipe.to_dict(), args.out, command=sys.argv, external_data=args.external_data)
+    out = write_artifact(source, recipe.to_dict(), args.out, command=sys.argv, external_data=args.external_data,
+                        attention=args.attention, float16=args.float16)
     _say(f"wrote {out} ({recipe.name}, {source.label}) in {time.perf_counter() - start:.1f} s")
 
 

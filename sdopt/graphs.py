@@ -26,6 +26,12 @@ def run_unet(unet, inputs: dict):
                 timestep_cond=inputs.get("timestep_cond"), added_cond_kwargs=added, return_dict=False)[0]
 
 
+# how attention layers are exported: all heads in one batched matmul (diffusers' own), or one head at a time
+# (export/attention.py: one head's token x token scores in memory instead of all of them)
+ATTENTION_FORMS = ("batched", "head-sliced")
+DEFAULT_ATTENTION = "head-sliced"
+
+
 def is_denoiser(role: str) -> bool:
     """The denoiser and the further denoiser graphs of a strategy (`denoiser_shallow`): run on the guidance batch."""
     return role == DENOISER or role.startswith(DENOISER + "_")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from . import schema as s
 from .errors import SdoptError
-from .graphs import DENOISER, TEXT_ENCODER, VAE_DECODER, VAE_ENCODER
+from .graphs import ATTENTION_FORMS, DENOISER, TEXT_ENCODER, VAE_DECODER, VAE_ENCODER
 from .limits import MAX_SIDE, MAX_STEPS
 from .shared import SCHEDULERS, pixel_size_multiple
 
@@ -30,6 +30,7 @@ SHA256 = r"[0-9a-f]{64}"
 DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "int8", "uint8", "bool")
 
 _name = s.string(IDENTIFIER, 64)
+_side = s.integer(8, MAX_SIDE)
 _file_entry = s.record({"sha256": s.string(SHA256), "bytes": s.integer(0, 1 << 50)})
 _files = s.mapping(s.string(RELATIVE_PATH, 1100), _file_entry, 10_000)
 _io = s.record({"name": s.string(max_length=256), "dtype": s.string(choices=DTYPES),
@@ -42,11 +43,13 @@ _component = s.record(
      "ops": s.mapping(s.string(max_length=128), s.integer(0)),
      "weight_format": _formats, "activation_format": _formats,
      "int8_weight_bits": s.integer(2, 8), "weight_group_size": s.integer(1, 1 << 20),
-     "activation_scale_intervals": s.integer(2, MAX_STEPS)})
+     "activation_scale_intervals": s.integer(2, MAX_STEPS), "attention": s.string(choices=ATTENTION_FORMS),
+     "float_precision": s.string(choices=("fp16",))})
 _openvino_build = s.record(
     {"files": _files, "openvino_version": s.string(), "seconds": s.number(0)},
     {"activation_zero_point": s.nullable(s.integer(0, 255)),
-     "uint8_activation_quantizers": s.mapping(_name, s.integer(0))})
+     "uint8_activation_quantizers": s.mapping(_name, s.integer(0)),
+     "static": s.nullable(s.record({"batch": s.integer(1, 64), "height": _side, "width": _side}))})
 _tensorrt_component = s.record(
     {"engines": s.array(s.string(RELATIVE_PATH, 1100), MAX_STEPS, min_length=1)},
     {"strongly_typed": s.boolean(), "flags": s.array(s.string(max_length=32), 16),
@@ -55,7 +58,6 @@ _tensorrt_build = s.record(
     {"files": _files, "components": s.mapping(_name, _tensorrt_component), "tensorrt_version": s.string(),
      "seconds": s.number(0)},
     {"static": s.boolean(), "precision": s.string(choices=("fp16", "fp32"))})
-_side = s.integer(8, MAX_SIDE)
 _pipeline = s.record(
     {"kind": s.string(choices=KINDS), "height": _side, "width": _side, "latent_channels": s.integer(1, 64),
      "vae_scale_factor": s.integer(1, 64), "vae_scaling_factor": s.number(0, 1e6, low_open=True),

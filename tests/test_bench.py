@@ -12,12 +12,14 @@ def test_bench_artifact_against_peers(tiny_fp32, tmp_path, capsys):
     pytest.importorskip("openvino", reason="the openvino extra is not installed")
     out = tmp_path / "bench.json"
     assert main(["bench", str(tiny_fp32), "--peers", "diffusers,ort-fp32,openvino", "--runs", "2", "--steps", "3",
-                 "--json", str(out)]) == 0
+                 "--memory", "both", "--json", str(out)]) == 0
     captured = capsys.readouterr()
     assert "arch:tiny (random weights: speed only)" in captured.out
     result = json.loads(out.read_text())
     rows = {r["name"]: r for r in result["rows"]}
-    assert list(rows) == ["sdopt fp32 (tiny-fp32, onnxruntime)", "diffusers", "ort-fp32", "openvino"]
+    assert list(rows) == ["sdopt fp32 (tiny-fp32, onnxruntime)", "sdopt fp32 (tiny-fp32, onnxruntime, low-memory)",
+                          "diffusers", "ort-fp32", "openvino"]
+    assert rows["sdopt fp32 (tiny-fp32, onnxruntime, low-memory)"]["options"] == {"low_memory": True}
     for name, row in rows.items():
         assert "error" not in row, row
         stages = row["stages"]
@@ -26,6 +28,10 @@ def test_bench_artifact_against_peers(tiny_fp32, tmp_path, capsys):
         parts = sum(stages[s]["median_s"] for s in ("text_encoder", "vae_decode")) + 3 * stages["unet"]["min_s"]
         assert parts <= stages["end_to_end"]["max_s"]
         assert row["peak_rss_bytes"] > 50e6 and row["load_s"] > 0 and row["warmup_s"] > 0
+        stage_peaks = row["peak_rss_stage_bytes"]
+        if stage_peaks:  # where the kernel lets a process reset its peak
+            assert set(stage_peaks) == {"load", "text_encoder", "unet", "vae_decode"}
+            assert all(0 < peak <= row["peak_rss_bytes"] for peak in stage_peaks.values()), stage_peaks
         assert set(row["speedup"]) == {"diffusers", "ort-fp32", "openvino"}
         if row["peer"]:
             assert row["speedup"][name] == pytest.approx(1.0)

@@ -80,3 +80,32 @@ def test_vae_encoder(source):
     assert ours.shape == (2, 8, 8, 16)
     assert max_relative_error(ours[:, :4], posterior.mean.numpy()) <= TOLERANCE
     assert max_relative_error(ours[:, 4:], posterior.logvar.numpy()) <= TOLERANCE
+
+
+def test_head_sliced_attention_matches_torch(source):
+    """The UNet and VAE decoder exported one attention head at a time compute what the batched form does,
+    with one softmax per head and guidance batch and image size still dynamic."""
+    from sdopt.export.attention import attention_form
+
+    specs = {g.role: g for g in onnx_export.default_graphs(source)}
+    with attention_form(specs["denoiser"].wrapper, "head-sliced") as changed:
+        unet = onnx_export.export_graph(specs["denoiser"])
+    heads = sum(m.heads for m in source.pipeline.unet.modules() if hasattr(m, "set_processor"))
+    assert changed > 0 and sum(n.op_type == "Softmax" for n in unet.graph.node) == heads
+    inputs = source.unet_example_inputs(batch=1, latent_hw=(16, 8))
+    (ours,) = run_onnx(unet, {k: v.numpy() for k, v in inputs.items()})
+    added = {k: inputs[k] for k in ("text_embeds", "time_ids") if k in inputs} or None
+    with torch.no_grad():
+        ref = source.pipeline.unet(inputs["sample"], inputs["timestep"],
+                                   encoder_hidden_states=inputs["encoder_hidden_states"],
+                                   added_cond_kwargs=added, return_dict=False)[0]
+    assert max_relative_error(ours, ref.numpy()) <= TOLERANCE
+    with attention_form(specs["vae_decoder"].wrapper, "head-sliced"):
+        decoder = onnx_export.export_graph(specs["vae_decoder"])
+    latent = torch.randn(1, 4, 8, 16, generator=torch.Generator().manual_seed(5))
+    (ours,) = run_onnx(decoder, {"latent": latent.numpy()})
+    with torch.no_grad():
+        ref = source.pipeline.vae.decode(latent, return_dict=False)[0]
+    assert max_relative_error(ours, ref.numpy()) <= TOLERANCE
+    assert all(type(m.processor).__name__ != "HeadSlicedAttention"  # the source's own processors are back
+               for m in source.pipeline.unet.modules() if hasattr(m, "set_processor"))
