@@ -180,8 +180,9 @@ def test_tensorrt_build_without_tensorrt_is_one_clear_error(tiny_fp32, capsys):
     assert len(err) == 1 and "TensorRT" in err[0]
     assert (tiny_fp32 / "manifest.json").read_bytes() == before
     assert not (tiny_fp32 / "tensorrt").exists() and not list(tiny_fp32.glob(".tensorrt*"))
-    assert main(["build", str(tiny_fp32), "--format", "openvino", "--static"]) == 2
-    assert "--static applies to --format tensorrt" in capsys.readouterr().err
+    assert main(["build", str(tiny_fp32), "--format", "openvino", "--workspace", "2"]) == 2
+    assert "--workspace applies to --format tensorrt" in capsys.readouterr().err
+    assert (tiny_fp32 / "manifest.json").read_bytes() == before
 
 
 def _has_cuda_gpu() -> bool:

@@ -53,7 +53,8 @@ def test_eval_arguments(capsys, tiny_fp32, flags, message):
 @pytest.mark.parametrize("flags, message", [
     (["--format", "tensorrt", "--workspace", "-1"], "--workspace -1.0: must be a positive number"),
     (["--format", "tensorrt", "--height", "10:5:1"], "0 < MIN <= OPT <= MAX"),
-    (["--format", "openvino", "--static"], "--static applies to --format tensorrt"),
+    (["--format", "openvino", "--timing-cache", "t.cache"], "--timing-cache applies to --format tensorrt"),
+    (["--format", "openvino", "--height", "64"], "(or to --format openvino with --static)"),
 ])
 def test_build_arguments(capsys, tiny_fp32, flags, message):
     assert message in fails(capsys, ["build", tiny_fp32, *flags])
