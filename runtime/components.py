@@ -9,7 +9,7 @@ the sum, at the cost of loading each graph once per generation.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import gc
 from collections.abc import Callable
 
@@ -58,13 +58,18 @@ class Components:
             _return_freed_heap()
 
 
+@functools.cache
+def _malloc_trim():
+    """glibc's malloc_trim, or None where the C library is another."""
+    try:
+        return getattr(ctypes.CDLL(None), "malloc_trim", None)  # the symbols the process already has
+    except (OSError, TypeError):  # no dlopen(NULL) (Windows)
+        return None
+
+
 def _return_freed_heap() -> None:
     """glibc keeps freed heap pages for reuse; hand them back to the system so the next stage's peak does not
     sit on top of them (SD1.5 512², ONNX Runtime: 0.6 GB). A no-op where the C library is not glibc."""
-    name = ctypes.util.find_library("c")
-    try:
-        trim = ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):
-        return
+    trim = _malloc_trim()
     if trim is not None:
         trim(0)

@@ -186,7 +186,9 @@ def build_parser(with_passes: bool = False) -> argparse.ArgumentParser:
     b.add_argument("--runs", type=positive, default=5, help="timed generations per target (default 5)")
     b.add_argument("--warmup", type=positive, default=1,
                    help="warm-up generations (2 steps each, same shapes) before timing (default 1)")
-    b.add_argument("--memory", choices=("default", "low", "both"), default="default",
+    from .bench import MEMORY_MODES
+
+    b.add_argument("--memory", choices=MEMORY_MODES, default="default",
                    help="artifacts' memory mode: default, low (as run --low-memory) or both (a row each; default: "
                         "default)")
     b.add_argument("--vae-tile", type=integer, default=0, metavar="PIXELS",

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from sdopt.export import onnx as onnx_export
+from sdopt.graphs import run_unet
 from sdopt.sources import load_source
 
 TOLERANCE = 1e-4
@@ -51,11 +52,8 @@ def test_unet_dynamic_shapes(source, batch, latent_hw):
     (model,) = graphs(source, "denoiser")
     inputs = source.unet_example_inputs(batch=batch, latent_hw=latent_hw)
     (ours,) = run_onnx(model, {k: v.numpy() for k, v in inputs.items()})
-    added = {k: inputs[k] for k in ("text_embeds", "time_ids") if k in inputs} or None
     with torch.no_grad():
-        ref = source.pipeline.unet(inputs["sample"], inputs["timestep"],
-                                   encoder_hidden_states=inputs["encoder_hidden_states"],
-                                   added_cond_kwargs=added, return_dict=False)[0]
+        ref = run_unet(source.pipeline.unet, inputs)
     assert ours.shape == tuple(ref.shape)
     assert max_relative_error(ours, ref.numpy()) <= TOLERANCE
 
@@ -94,11 +92,8 @@ def test_head_sliced_attention_matches_torch(source):
     assert changed > 0 and sum(n.op_type == "Softmax" for n in unet.graph.node) == heads
     inputs = source.unet_example_inputs(batch=1, latent_hw=(16, 8))
     (ours,) = run_onnx(unet, {k: v.numpy() for k, v in inputs.items()})
-    added = {k: inputs[k] for k in ("text_embeds", "time_ids") if k in inputs} or None
     with torch.no_grad():
-        ref = source.pipeline.unet(inputs["sample"], inputs["timestep"],
-                                   encoder_hidden_states=inputs["encoder_hidden_states"],
-                                   added_cond_kwargs=added, return_dict=False)[0]
+        ref = run_unet(source.pipeline.unet, inputs)
     assert max_relative_error(ours, ref.numpy()) <= TOLERANCE
     with attention_form(specs["vae_decoder"].wrapper, "head-sliced"):
         decoder = onnx_export.export_graph(specs["vae_decoder"])
