@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sdopt.graphs import IMAGE_IO, LATENT_INPUT
+
 MODES = {"tiny": ("vae_decoder", 0), "full": ("vae_decoder_full", 0), "full-tiled": ("vae_decoder_full", None)}
 
 
@@ -45,7 +47,7 @@ def worker(artifact: Path, mode: str, size: int, tile: int, runs: int, out: Path
     z /= np.float32(info["vae_scaling_factor"])  # what the runtime hands the decoder
 
     def decode(part):
-        return model.run({"latent": part})["image"]
+        return model.run({LATENT_INPUT[0]: part})[IMAGE_IO[0]]
 
     def once():
         return decode_tiled(decode, z, tile // factor, factor) if tiled is None else decode(z)

@@ -22,7 +22,7 @@ import torch
 
 from sdopt.compress.denoiser import run_unet
 from sdopt.errors import SdoptError
-from sdopt.graphs import DENOISER, GraphSpec
+from sdopt.graphs import DENOISER, NOISE_OUTPUT, GraphSpec
 from sdopt.passes import register
 from sdopt.runtime import caching
 
@@ -220,12 +220,12 @@ def apply(source, config: CacheConfig):
     feature_axes = {0: "batch", 2: "height" if scale == 1 else f"height/{scale}",
                     3: "width" if scale == 1 else f"width/{scale}"}
     axes = {name: {0: "batch"} for name in inputs}
-    axes["sample"] = axes["noise_pred"] = image_axes
+    axes["sample"] = axes[NOISE_OUTPUT[0]] = image_axes
     source.graphs = [g for g in source.graphs if g.name not in ("unet", "unet_shallow")] + [
-        GraphSpec("unet", DENOISER, "unet", full, inputs, ["noise_pred", caching.FEATURE],
+        GraphSpec("unet", DENOISER, "unet", full, inputs, [NOISE_OUTPUT[0], caching.FEATURE],
                   {**axes, caching.FEATURE: feature_axes}, scope="/unet/"),
         GraphSpec("unet_shallow", caching.SHALLOW_ROLE, "unet", shallow,
-                  {**inputs, caching.FEATURE: feature}, ["noise_pred"], {**axes, caching.FEATURE: feature_axes},
+                  {**inputs, caching.FEATURE: feature}, [NOISE_OUTPUT[0]], {**axes, caching.FEATURE: feature_axes},
                   scope="/unet/", partial=True)]
     source.denoise = {"strategy": "feature_cache", "params": config.schedule_params()}
     source.records.append({"pass": "cache", "branch": config.branch, "boundary": where.name,

@@ -25,7 +25,7 @@ import torch
 from sdopt.calibration.trajectory import CalibrationConfig, check_calibration
 from sdopt.compress.denoiser import generate_latents
 from sdopt.errors import SdoptError
-from sdopt.graphs import VAE_DECODER, VAE_DECODER_FULL, GraphSpec
+from sdopt.graphs import IMAGE_IO, LATENT_INPUT, VAE_DECODER, VAE_DECODER_FULL, GraphSpec
 from sdopt.passes import register
 from sdopt.training import Stage, checkpoint_path, run_stage
 
@@ -182,11 +182,12 @@ def apply(source, config: TinyVaeConfig):
                         for i in range(0, len(measured), DECODE_BATCH)])
     example = latents[:1, :, :8, :8].clone()
     axes = {0: "batch", 2: "height", 3: "width"}
-    source.graphs.append(GraphSpec("vae_decoder", VAE_DECODER, "vae_decoder_tiny", student, {"latent": example},
-                                   ["image"], {"latent": axes, "image": axes}, scope="/decoder/"))
+    source.graphs.append(GraphSpec("vae_decoder", VAE_DECODER, "vae_decoder_tiny", student, {LATENT_INPUT[0]: example},
+                                   [IMAGE_IO[0]], {LATENT_INPUT[0]: axes, IMAGE_IO[0]: axes}, scope="/decoder/"))
     if config.keep_full:
         source.graphs.append(GraphSpec("vae_decoder_full", VAE_DECODER_FULL, "vae", _FullDecoder(vae),
-                                       {"latent": example}, ["image"], {"latent": axes, "image": axes},
+                                       {LATENT_INPUT[0]: example}, [IMAGE_IO[0]],
+                                       {LATENT_INPUT[0]: axes, IMAGE_IO[0]: axes},
                                        scope="/vae/"))
     source.records.append({"pass": "tiny-vae", "parameters": sum(p.numel() for p in params),
                            "full_decoder_parameters": sum(p.numel() for name, p in vae.named_parameters()

@@ -15,7 +15,8 @@ from pathlib import Path
 import onnx
 import torch
 
-from sdopt.graphs import DENOISER, TEXT_ENCODER, VAE_DECODER, VAE_ENCODER, GraphSpec, run_unet
+from sdopt.graphs import (DENOISER, HIDDEN_STATE, IMAGE_IO, LATENT_INPUT, NOISE_OUTPUT, POOLED_OUTPUT, POSTERIOR_OUTPUT,
+                          PROMPT_OUTPUT, TEXT_ENCODER, VAE_DECODER, VAE_ENCODER, GraphSpec, run_unet)
 from sdopt.safe_io import umask
 from sdopt.shared import latent_size_multiple
 
@@ -28,17 +29,22 @@ EXTERNAL_DATA_NAME = "model.onnx_data"
 
 
 class _TextEncoder(torch.nn.Module):
-    """Outputs what the pipeline consumes: the last hidden state (SD) or the penultimate one plus,
-    for SDXL's second encoder, the pooled projection."""
+    """Outputs as Optimum's export has them: SD the last hidden state; SDXL also every layer's hidden state
+    (the pipeline reads the penultimate), after the pooled projection on the second encoder."""
 
-    def __init__(self, encoder, penultimate: bool, pooled: bool):
+    def __init__(self, encoder, all_layers: bool, pooled: bool):
         super().__init__()
-        self.encoder, self.penultimate, self.pooled = encoder, penultimate, pooled
+        self.encoder, self.all_layers, self.pooled = encoder, all_layers, pooled
 
     def forward(self, input_ids):
-        out = self.encoder(input_ids, output_hidden_states=self.penultimate)
-        hidden = out.hidden_states[-2] if self.penultimate else out[0]
-        return (hidden, out[0]) if self.pooled else hidden
+        out = self.encoder(input_ids, output_hidden_states=self.all_layers)
+        outputs = (out.last_hidden_state, *(out.hidden_states if self.all_layers else ()))
+        return (out.text_embeds, *outputs) if self.pooled else outputs
+
+
+def text_encoder_outputs(encoder, all_layers: bool, pooled: bool) -> list[str]:
+    layers = [HIDDEN_STATE.format(i) for i in range(encoder.config.num_hidden_layers + 1)] if all_layers else []
+    return [POOLED_OUTPUT] * pooled + [PROMPT_OUTPUT[0], *layers]
 
 
 class _UNet(torch.nn.Module):
@@ -80,27 +86,28 @@ def default_graphs(source) -> list[GraphSpec]:
     for i, encoder in enumerate(source.text_encoders):
         pooled = sdxl and i == 1
         suffix = "" if i == 0 else f"_{i + 1}"
-        outputs = ["hidden_states", "text_embeds"] if pooled else ["hidden_states"]
+        outputs = text_encoder_outputs(encoder, sdxl, pooled)
         axes = {name: {0: "batch"} for name in ["input_ids", *outputs]}
         ids = torch.zeros(2, source.tokenizers[i].model_max_length, dtype=torch.int64)
         graphs.append(GraphSpec(f"text_encoder{suffix}", TEXT_ENCODER, f"text_encoder{suffix}",
-                                _TextEncoder(encoder, penultimate=sdxl, pooled=pooled), {"input_ids": ids}, outputs,
+                                _TextEncoder(encoder, all_layers=sdxl, pooled=pooled), {"input_ids": ids}, outputs,
                                 axes, scope="/encoder/", details={"tokenizer": f"tokenizer{suffix}"}))
     inputs = source.unet_example_inputs()
     axes = {name: {0: "batch"} for name in inputs}
-    axes["sample"] = axes["noise_pred"] = {0: "batch", 2: "height", 3: "width"}
-    graphs.append(GraphSpec("unet", DENOISER, "unet", _UNet(source.pipeline.unet, inputs), inputs, ["noise_pred"],
+    axes["sample"] = axes[NOISE_OUTPUT[0]] = {0: "batch", 2: "height", 3: "width"}
+    graphs.append(GraphSpec("unet", DENOISER, "unet", _UNet(source.pipeline.unet, inputs), inputs, [NOISE_OUTPUT[0]],
                             axes, scope="/unet/"))
     vae = source.pipeline.vae
     g = torch.Generator().manual_seed(0)
     image_axes = {0: "batch", 2: "height", 3: "width"}
     latent = torch.randn(1, vae.config.latent_channels, 8, 8, generator=g)
-    graphs.append(GraphSpec("vae_decoder", VAE_DECODER, "vae", _VaeDecoder(vae), {"latent": latent}, ["image"],
-                            {"latent": image_axes, "image": image_axes}, scope="/vae/"))
+    latent_name, image_name = LATENT_INPUT[0], IMAGE_IO[0]
+    graphs.append(GraphSpec("vae_decoder", VAE_DECODER, "vae", _VaeDecoder(vae), {latent_name: latent}, [image_name],
+                            {latent_name: image_axes, image_name: image_axes}, scope="/vae/"))
     image = torch.rand(1, vae.config.in_channels, 8 * source.pipeline.vae_scale_factor,
                        8 * source.pipeline.vae_scale_factor, generator=g) * 2 - 1
-    graphs.append(GraphSpec("vae_encoder", VAE_ENCODER, "vae", _VaeEncoder(vae), {"image": image},
-                            ["latent_parameters"], {"image": image_axes, "latent_parameters": image_axes},
+    graphs.append(GraphSpec("vae_encoder", VAE_ENCODER, "vae", _VaeEncoder(vae), {image_name: image},
+                            [POSTERIOR_OUTPUT], {image_name: image_axes, POSTERIOR_OUTPUT: image_axes},
                             scope="/vae/"))
     return graphs
 

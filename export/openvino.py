@@ -17,8 +17,10 @@ import onnx
 
 from sdopt.errors import SdoptError
 from sdopt.export.rewrite import rewritten_copy, to_uint8_activations
+from sdopt.manifest import GRAPH_FOLDER_BUILDS
 
 BUILD_DIR = "openvino"
+IR_FILE = GRAPH_FOLDER_BUILDS[BUILD_DIR][0]  # <graph>/openvino_model.xml (+ .bin): where optimum-intel loads IR
 
 
 def static_shapes(name: str, component: dict, info: dict, static: dict) -> dict[str, tuple]:
@@ -54,7 +56,7 @@ def _convert(onnx_path: Path, out_xml: Path, shapes: dict | None = None) -> int:
 
 
 def build(folder: Path, progress=None, static: dict | None = None) -> dict:
-    """Write DIR/openvino/<component>/model.xml + .bin and record them in the manifest. `static` = {batch,
+    """Write DIR/<component>/openvino_model.xml + .bin and record them in the manifest. `static` = {batch,
     height, width}: every graph fixed to the shapes of that generation (OpenVINO then plans its memory and
     kernels once, and the runtime refuses other sizes)."""
     try:
@@ -72,8 +74,8 @@ def build(folder: Path, progress=None, static: dict | None = None) -> dict:
         names = list(artifact.components)
         for name in (progress(names) if progress else names):
             shapes = static and static_shapes(name, artifact.components[name], artifact.pipeline, static)
-            rewritten[name] = _convert(artifact.path(f"{name}/model.onnx"), staging / name / "model.xml", shapes)
-        files = [f"{BUILD_DIR}/{p.relative_to(staging).as_posix()}" for p in sorted(staging.rglob("*"))
+            rewritten[name] = _convert(artifact.path(f"{name}/model.onnx"), staging / name / IR_FILE, shapes)
+        files = [p.relative_to(staging).as_posix() for p in sorted(staging.rglob("*"))
                  if p.is_file() and p.parent != staging]
         record = {"files": files, "activation_zero_point": 128 if any(rewritten.values()) else None,
                   "uint8_activation_quantizers": rewritten, "openvino_version": ov.get_version(),

@@ -1,8 +1,15 @@
-"""Write a (possibly compressed) torch pipeline as an artifact folder: ONNX per component,
-tokenizer.json, scheduler config, model_index.json and manifest.json."""
+"""Write a (possibly compressed) torch pipeline as an artifact folder: ONNX per component with its model's
+config.json, tokenizer files, scheduler config, model_index.json and manifest.json.
+
+The folder is also a diffusers ONNX pipeline as Optimum exports one: `model_index.json` names diffusers and
+transformers classes, each graph folder has its model's `config.json`, the tokenizer folders hold the files
+transformers reads (vocab.json, merges.txt, tokenizer_config.json) beside sdopt's padded tokenizer.json, and
+graph I/O names are Optimum's (`sdopt.graphs`); Optimum's ORT pipelines and optimum-intel's OpenVINO ones
+(after `sdopt build --format openvino`) load it."""
 
 from __future__ import annotations
 
+import json
 import platform
 import sys
 from pathlib import Path
@@ -15,7 +22,10 @@ from sdopt.artifact import ArtifactWriter
 from sdopt.export import onnx as onnx_export
 from sdopt.export import qdq
 from sdopt.export.attention import attention_form
-from sdopt.graphs import DEFAULT_ATTENTION, GraphSpec
+from sdopt.clip_tokenizer import backend_tokenizer
+from sdopt.graphs import DEFAULT_ATTENTION, TEXT_ENCODER, GraphSpec, is_denoiser
+
+MODEL_CONFIG = "config.json"
 
 
 def write_artifact(source, recipe: dict, out: Path, command: list[str] | None = None,
@@ -26,8 +36,7 @@ def write_artifact(source, recipe: dict, out: Path, command: list[str] | None = 
     graphs = onnx_export.graph_set(source)
     with ArtifactWriter(out) as writer:
         for i, tokenizer in enumerate(source.tokenizers):
-            folder = "tokenizer" if i == 0 else f"tokenizer_{i + 1}"
-            save_tokenizer_json(tokenizer, writer.path(f"{folder}/tokenizer.json"))
+            save_tokenizer(tokenizer, writer, "tokenizer" if i == 0 else f"tokenizer_{i + 1}")
         writer.write_json("scheduler/scheduler_config.json", dict(source.pipeline.scheduler.config), strict=False)
         for relative, data in source.files.items():
             writer.write_file(relative, data)
@@ -41,17 +50,15 @@ def write_artifact(source, recipe: dict, out: Path, command: list[str] | None = 
                 model = onnx_export.to_float16(model)
                 details["float_precision"] = "fp16"
             files = onnx_export.save_model(model, writer.path(spec.name), external_data)
+            writer.write_json(f"{spec.name}/{MODEL_CONFIG}", model_config(source.pipeline, spec), strict=False)
+            files.append(MODEL_CONFIG)
             writer.add_component(spec.name, files, *_io_signature(model), role=spec.role, **spec.details,
                                  ops={k: v for k, v in qdq.count_ops(model).items()
                                       if k in ("QuantizeLinear", "DequantizeLinear", "Conv", "MatMul", "Gemm")},
                                  **details)
             del model
 
-        writer.write_json("model_index.json", {
-            "_class_name": "SdoptOnnxPipeline", "_sdopt_version": __version__,
-            **{name: ["onnx", "model.onnx"] for name in writer.components},
-            "tokenizer": ["tokenizers", "tokenizer.json"], "scheduler": ["numpy", "scheduler_config.json"],
-        })
+        writer.write_json("model_index.json", model_index(source.pipeline), strict=False)
         return writer.commit({
             "source": source.describe(),
             "recipe": recipe,
@@ -93,16 +100,47 @@ def quantization_details(layers) -> dict:
     return details
 
 
-def save_tokenizer_json(tokenizer, path: Path) -> None:
-    """The fast tokenizer with SD's padding (to 77, with the model's pad token) and truncation
-    baked in, so the runtime needs only `tokenizers.Tokenizer.from_file`."""
+def save_tokenizer(tokenizer, writer: ArtifactWriter, folder: str) -> None:
+    """The tokenizer as transformers saves it (plus CLIP's vocab.json and merges.txt where it leaves them out),
+    and as tokenizer.json with SD's padding (to 77, with the model's pad token) and truncation baked in: the
+    runtime needs only `tokenizers.Tokenizer.from_file`."""
     from tokenizers import Tokenizer
 
-    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    out = writer.path(f"{folder}/tokenizer.json").parent
+    tokenizer.save_pretrained(str(out))
+    backend = Tokenizer.from_str(backend_tokenizer(tokenizer).to_str())
+    if not (out / "vocab.json").is_file() or not (out / "merges.txt").is_file():
+        backend.model.save(str(out))  # a BPE model writes exactly these two
     length = tokenizer.model_max_length
     backend.enable_truncation(max_length=length)
     backend.enable_padding(length=length, pad_id=tokenizer.pad_token_id, pad_token=tokenizer.pad_token)
-    backend.save(str(path))
+    backend.save(str(out / "tokenizer.json"))
+    writer.added.extend(f"{folder}/{p.name}" for p in sorted(out.iterdir()))
+
+
+def model_index(pipeline) -> dict:
+    """diffusers' model_index.json for the source pipeline: its class, its components' libraries and classes
+    (the tokenizers as transformers' CLIPTokenizer, which reads vocab.json and merges.txt) and options."""
+    import diffusers
+
+    index = {key: value for key, value in dict(pipeline.config).items() if not key.startswith("_")}
+    for key, value in index.items():
+        if key.startswith("tokenizer") and value and value[0] is not None:
+            index[key] = ["transformers", "CLIPTokenizer"]
+    return {"_class_name": type(pipeline).__name__, "_diffusers_version": diffusers.__version__,
+            "_sdopt_version": __version__, **index}
+
+
+def model_config(pipeline, spec: GraphSpec) -> dict:
+    """The config.json of the model a graph comes from (what Optimum reads beside each graph): the text
+    encoder's, the UNet's for denoiser graphs, the VAE's for VAE graphs (a tiny decoder's too: the pipeline
+    reads its latent scaling from there)."""
+    if spec.role == TEXT_ENCODER:
+        encoder = getattr(pipeline, spec.component)
+        return {**json.loads(encoder.config.to_json_string(use_diff=False)),
+                "architectures": [type(encoder).__name__]}
+    model = pipeline.unet if is_denoiser(spec.role) else pipeline.vae
+    return json.loads(model.to_json_string())
 
 
 def pipeline_info(source) -> dict:

@@ -15,7 +15,7 @@ import numpy as np
 
 from sdopt import interrupts
 from sdopt.errors import SdoptError
-from sdopt.graphs import DENOISER
+from sdopt.graphs import DENOISER, NOISE_OUTPUT, io_name
 
 
 def require_finite(outputs: dict, component: str, where: str) -> None:
@@ -56,7 +56,7 @@ class GuidedDenoiser:
         outputs = model.run({**self.conditioning, **(inputs or {}), "sample": x.astype(np.float32),
                              "timestep": np.full(x.shape[0], t, dtype=np.float32)})
         require_finite(outputs, f"the {name}", where)
-        out = outputs["noise_pred"]
+        out = outputs[io_name(list(outputs), NOISE_OUTPUT)]
         if self.guided:
             uncond, cond = out[:1], out[1:]
             out = uncond + np.float32(self.guidance) * (cond - uncond)

@@ -24,9 +24,10 @@ from tokenizers import Tokenizer
 
 from sdopt.artifact import open_artifact
 from sdopt.errors import SdoptError
-from sdopt.graphs import DENOISER, TEXT_ENCODER, VAE_DECODER, VAE_DECODER_FULL, VAE_ENCODER, is_denoiser
+from sdopt.graphs import (DENOISER, IMAGE_IO, LATENT_INPUT, POOLED_OUTPUT, TEXT_ENCODER, VAE_DECODER,
+                          VAE_DECODER_FULL, VAE_ENCODER, io_name, is_denoiser, prompt_output)
 from sdopt.limits import MAX_STEPS, check_guidance, check_image_size, check_seed, check_text
-from sdopt.manifest import size_multiple
+from sdopt.manifest import GRAPH_FOLDER_BUILDS, size_multiple
 from sdopt.shared import guidance_embedding
 
 from . import backends, denoise, images
@@ -80,7 +81,9 @@ class Pipeline:
             _check_signature(name, component, model)
             return model
         self.models = Components(list(components), load, low_memory)
-        self.text_encoders = [(name, self._tokenizer(components[name]["tokenizer"]))
+        # (graph, its tokenizer, the output the UNet reads): names by the manifest, as schema 2 or 3 spells them
+        self.text_encoders = [(name, self._tokenizer(components[name]["tokenizer"]),
+                               prompt_output(_names(components[name]["outputs"])))
                               for name in sorted(n for n, role in self.roles.items() if role == TEXT_ENCODER)]
         self.denoiser = self._named(DENOISER)
         self.vae_decoder, self.vae_encoder = self._named(VAE_DECODER), self._named(VAE_ENCODER)
@@ -120,7 +123,10 @@ class Pipeline:
                                  f"(sdopt build {self.folder} --format openvino)")
             return {name: {} for name in components}
         self.static = build.get("static")
-        return {name: {"ir_path": self.artifact.path(f"openvino/{name}/model.xml")} for name in components}
+        ir = GRAPH_FOLDER_BUILDS["openvino"][0]
+        return {name: {"ir_path": self.artifact.path(f"{name}/{ir}" if f"{name}/{ir}" in build["files"]
+                                                     else f"openvino/{name}/model.xml")}  # schema 2
+                for name in components}
 
     def _tensorrt_engines(self, components: dict) -> dict[str, dict]:
         build = self.artifact.build("tensorrt")
@@ -228,12 +234,12 @@ class Pipeline:
 
     def _encode(self, text: str):
         hidden, pooled = [], None
-        for name, tokenizer in self.text_encoders:
+        for name, tokenizer, output in self.text_encoders:
             ids = np.array([tokenizer.encode(text).ids], dtype=np.int64)  # (1, 77)
             out = self.models[name].run({"input_ids": ids})
             denoise.require_finite(out, f"the {name}", "encoding the prompt")
-            hidden.append(out["hidden_states"])
-            pooled = out.get("text_embeds", pooled)
+            hidden.append(out[output])
+            pooled = out.get(POOLED_OUTPUT, pooled)
         return np.concatenate(hidden, axis=-1), pooled  # (1, 77, D), (1, P) or None
 
     def initial_noise(self, seed: int, height: int, width: int) -> np.ndarray:
@@ -243,7 +249,8 @@ class Pipeline:
 
     def encode_image(self, image: np.ndarray) -> np.ndarray:
         """(1, 3, H, W) float32 in [-1, 1] -> scaled latents (1, C, h, w), the VAE posterior's mean."""
-        out = self.models[self.vae_encoder].run({"image": image.astype(np.float32)})
+        inputs = _names(self.manifest["components"][self.vae_encoder]["inputs"])
+        out = self.models[self.vae_encoder].run({io_name(inputs, IMAGE_IO): image.astype(np.float32)})
         denoise.require_finite(out, f"the {self.vae_encoder}", "encoding the image")
         z = images.posterior_mean(out["latent_parameters"])
         if self.info.get("vae_shift_factor"):
@@ -265,7 +272,7 @@ class Pipeline:
         height, width = height or self.info["height"], width or self.info["width"]
         guided = guidance > 1.0 and self.guidance_dim is None
         embeds, pooled = self.encode_prompt(prompt, negative_prompt, guided)
-        self.models.release(*(name for name, _ in self.text_encoders))
+        self.models.release(*(name for name, _, _ in self.text_encoders))
         batch = embeds.shape[0]
         conditioning = {"encoder_hidden_states": embeds}
         if self.guidance_dim is not None:  # no negative branch: the UNet takes the guidance scale embedded
@@ -330,9 +337,14 @@ class Pipeline:
         return np.clip(image[0].transpose(1, 2, 0) / 2 + 0.5, 0.0, 1.0)  # (H, W, 3)
 
     def _decode(self, z: np.ndarray) -> np.ndarray:
-        out = self.models[self.vae_decoder].run({"latent": z})
+        component = self.manifest["components"][self.vae_decoder]
+        out = self.models[self.vae_decoder].run({io_name(_names(component["inputs"]), LATENT_INPUT): z})
         denoise.require_finite(out, f"the {self.vae_decoder}", "decoding the latents")
-        return out["image"]  # (1, 3, H, W)
+        return out[io_name(_names(component["outputs"]), IMAGE_IO)]  # (1, 3, H, W)
+
+
+def _names(ios: list[dict]) -> list[str]:
+    return [io["name"] for io in ios]
 
 
 def _strength(strength: float | None, mask) -> float:

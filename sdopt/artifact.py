@@ -6,10 +6,12 @@ Layout (diffusers-style):
     model_index.json  manifest.json
     tokenizer/tokenizer.json  [tokenizer_2/tokenizer.json]
     scheduler/scheduler_config.json
-    text_encoder/model.onnx  [text_encoder_2/model.onnx]
-    unet/model.onnx [+ model.onnx_data]
-    vae_decoder/model.onnx
-    [openvino/<component>/model.xml + .bin]  [tensorrt/<component>.plan]
+    text_encoder/model.onnx + config.json  [text_encoder_2/...]
+    unet/model.onnx [+ model.onnx_data] + config.json
+    vae_decoder/model.onnx + config.json
+    [<component>/openvino_model.xml + .bin]  [tensorrt/<component>.plan]
+
+(schema 2 kept OpenVINO builds in openvino/<component>/model.xml; they are still read.)
 
 `open_artifact` is the one way in: the manifest is size-capped, strict JSON and schema-checked
 (`sdopt.manifest`) before any other file is opened; every path it names is relative and inside the
@@ -171,12 +173,14 @@ def _own_files(manifest: dict) -> set[str] | None:
     """The files an sdopt manifest of any schema version lists, or None if it is not an sdopt manifest."""
     if not isinstance(manifest.get("sdopt_version"), str) or not isinstance(manifest.get("components"), dict):
         return None
-    if manifest.get("schema_version") == SCHEMA_VERSION and manifest.get("format") != rules.FORMAT:
+    if manifest.get("schema_version") in rules.READABLE_VERSIONS and manifest.get("format") != rules.FORMAT:
         return None
     try:
         own = {MANIFEST, *manifest.get("files", {})}
         for name, component in manifest["components"].items():
             own.update(f"{name}/{f}" for f in component["files"])
+            # what a killed graph-folder build may have left unlisted
+            own.update(f"{name}/{f}" for files in rules.GRAPH_FOLDER_BUILDS.values() for f in files)
         for build_name, build in manifest.get("builds", {}).items():
             own.update(build["files"])
             if build_name == "tensorrt":  # schema 1 did not list the timing cache
@@ -254,14 +258,50 @@ def _file_entry(path: Path) -> dict:
 
 
 def record_build(artifact: Artifact, name: str, staging: Path, record: dict) -> dict:
-    """Move a backend build (staged in `staging_folder(artifact.folder, name)`) to `folder/name` and list its
-    files in the manifest under builds[name]; an earlier build of that name is replaced."""
+    """Move a backend build (staged in `staging_folder(artifact.folder, name)`) into the artifact and list its
+    files in the manifest under builds[name]; an earlier build of that name is replaced. Files are relative to
+    the artifact: `name/...` (staged as `staging/...`), or for a graph-folder build `<graph>/<file>` (staged as
+    `staging/<graph>/<file>`)."""
     folder = artifact.folder
-    record = {**record, "files": {rel: _file_entry(staging / Path(rel).relative_to(name)) for rel in record["files"]}}
+    in_graph_folders = name in rules.GRAPH_FOLDER_BUILDS
+
+    def staged(rel: str) -> Path:
+        return staging / (rel if in_graph_folders else Path(rel).relative_to(name))
+    record = {**record, "files": {rel: _file_entry(staged(rel)) for rel in record["files"]}}
     manifest = read_manifest(folder)
     manifest.setdefault("builds", {})[name] = record
     rules.validate(manifest, "the manifest being written")
-    commit_folder(staging, folder / name)
-    write_atomically(folder / MANIFEST, lambda tmp: Path(tmp).write_text(
-        json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n"))
+    if in_graph_folders:
+        drop_build(folder, name)
+        for rel in record["files"]:
+            os.replace(staged(rel), folder / rel)
+    else:
+        commit_folder(staging, folder / name)
+    _write_manifest(folder, manifest)
     return record
+
+
+def drop_build(folder: Path, name: str) -> None:
+    """Remove the build `name` from an artifact: first from its manifest, then its files (those it listed, and
+    what a killed build of that kind left in the graph folders); folders its files leave empty go too."""
+    manifest = read_manifest(folder)
+    old = manifest.get("builds", {}).pop(name, None)
+    if old is not None:
+        _write_manifest(folder, manifest)
+    leftovers = [f"{graph}/{f}" for graph in manifest["components"] for f in rules.GRAPH_FOLDER_BUILDS.get(name, ())]
+    for rel in [*(old or {}).get("files", {}), *leftovers]:
+        path = Path(folder) / rel
+        if (path.is_file() or path.is_symlink()) and rel not in rules.listed_files(manifest):
+            path.unlink()
+    build_folder = Path(folder) / name
+    if build_folder.is_dir() and not build_folder.is_symlink():
+        for sub in sorted((p for p in build_folder.rglob("*") if p.is_dir() and not p.is_symlink()), reverse=True):
+            if not any(sub.iterdir()):
+                sub.rmdir()
+        if not any(build_folder.iterdir()):
+            build_folder.rmdir()
+
+
+def _write_manifest(folder: Path, manifest: dict) -> None:
+    write_atomically(Path(folder) / MANIFEST, lambda tmp: Path(tmp).write_text(
+        json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n"))

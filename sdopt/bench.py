@@ -2,9 +2,11 @@
 artifacts and of the peers a user would deploy instead, measured in one run on this machine.
 
 Peers, all from the same model source:
-    diffusers  the diffusers pipeline in torch, eager fp32
-    ort-fp32   the plain fp32 ONNX export on ONNX Runtime (what Optimum gives)
-    openvino   the same fp32 ONNX in OpenVINO at the device's default precision
+    diffusers      the diffusers pipeline in torch, eager fp32
+    ort-fp32       sdopt's plain fp32 ONNX export on ONNX Runtime
+    openvino       the same fp32 ONNX in OpenVINO at the device's default precision
+    optimum-ort, openvino-int8, sdcpp-f16, sdcpp-q8_0: other tools' own builds (`sdopt.bench_peers`), where
+                   those tools are installed
 Every target runs in its own process, one after the other, so its memory and threads are its own.
 """
 
@@ -20,10 +22,13 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from sdopt import bench_peers
 from sdopt.artifact import write_atomically
 from sdopt.errors import SdoptError
 
-PEERS = ("diffusers", "ort-fp32", "openvino")
+PEERS = ("diffusers", "ort-fp32", "openvino", "optimum-ort", "openvino-int8", "sdcpp-f16", "sdcpp-q8_0")
+DEFAULT_PEERS = ("diffusers", "ort-fp32", "openvino")
+PEER_GROUPS = {"all": PEERS, "sdcpp": ("sdcpp-f16", "sdcpp-q8_0")}
 
 
 @dataclass
@@ -38,6 +43,7 @@ class Target:
     size_bytes: int | None = None
     unet: dict = field(default_factory=dict)  # UNet parameters and MACs where a pruning pass recorded them
     sampling: dict = field(default_factory=dict)  # steps, scheduler, guidance of a distilled few-step artifact
+    build: dict = field(default_factory=dict)  # how another tool's peer was built (bench_peers)
 
 
 @dataclass
@@ -102,10 +108,14 @@ def prepare(request: BenchRequest):
     from .sources import DEFAULT_MODEL
 
     notes = []
-    peers = check_peers(request.peers or ",".join(PEERS))
-    if request.peers is None and "openvino" in peers and importlib.util.find_spec("openvino") is None:
+    peers = check_peers(request.peers or ",".join(DEFAULT_PEERS))
+    if "openvino" in peers and importlib.util.find_spec("openvino") is None:
         peers.remove("openvino")
         notes.append("note: no openvino package: the openvino peer is left out (pip install 'sdopt[openvino]')")
+    for peer in [p for p in peers if p in bench_peers.TOOLS and not bench_peers.installed(p)]:
+        peers.remove(peer)
+        notes.append(f"note: peer {peer} is left out: it needs {bench_peers.TOOLS[peer][0]} "
+                     f"({bench_peers.TOOLS[peer][1]})")
     if peers and importlib.util.find_spec("diffusers") is None:  # the peers are exported from the source model
         if request.peers is not None:
             raise SdoptError("--peers are made from the source model, which needs the compression extra: "
@@ -131,6 +141,9 @@ def prepare(request: BenchRequest):
         raise SdoptError("the artifacts and --model come from different sources: " + ", ".join(
             sorted(specs | {request.model} - {None})))
     spec = request.model or (specs.pop() if specs else DEFAULT_MODEL)
+    for peer in [p for p in peers if bench_peers.unsupported(p, spec)]:
+        peers.remove(peer)
+        notes.append(f"note: peer {peer} is left out: {bench_peers.unsupported(peer, spec)}")
     options = {k: getattr(request, k) for k in ("device", "precision") if getattr(request, k) is not None}
     if options and "openvino" not in backends:
         raise SdoptError(f"--{next(iter(options))} applies to artifacts on --backends openvino")
@@ -214,8 +227,29 @@ def plan_targets(artifacts: list[Path], backends: list[str], peers: list[str], s
                 targets.append(Target(peer, "artifact", str(export), backend, peer=True, size_bytes=size))
     if "diffusers" in peers:
         targets.append(Target("diffusers", "diffusers", spec, peer=True))
+    targets += tool_peers([p for p in peers if p in bench_peers.TOOLS], spec)
     order = {name: i for i, name in enumerate(peers)}
     return [t for t in targets if not t.peer] + sorted((t for t in targets if t.peer), key=lambda t: order[t.name])
+
+
+def tool_peers(peers: list[str], spec: str) -> list[Target]:
+    """Other tools' builds of the source model (built here the first time, then cached)."""
+    targets = []
+    for peer in peers:
+        folder = bench_peers.prepare(peer, spec)
+        if peer in bench_peers.SDCPP_WEIGHTS:
+            targets.append(Target(peer, "sdcpp", str(folder), "stable-diffusion.cpp",
+                                  {"weights": bench_peers.SDCPP_WEIGHTS[peer]}, peer=True,
+                                  build={"how": f"stable-diffusion.cpp loads the diffusers folder and converts its "
+                                                f"weights to {bench_peers.SDCPP_WEIGHTS[peer]} while loading "
+                                                f"(in load s)", "versions": bench_peers.versions(
+                                                    "stable-diffusion-cpp-python")}))
+            continue
+        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and p.suffix in (".onnx", ".bin",
+                                                                                              ".onnx_data", ".xml"))
+        targets.append(Target(peer, peer, str(folder), "onnxruntime" if peer == "optimum-ort" else "openvino",
+                              peer=True, size_bytes=size, build=bench_peers.build_record(folder)))
+    return targets
 
 
 def run_target(target: Target, settings: Settings) -> dict:
@@ -234,7 +268,8 @@ def run_target(target: Target, settings: Settings) -> dict:
 def summarize(target: Target, measured: dict) -> dict:
     row = {"name": target.name, "kind": target.kind, "path": target.path, "backend": target.backend,
            "options": target.options, "peer": target.peer, "size_bytes": target.size_bytes, **target.unet,
-           **({"sampling": target.sampling} if target.sampling else {})}
+           **({"sampling": target.sampling} if target.sampling else {}),
+           **({"build": target.build} if target.build else {})}
     if "error" in measured:
         return {**row, "error": measured["error"]}
     runs = measured["runs"]
@@ -276,14 +311,19 @@ def machine() -> dict:
     return info
 
 
-def format_table(result: dict) -> str:
+TABLE_WIDTH = 120  # the compact table fits a 120-column terminal; --wide has every column
+
+
+def format_table(result: dict, wide: bool = False) -> str:
     s = result["settings"]
     header = (f"{result['source']}{' (random weights: speed only)' if result['random_weights'] else ''}, "
               f"{s['width']}x{s['height']}, {s['steps']} {s.get('scheduler', 'ddim')} steps, guidance {s['guidance']} "
-              f"(UNet batch 2), "
+              f"(UNet batch 2)\n"
               f"median of {s['runs']} runs after {s['warmup']} warm-up; "
               f"{result['machine'].get('processor')}, {result['machine']['cpus']} CPUs")
     peers = [r["name"] for r in result["rows"] if r["peer"] and "error" not in r]
+    if not wide:
+        return _compact_table(result, header, peers)
     columns = ["target", "end-to-end s", "min-max s", "text enc s", "UNet/step s", "UNet/img s", "VAE s", "load s",
                "warm-up s", "peak RSS GB", "load/enc/UNet/VAE GB", "size GB"] + [f"x {p}" for p in peers]
     lines = []
@@ -301,6 +341,40 @@ def format_table(result: dict) -> str:
                   f"{r['size_bytes'] / 1e9:.2f}" if r["size_bytes"] else "-"]
         cells += [f"{r['speedup'][p]:.2f}" for p in peers]
         lines.append(cells)
+    return "\n".join([header, *_aligned(columns, lines)] + _footnotes(result))
+
+
+def _compact_table(result: dict, header: str, peers: list[str]) -> str:
+    """End-to-end, UNet per step, VAE, load, peak memory, size and the speedup over the first peer, in at most
+    TABLE_WIDTH columns (long target names are shortened)."""
+    reference = peers[0] if peers else None
+    columns = ["target", "e2e s", "min-max", "UNet/step", "VAE s", "load s", "RSS GB", "size GB"] \
+        + ([f"x {reference}"] if reference else [])
+    lines = []
+    for r in result["rows"]:
+        if "error" in r:
+            lines.append([r["name"], "failed: " + r["error"]])
+            continue
+        st = r["stages"]
+        lines.append([r["name"], f"{st['end_to_end']['median_s']:.2f}",
+                      f"{st['end_to_end']['min_s']:.2f}-{st['end_to_end']['max_s']:.2f}",
+                      f"{st['unet']['median_s']:.3f}" if "unet" in st else "-",
+                      f"{st['vae_decode']['median_s']:.3f}" if "vae_decode" in st else "-",
+                      f"{r['load_s']:.1f}", f"{r['peak_rss_bytes'] / 1e9:.2f}",
+                      f"{r['size_bytes'] / 1e9:.2f}" if r["size_bytes"] else "-"]
+                     + ([f"{r['speedup'][reference]:.2f}"] if reference else []))
+    others = sum(max(len(columns[i]), *(len(c[i]) for c in lines if len(c) == len(columns))) + 2
+                 for i in range(1, len(columns)))
+    room = max(TABLE_WIDTH - others, 16)
+    for cells in lines:
+        if len(cells[0]) > room:
+            cells[0] = cells[0][:room - 1] + "…"
+    note = "(times in s, RSS: peak resident set; --wide adds text encoder, UNet per image, warm-up, memory per " \
+           "stage)"
+    return "\n".join([header, *_aligned(columns, lines), note] + _footnotes(result))
+
+
+def _aligned(columns: list[str], lines: list[list[str]]) -> list[str]:
     widths = [max(len(columns[i]), *(len(c[i]) for c in lines if len(c) == len(columns)))
               for i in range(len(columns))]
 
@@ -308,12 +382,19 @@ def format_table(result: dict) -> str:
         if len(cells) != len(columns):
             return f"{cells[0]:<{widths[0]}}  {cells[1]}"
         return "  ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(cells, widths)))
+    return [fmt(columns)] + [fmt(c) for c in lines]
+
+
+def _footnotes(result: dict) -> list[str]:
     own = [f"{r['name']}: {r['sampling']['steps']} {r['sampling']['scheduler']} steps, guidance "
            f"{r['sampling']['guidance']} embedded (UNet batch 1)" for r in result["rows"] if r.get("sampling")]
     pruned = [f"{r['name']}: UNet {r['unet_parameters'] / 1e6:.0f} M parameters "
               f"({r['reference_unet_parameters'] / 1e6:.0f} M unpruned), {r['unet_macs'] / 1e9:.1f} GMACs per guided step ({r['reference_unet_macs'] / 1e9:.1f})"
               for r in result["rows"] if "unet_parameters" in r and "reference_unet_parameters" in r]
-    return "\n".join([header, fmt(columns)] + [fmt(c) for c in lines] + own + pruned)
+    built = [f"{r['name']}: {r['build']['how']}" + (f", built in {r['build']['seconds']:.0f} s"
+                                                    if "seconds" in r["build"] else "")
+             for r in result["rows"] if r.get("build")]
+    return own + pruned + built
 
 
 MEMORY_STAGES = ("load", "text_encoder", "unet", "vae_decode")
@@ -369,8 +450,9 @@ def bench(targets: list[Target], settings: Settings, source: str, random_weights
 
 
 def check_peers(text: str) -> list[str]:
-    peers = [p for p in text.split(",") if p and p != "none"]
+    peers = [q for p in text.split(",") if p and p != "none" for q in PEER_GROUPS.get(p, (p,))]
     unknown = [p for p in peers if p not in PEERS]
     if unknown:
-        raise SdoptError(f"--peers: unknown peer '{unknown[0]}'; choose from " + ", ".join(PEERS) + " or none")
-    return peers
+        raise SdoptError(f"--peers: unknown peer '{unknown[0]}'; choose from " + ", ".join(PEERS) + ", "
+                         + ", ".join(PEER_GROUPS) + " or none")
+    return list(dict.fromkeys(peers))

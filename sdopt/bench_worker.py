@@ -72,16 +72,14 @@ def artifact_generator(target: dict, settings: dict, clock: StageClock, sizes: d
 
 
 def diffusers_generator(target: dict, settings: dict, clock: StageClock, sizes: dict):
-    import diffusers
     import torch
 
-    from sdopt.shared import SCHEDULERS
     from sdopt.sources import load_source
 
     if settings.get("threads"):
         torch.set_num_threads(settings["threads"])
     pipe = load_source(target["path"]).pipeline
-    pipe.scheduler = getattr(diffusers, SCHEDULERS[settings.get("scheduler", "ddim")]).from_config(pipe.scheduler.config)
+    use_scheduler(pipe, settings)
     modules = [pipe.unet, pipe.vae.decoder, pipe.vae.post_quant_conv, *encoders_of(pipe)]
     sizes["size_bytes"] = sum(p.numel() * p.element_size() for m in modules for p in m.parameters())
     for module, stage in [(e, "text_encoder") for e in encoders_of(pipe)] + [(pipe.unet, "unet")]:
@@ -96,11 +94,68 @@ def diffusers_generator(target: dict, settings: dict, clock: StageClock, sizes: 
     return generate
 
 
+def use_scheduler(pipe, settings: dict) -> None:
+    import diffusers
+
+    from sdopt.shared import SCHEDULERS
+
+    scheduler_class = getattr(diffusers, SCHEDULERS[settings.get("scheduler", "ddim")])
+    pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config)
+
+
 def encoders_of(pipe) -> list:
     return [pipe.text_encoder] + ([pipe.text_encoder_2] if getattr(pipe, "text_encoder_2", None) else [])
 
 
-GENERATORS = {"artifact": artifact_generator, "diffusers": diffusers_generator}
+def optimum_generator(target: dict, settings: dict, clock: StageClock, sizes: dict):
+    """Optimum's ONNX Runtime pipeline or optimum-intel's OpenVINO one, on the folder its own export wrote."""
+    import torch
+
+    threads = settings.get("threads")
+    if target["kind"] == "optimum-ort":
+        import onnxruntime
+        from optimum.onnxruntime import ORTDiffusionPipeline as pipeline_class
+
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        kwargs = {"session_options": options}
+    else:
+        from optimum.intel import OVDiffusionPipeline as pipeline_class
+
+        kwargs = {"ov_config": {"INFERENCE_NUM_THREADS": str(threads)}} if threads else {}
+    pipe = pipeline_class.from_pretrained(target["path"], **kwargs)
+    use_scheduler(pipe, settings)
+    parts = [(e, "text_encoder") for e in encoders_of(pipe)] + [(pipe.unet, "unet"), (pipe.vae_decoder, "vae_decode")]
+    for part, stage in parts:
+        part.forward = clock.measured(stage, clock.timed(stage, part.forward))
+
+    def generate(steps: int):
+        pipe(settings["prompt"], negative_prompt="", num_inference_steps=steps, guidance_scale=settings["guidance"],
+             height=settings["height"], width=settings["width"], generator=torch.Generator().manual_seed(0),
+             output_type="np")
+    return generate
+
+
+def sdcpp_generator(target: dict, settings: dict, clock: StageClock, sizes: dict):
+    """stable-diffusion.cpp, weights converted to the target's type as it loads the diffusers folder; it times
+    only whole generations (no stage hooks), sampling with DDIM (trailing timesteps)."""
+    import os
+
+    from stable_diffusion_cpp import StableDiffusion
+
+    threads = settings.get("threads") or os.cpu_count()  # its own default is half the CPUs
+    sd = StableDiffusion(model_path=target["path"], wtype=target["options"]["weights"], n_threads=threads,
+                         verbose=False)
+
+    def generate(steps: int):
+        sd.generate_image(settings["prompt"], negative_prompt="", width=settings["width"], height=settings["height"],
+                          cfg_scale=settings["guidance"], sample_steps=steps, sample_method="ddim_trailing", seed=0)
+    return generate
+
+
+GENERATORS = {"artifact": artifact_generator, "diffusers": diffusers_generator, "optimum-ort": optimum_generator,
+              "openvino-int8": optimum_generator, "sdcpp": sdcpp_generator}
 
 
 def measure(target: dict, settings: dict) -> dict:

@@ -22,14 +22,14 @@ from .shared import SCHEDULERS
 
 def _backend_flags(parser) -> None:
     from sdopt.runtime.backends import BACKENDS
-    from sdopt.runtime.backends.openvino import PRECISIONS
+    from sdopt.runtime.backends.openvino import PRECISIONS, precision_name
 
     parser.add_argument("--backend", choices=BACKENDS, default="onnxruntime",
                         help="inference engine (default onnxruntime; openvino needs the openvino extra and, for int8 "
                              "artifacts, `sdopt build --format openvino`; tensorrt needs engines from "
                              "`sdopt build --format tensorrt`)")
     parser.add_argument("--device", help="OpenVINO device (default CPU)")
-    parser.add_argument("--precision", choices=PRECISIONS,
+    parser.add_argument("--precision", choices=PRECISIONS, type=precision_name,
                         help="OpenVINO inference precision hint (default: the device's own, bf16 on CPUs with AMX)")
     parser.add_argument("--threads", type=positive,
                         help="CPU threads of the engine, onnxruntime or openvino (default: the engine's, one per core)")
@@ -62,7 +62,9 @@ def build_parser(with_passes: bool = False) -> argparse.ArgumentParser:
     """`with_passes`: also the flags the passes declare for `compress` (this imports the passes, so torch)."""
     from .sources import DEFAULT_MODEL
 
-    parser = _Parser(prog="sdopt", description="Compress, export and run Stable Diffusion models.")
+    parser = _Parser(prog="sdopt", description="Compress, export and run Stable Diffusion models.",
+                     epilog="environment: SDOPT_CACHE, the folder where calibration records, fp32 reference "
+                            "exports, trained students and bench peers' builds are cached (default ~/.cache/sdopt)")
     parser.add_argument("--version", action="version", version=f"sdopt {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
@@ -163,21 +165,28 @@ def build_parser(with_passes: bool = False) -> argparse.ArgumentParser:
 
     b = commands.add_parser("bench", help="latency per stage, memory, load time and size, against peers",
                             description="Time text encoder, UNet per step, VAE decode and end-to-end guided "
-                                        "generation of artifacts and of peers (diffusers eager fp32, the fp32 "
-                                        "ONNX on ONNX Runtime and on OpenVINO), each in its own process; "
-                                        "prints a table with speedups over each peer.")
+                                        "generation of artifacts and of peers (diffusers eager fp32, sdopt's fp32 "
+                                        "ONNX on ONNX Runtime and on OpenVINO, and other tools' own builds: "
+                                        "Optimum's ONNX export, optimum-intel with NNCF hybrid INT8, "
+                                        "stable-diffusion.cpp), each in its own process; prints a table with "
+                                        "speedups over the first peer (--wide: over each).")
     b.add_argument("artifacts", nargs="*", type=Path, help="artifact folders to measure (any number)")
     b.add_argument("--model", help="model source of the peers (default: the artifacts' source, else "
                                    f"{DEFAULT_MODEL})")
     b.add_argument("--backends", default="onnxruntime",
                    help="comma-separated backends to run each artifact on (default onnxruntime)")
     b.add_argument("--device", help="OpenVINO device for artifacts on openvino (default CPU)")
-    from sdopt.runtime.backends.openvino import PRECISIONS
+    from sdopt.runtime.backends.openvino import PRECISIONS, precision_name
 
-    b.add_argument("--precision", choices=PRECISIONS,
+    b.add_argument("--precision", choices=PRECISIONS, type=precision_name,
                    help="OpenVINO precision hint for artifacts on openvino (default: the device's own)")
-    b.add_argument("--peers", help="comma-separated peers, or none (default diffusers,ort-fp32,openvino; "
-                                   "openvino only where the openvino package is installed)")
+    from .bench import DEFAULT_PEERS, PEER_GROUPS, PEERS
+
+    b.add_argument("--peers", metavar="LIST",
+                   help=f"comma-separated peers from {', '.join(PEERS)}; {', '.join(PEER_GROUPS)} (groups) or none. "
+                        f"Default {','.join(DEFAULT_PEERS)}. A peer whose tool is not installed is left out with a "
+                        f"note; other tools' builds are made once and cached under $SDOPT_CACHE/peers (openvino-int8 "
+                        f"calibrates on 200 UNet calls first)")
     b.add_argument("--steps", type=steps, help="sampling steps (default: the model's)")
     b.add_argument("--scheduler", choices=SCHEDULERS, default="ddim", help="ddim, euler or dpmpp (default ddim)")
     _denoise_flag(b)
@@ -196,6 +205,8 @@ def build_parser(with_passes: bool = False) -> argparse.ArgumentParser:
     b.add_argument("--threads", type=positive, help="engine threads of every target (default: the engines')")
     b.add_argument("--json", type=Path, help="write the results as JSON here (and the plot beside it as .png)")
     b.add_argument("--plot", type=Path, help="PNG bar plot (default: the --json path with .png)")
+    b.add_argument("--wide", action="store_true",
+                   help="every column (stages, warm-up, memory per stage, speedup over each peer): wider than 120")
     return parser
 
 
@@ -255,7 +266,7 @@ def cmd_eval(args) -> None:
     if args.reference is not None:
         open_artifact(args.reference, verify=False)
     result = evaluate(args.artifact, args.reference, pairs, settings,
-                      progress=lambda it: tqdm(it, desc="generating", unit="image"), grid=args.grid, clip=args.clip,
+                      progress=lambda it, label: tqdm(it, desc=label, unit="image"), grid=args.grid, clip=args.clip,
                       backend=args.backend, backend_options=_backend_options(args),
                       denoise_overrides=_denoise_overrides(args), vae_options=_vae_options(args))
     print(json.dumps(json_safe(result), allow_nan=False) if args.json else format_table(result))
@@ -280,8 +291,8 @@ def cmd_build(args) -> None:
         from sdopt.export.openvino import build
 
         static = _static_shape(args, info) if args.static else None
-        record = build(args.artifact, progress=lambda names: tqdm(names, desc="converting", unit="graph"),
-                       static=static)
+        record = build(args.artifact, static=static,
+                       progress=lambda names: tqdm(names, desc="converting to OpenVINO IR", unit="graph"))
     else:
         from sdopt.export.tensorrt import build, config_from_flags
 
@@ -290,8 +301,8 @@ def cmd_build(args) -> None:
                                    timing_cache=args.timing_cache)
         record = build(args.artifact, config, progress=lambda jobs: tqdm(jobs, desc="building", unit="engine"))
     size = sum(f["bytes"] for f in record["files"].values())
-    _say(f"wrote {args.artifact}/{args.format} ({len(record['files'])} files, {size / 1e6:.0f} MB) "
-         f"in {record['seconds']:.1f} s")
+    where = f"{args.artifact}/<graph>/openvino_model.xml" if args.format == "openvino" else f"{args.artifact}/tensorrt"
+    _say(f"wrote {where} ({len(record['files'])} files, {size / 1e6:.0f} MB) in {record['seconds']:.1f} s")
 
 
 def _static_shape(args, info: dict) -> dict:
@@ -324,7 +335,7 @@ def cmd_bench(args) -> None:
     for note in notes:
         _say(note)
     result = bench(targets, settings, spec, random_weights)
-    print(format_table(result))
+    print(format_table(result, wide=args.wide))
     if request.json:
         write_json(result, request.json)
         _say(f"wrote {request.json}")

@@ -38,25 +38,36 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
 
 
+SSIM_RADIUS = 5  # the 11 x 11 window of Wang et al. (scikit-image: a Gaussian of sigma 1.5 truncated at 3.5 sigma)
+
+
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean SSIM over RGB channels (Wang et al. 2004: Gaussian window sigma 1.5, K1 0.01, K2 0.03)."""
+    """Mean SSIM of two (H, W, 3) images on a 0-255 scale, as scikit-image's `structural_similarity(a, b,
+    channel_axis=-1, data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)` computes
+    it (Wang et al. 2004: Gaussian window sigma 1.5, K1 0.01, K2 0.03; the mean leaves out half a window at the
+    borders). Written out here because scikit-image would bring scipy into the base install (52 MB more wheels
+    than its 44 MB); tests check that both agree."""
+    if min(a.shape[:2]) <= 2 * SSIM_RADIUS:
+        raise SdoptError(f"SSIM needs images over {2 * SSIM_RADIUS} pixels a side, not {a.shape[1]}x{a.shape[0]}")
     x, y = a.astype(np.float64), b.astype(np.float64)
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
     blur = _gaussian_blur
     mx, my = blur(x), blur(y)
     vx, vy, cov = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
     s = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
-    return float(s.mean())
+    r = SSIM_RADIUS
+    return float(s[r:-r, r:-r].mean())
 
 
-def _gaussian_blur(img: np.ndarray, sigma: float = 1.5, radius: int = 5) -> np.ndarray:
-    """Separable Gaussian over H and W of an (H, W, C) image, edges reflected."""
+def _gaussian_blur(img: np.ndarray, sigma: float = 1.5, radius: int = SSIM_RADIUS) -> np.ndarray:
+    """Separable Gaussian over H and W of an (H, W, C) image, edges mirrored (scipy.ndimage's 'reflect')."""
     t = np.arange(-radius, radius + 1)
     k = np.exp(-(t ** 2) / (2 * sigma ** 2))
     k /= k.sum()
     out = img
     for axis in (0, 1):
-        padded = np.pad(out, [(radius, radius) if i == axis else (0, 0) for i in range(out.ndim)], mode="reflect")
+        padded = np.pad(out, [(radius, radius) if i == axis else (0, 0) for i in range(out.ndim)],
+                        mode="symmetric")
         out = sum(w * np.take(padded, np.arange(i, i + out.shape[axis]), axis=axis) for i, w in enumerate(k))
     return out
 
@@ -109,6 +120,7 @@ def fp32_export(spec: str, version: str | None = None) -> Path:
     from sdopt.recipe import resolve
     from sdopt.sources import load_source
 
+    print(f"note: exporting the fp32 reference of {spec} (once: it is cached in {cache})", file=sys.stderr)
     write_artifact(load_source(spec), resolve("fp32").to_dict(), cache)
     return cache
 
@@ -155,7 +167,7 @@ def evaluate(artifact: Path, reference: Path | None, pairs, settings: EvalSettin
              backend_options: dict | None = None, denoise_overrides: dict | None = None,
              vae_options: dict | None = None) -> dict:
     """The artifact runs on `backend` (its denoise strategy changed by `denoise_overrides`); the reference
-    always on ONNX Runtime as its manifest says."""
+    always on ONNX Runtime as its manifest says. `progress(iterable, label)` wraps each generation loop."""
     from sdopt.runtime.pipeline import Pipeline
 
     pipe = Pipeline(artifact, backend, denoise_overrides=denoise_overrides, **(vae_options or {}),
@@ -171,8 +183,13 @@ def evaluate(artifact: Path, reference: Path | None, pairs, settings: EvalSettin
     ref_settings = reference_settings(pipe.info, ref_pipe.info, settings)
     for p, s in ((pipe, settings), (ref_pipe, ref_settings)):
         p.check_request(steps=s.steps, guidance=s.guidance, scheduler=s.scheduler)
-    images, latents, speed, calls = generate_all(pipe, pairs, settings, progress)
-    ref_images, ref_latents, ref_speed, ref_calls = generate_all(ref_pipe, pairs, ref_settings, progress)
+    recipe, ref_recipe = pipe.manifest["recipe"]["name"], ref_pipe.manifest["recipe"]["name"]
+
+    def labelled(label: str):
+        return (lambda it: progress(it, label)) if progress else None
+    images, latents, speed, calls = generate_all(pipe, pairs, settings, labelled(f"generating: {recipe} artifact"))
+    ref_images, ref_latents, ref_speed, ref_calls = generate_all(ref_pipe, pairs, ref_settings,
+                                                                 labelled(f"generating: {ref_recipe} reference"))
     result = {
         "artifact": str(artifact), "reference": str(reference), "recipe": pipe.manifest["recipe"]["name"],
         "source": pipe.manifest["source"]["spec"], "random_weights": pipe.manifest["source"]["random_weights"],
@@ -201,7 +218,7 @@ def evaluate(artifact: Path, reference: Path | None, pairs, settings: EvalSettin
         result.update(clip_score=clip_score(clip, captions, images),
                       reference_clip_score=clip_score(clip, captions, ref_images))
     if grid is not None:
-        write_grid(grid, pairs, ref_images, images)
+        write_grid(grid, pairs, ref_images, images, labels=(f"reference ({ref_recipe})", recipe))
         result["grid"] = str(grid)
     return result
 
@@ -237,18 +254,22 @@ def _calls(calls: dict) -> str:
     return f"{calls.get('full', 0):.1f}/{calls.get('shallow', 0):.1f}"
 
 
-def write_grid(path: Path, pairs, ref_images, images, rows: int = 8) -> None:
-    """A PNG to look at: one row per prompt, the reference's image left, the artifact's right."""
+def write_grid(path: Path, pairs, ref_images, images, rows: int = 8,
+               labels: tuple[str, str] = ("reference", "artifact")) -> None:
+    """A PNG to look at: one row per prompt, the reference's image left, the artifact's right, each column
+    headed by its label."""
     from PIL import Image, ImageDraw
 
     rows = min(rows, len(pairs))
     h, w = images[0].shape[:2]
     scale = max(1, 128 // h)  # tiny models make tiny images: enlarge so a person can see them
-    cell_h, cell_w, label_w = h * scale, w * scale, 360
-    canvas = Image.new("RGB", (label_w + 2 * cell_w + 8, rows * (cell_h + 4)), "white")
+    cell_h, cell_w, label_w, head = h * scale, w * scale, 360, 18
+    canvas = Image.new("RGB", (label_w + 2 * cell_w + 8, head + rows * (cell_h + 4)), "white")
     draw = ImageDraw.Draw(canvas)
+    for c, label in enumerate(labels):
+        draw.text((label_w + c * (cell_w + 8) + 2, 3), label, fill="black")
     for r in range(rows):
-        y = r * (cell_h + 4)
+        y = head + r * (cell_h + 4)
         draw.text((4, y + cell_h // 2 - 6), f"{pairs[r][0]} (seed {pairs[r][1]})", fill="black")
         for c, image in enumerate((ref_images[r], images[r])):
             tile = Image.fromarray(image).resize((cell_w, cell_h), Image.NEAREST)

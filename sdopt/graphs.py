@@ -17,6 +17,30 @@ ROLES = (TEXT_ENCODER, DENOISER, VAE_DECODER, VAE_ENCODER, VAE_DECODER_FULL)
 
 ADDED_CONDITIONS = ("text_embeds", "time_ids")  # SDXL's added_cond_kwargs
 
+# Graph I/O names, as Optimum's ONNX export spells them (its ORT and OpenVINO pipelines feed and read them by
+# name); each tuple: the name written now, then the one artifacts of schema 2 used (still read)
+NOISE_OUTPUT = ("out_sample", "noise_pred")  # the denoiser's noise prediction
+LATENT_INPUT = ("latent_sample", "latent")  # the VAE decoder's input
+IMAGE_IO = ("sample", "image")  # the VAE decoder's output and the VAE encoder's input
+PROMPT_OUTPUT = ("last_hidden_state", "hidden_states")  # a text encoder's (SD): the embeddings the UNet reads
+POOLED_OUTPUT = "text_embeds"  # SDXL's second text encoder: the pooled projection
+POSTERIOR_OUTPUT = "latent_parameters"  # the VAE encoder's: posterior mean and log-variance along channels
+HIDDEN_STATE = "hidden_states.{}"  # SDXL text encoders: every layer's hidden state, 0 (embeddings) to N
+
+
+def io_name(names: list[str], choices) -> str | None:
+    """The first of `choices` (a name or a tuple of names) that a graph's inputs or outputs `names` hold."""
+    return next((n for n in ((choices,) if isinstance(choices, str) else choices) if n in names), None)
+
+
+def prompt_output(outputs: list[str]) -> str:
+    """The text encoder output the UNet reads: the penultimate layer's hidden state where the graph has
+    every layer's (SDXL, as diffusers takes `hidden_states[-2]`), else the last hidden state."""
+    layers = sorted(int(n.split(".")[1]) for n in outputs if n.startswith("hidden_states.") and n[14:].isdigit())
+    if layers:
+        return HIDDEN_STATE.format(layers[-1] - 1)
+    return io_name(outputs, PROMPT_OUTPUT)
+
 
 def run_unet(unet, inputs: dict):
     """A diffusers UNet's noise prediction for graph inputs by name (extra keys such as a record's step are

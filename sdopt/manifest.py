@@ -13,10 +13,13 @@ from .graphs import ATTENTION_FORMS, DENOISER, TEXT_ENCODER, VAE_DECODER, VAE_EN
 from .limits import MAX_SIDE, MAX_STEPS
 from .shared import SCHEDULERS, pixel_size_multiple
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: Optimum's graph I/O names, config.json per graph, OpenVINO IR inside graph folders
+READABLE_VERSIONS = (2, 3)
 FORMAT = "sdopt-artifact"  # the marker that tells an sdopt artifact from any other folder with a manifest.json
 KINDS = ("sd", "sdxl")
 BUILDS = ("openvino", "tensorrt")
+# builds whose files lie in each graph's folder (where optimum-intel looks), not in a folder of their own
+GRAPH_FOLDER_BUILDS = {"openvino": ("openvino_model.xml", "openvino_model.bin")}
 SUPPORT_FOLDERS = ("tokenizer", "tokenizer_2", "scheduler", "lcm_lora")  # non-graph files (lcm_lora: for other tools)
 TEXT_ENCODERS = {"sd": 1, "sdxl": 2}  # graphs of role text_encoder a pipeline kind has
 REQUIRED_FILES = {"sd": ("model_index.json", "scheduler/scheduler_config.json", "tokenizer/tokenizer.json"),
@@ -85,10 +88,11 @@ MANIFEST = s.record({
 
 def validate(manifest: object, where: str) -> dict:
     """The manifest as a dict that every consumer may trust, or SdoptError naming what is wrong."""
-    if isinstance(manifest, dict) and manifest.get("schema_version") != SCHEMA_VERSION \
+    if isinstance(manifest, dict) and manifest.get("schema_version") not in READABLE_VERSIONS \
             and isinstance(manifest.get("schema_version"), int):
-        raise SdoptError(f"{where}: schema version {manifest['schema_version']}, this sdopt reads {SCHEMA_VERSION} "
-                         f"(make the artifact again with this sdopt's `sdopt compress`)")
+        raise SdoptError(f"{where}: schema version {manifest['schema_version']}, this sdopt reads "
+                         f"{' and '.join(map(str, READABLE_VERSIONS))} (make the artifact again with this sdopt's "
+                         f"`sdopt compress`)")
     try:
         MANIFEST(manifest, "")
     except s.Invalid as err:
@@ -132,8 +136,10 @@ def _check_consistency(m: dict, where: str) -> None:
             raise SdoptError(f"{where}: pipeline.{key} {info[key]} is not a multiple of {multiple}")
     for build_name, build in m.get("builds", {}).items():
         for rel in build["files"]:
-            if rel.split("/")[0] != build_name or "/" not in rel:
-                raise SdoptError(f"{where}: builds.{build_name}.files.{rel}: outside the {build_name}/ folder")
+            if not (in_build_folder(rel, build_name) or in_graph_folder(rel, build_name, components)):
+                raise SdoptError(f"{where}: builds.{build_name}.files.{rel}: outside the {build_name}/ folder"
+                                 + (f" and the graph folders' {' and '.join(GRAPH_FOLDER_BUILDS[build_name])}"
+                                    if build_name in GRAPH_FOLDER_BUILDS else ""))
         for name, entry in build.get("components", {}).items():
             if name not in components:
                 raise SdoptError(f"{where}: builds.{build_name}.components.{name}: no such component")
@@ -141,6 +147,16 @@ def _check_consistency(m: dict, where: str) -> None:
                 if engine not in build["files"]:
                     raise SdoptError(f"{where}: builds.{build_name}.components.{name}: engine {engine} is not "
                                      f"listed in its files")
+
+
+def in_build_folder(rel: str, build_name: str) -> bool:
+    return "/" in rel and rel.split("/")[0] == build_name
+
+
+def in_graph_folder(rel: str, build_name: str, components) -> bool:
+    """`rel` is one of the files a graph-folder build puts in a graph's folder (`unet/openvino_model.xml`)."""
+    folder, _, name = rel.partition("/")
+    return folder in components and name in GRAPH_FOLDER_BUILDS.get(build_name, ())
 
 
 def size_multiple(info: dict) -> int:
@@ -161,4 +177,4 @@ def listed_files(m: dict) -> dict[str, dict]:
 def scanned_folders(m: dict) -> list[str]:
     """Folders whose every file must be listed: those a backend or the runtime opens files in."""
     return list(m["components"]) + [f for f in SUPPORT_FOLDERS if any(r.startswith(f + "/") for r in m["files"])] \
-        + list(m.get("builds", {}))
+        + [name for name, build in m.get("builds", {}).items() if any(in_build_folder(r, name) for r in build["files"])]

@@ -39,7 +39,9 @@ class StagePeaks:
 
     def __init__(self):
         self.peaks: dict[str, int] = defaultdict(int)
-        self.process_peak = max(high_water_mark() or 0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+        # not ru_maxrss where VmHWM is known: it survives exec, so a process forked from a large one (a bench
+        # worker of `sdopt bench`) would report its parent's size
+        self.process_peak = high_water_mark() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         self.per_stage = high_water_mark() is not None
 
     def start(self) -> None:

@@ -201,7 +201,7 @@ def stand_in_tokenizer(pad_token: str = "<|endoftext|>"):
     Random-weight models have no vocabulary of their own and none can be downloaded; this one
     exercises the same code path (BOS/EOS, padding to 77, truncation) as a real CLIP tokenizer.
     """
-    from transformers import CLIPTokenizer
+    from .clip_tokenizer import clip_tokenizer
 
     alphabet = _byte_alphabet()
     vocab = {}
@@ -211,7 +211,7 @@ def stand_in_tokenizer(pad_token: str = "<|endoftext|>"):
         vocab[ch + "</w>"] = len(vocab)
     for special in ("<|startoftext|>", "<|endoftext|>"):
         vocab[special] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=[], pad_token=pad_token, model_max_length=77)
+    return clip_tokenizer(vocab, [], pad_token=pad_token, model_max_length=77)
 
 
 def _byte_alphabet() -> list[str]:

@@ -19,6 +19,27 @@ def test_metrics_on_known_images():
     assert ssim(a, 255 - a) < 0
 
 
+@pytest.mark.parametrize("shape", [(11 + 1, 40, 3), (32, 32, 3), (96, 64, 3)])
+def test_ssim_is_scikit_images(shape):
+    """The same figure as scikit-image's structural_similarity with Wang et al.'s settings, on noisy and on
+    smooth images."""
+    metrics = pytest.importorskip("skimage.metrics", reason="scikit-image (the test extra)")
+    rng = np.random.default_rng(shape[0])
+    smooth = np.linspace(0, 255, shape[0] * shape[1] * 3).reshape(shape)
+    for a in (rng.integers(0, 256, shape).astype(np.uint8), smooth.astype(np.uint8)):
+        b = np.clip(a + rng.normal(0, 12, shape), 0, 255).astype(np.uint8)
+        expected = metrics.structural_similarity(a, b, channel_axis=-1, data_range=255, gaussian_weights=True,
+                                                 sigma=1.5, use_sample_covariance=False)
+        assert ssim(a, b) == pytest.approx(expected, abs=1e-9)
+
+
+def test_ssim_refuses_images_smaller_than_its_window():
+    from sdopt.errors import SdoptError
+
+    with pytest.raises(SdoptError, match="over 10 pixels a side"):
+        ssim(np.zeros((10, 40, 3)), np.zeros((10, 40, 3)))
+
+
 def test_eval_json_against_self_and_int8(tiny_fp32, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("SDOPT_CACHE", str(tmp_path / "cache"))
     prompts = tmp_path / "prompts.txt"

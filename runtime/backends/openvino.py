@@ -10,7 +10,13 @@ from sdopt.errors import SdoptError
 
 from . import engine_message
 
-PRECISIONS = ("f32", "bf16", "f16")
+PRECISIONS = ("fp32", "bf16", "fp16")  # spelled as sdopt spells precisions elsewhere (--recipe fp32)
+OPENVINO_SPELLING = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}  # INFERENCE_PRECISION_HINT's values
+ALIASES = {"f32": "fp32", "f16": "fp16"}  # OpenVINO's spellings, still taken
+
+
+def precision_name(text: str) -> str:
+    return ALIASES.get(text, text)
 
 
 class OvModel:
@@ -22,11 +28,11 @@ class OvModel:
             import openvino as ov
         except ImportError as err:
             raise SdoptError("the openvino backend needs the openvino package: pip install 'sdopt[openvino]'") from err
-        if precision is not None and precision not in PRECISIONS:
+        if precision is not None and precision_name(precision) not in PRECISIONS:
             raise SdoptError(f"unknown OpenVINO precision '{precision}'; choose one of " + ", ".join(PRECISIONS))
         config = {}
         if precision:
-            config["INFERENCE_PRECISION_HINT"] = precision
+            config["INFERENCE_PRECISION_HINT"] = OPENVINO_SPELLING[precision_name(precision)]
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         core = ov.Core()

@@ -19,6 +19,8 @@ import json
 import os
 from collections import Counter
 
+from sdopt.clip_tokenizer import write_vocab_files
+
 from .grammar import vocabulary_words
 
 BOS = "<|startoftext|>"
@@ -87,11 +89,11 @@ def build_vocab(words=None) -> tuple[dict[str, int], list[tuple[str, str]]]:
 
 
 def make_tokenizer(words=None):
-    """A transformers CLIPTokenizer built in memory."""
-    from transformers import CLIPTokenizer
+    """A transformers CLIP tokenizer built in memory."""
+    from sdopt.clip_tokenizer import clip_tokenizer
 
     vocab, merges = build_vocab(words)
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=MODEL_MAX_LENGTH)
+    return clip_tokenizer(vocab, merges, model_max_length=MODEL_MAX_LENGTH)
 
 
 def write_tokenizer(directory: str, words=None) -> dict:
@@ -100,13 +102,7 @@ def write_tokenizer(directory: str, words=None) -> dict:
     vocab, merges = build_vocab(words)
     tok = make_tokenizer(words)
     tok.save_pretrained(directory)
-    # classic CLIP files (save_pretrained of a tokenizers-backed class may skip them)
-    with open(os.path.join(directory, "vocab.json"), "w", encoding="utf-8") as f:
-        json.dump(vocab, f, ensure_ascii=False)
-    with open(os.path.join(directory, "merges.txt"), "w", encoding="utf-8") as f:
-        f.write("#version: 0.2\n")
-        for a, b in merges:
-            f.write(f"{a} {b}\n")
+    write_vocab_files(directory, vocab, merges)  # classic CLIP files (save_pretrained of a fast one may skip them)
     cfg_path = os.path.join(directory, "tokenizer_config.json")
     with open(cfg_path, encoding="utf-8") as f:
         cfg = json.load(f)

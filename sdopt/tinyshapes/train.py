@@ -379,7 +379,8 @@ def write_marker(folder: str) -> None:
 
 def store_half(folder: str) -> None:
     """Store every weight file as float16 (diffusers loads them into float32 models as usual): halves
-    the shipped size; the model is trained, evaluated and compressed in float32."""
+    the shipped size; the model is trained, evaluated and compressed in float32. Text encoder keys get the
+    `text_model.` prefix that transformers 4.x needs (5.x saves without it, and reads both)."""
     import torch
     from safetensors.torch import load_file, save_file
 
@@ -387,7 +388,9 @@ def store_half(folder: str) -> None:
         for name in files:
             if name.endswith(".safetensors"):
                 path = os.path.join(root, name)
-                tensors = {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in load_file(path).items()}
+                prefix = "text_model." if os.path.basename(root).startswith("text_encoder") else ""
+                tensors = {(k if k.startswith(prefix) else prefix + k): v.to(torch.float16) if v.is_floating_point()
+                           else v for k, v in load_file(path).items()}
                 save_file(tensors, path + ".tmp", metadata={"format": "pt"})
                 os.replace(path + ".tmp", path)
 

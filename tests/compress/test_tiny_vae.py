@@ -85,7 +85,7 @@ def test_the_tiny_graph_equals_the_torch_decoder(tiny):
     decoder = next(g.wrapper for g in source.graphs if g.name == "vae_decoder")
     session = ort.InferenceSession(str(tiny / "vae_decoder" / "model.onnx"), providers=["CPUExecutionProvider"])
     latent = np.random.default_rng(0).standard_normal((2, 4, 8, 8)).astype(np.float32)
-    image = session.run(None, {"latent": latent})[0]
+    image = session.run(None, {"latent_sample": latent})[0]
     with torch.no_grad():
         expected = decoder(torch.from_numpy(latent)).numpy()
     assert image.shape == (2, 3, 32, 32) and np.abs(image - expected).max() <= 1e-4

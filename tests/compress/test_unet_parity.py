@@ -60,7 +60,7 @@ def test_onnx_runtime_matches_fake_quant_within_its_noise_floor(config, tmp_path
         with quantizers_disabled(unet):
             float_out = [run_unet(unet, c).numpy() for c in calls]
         perturbed = _perturbed_outputs(unet, calls)
-    onnx_out = [manifest_unet.run({k: v.numpy() for k, v in c.items()})["noise_pred"] for c in calls]
+    onnx_out = [manifest_unet.run({k: v.numpy() for k, v in c.items()})["out_sample"] for c in calls]
     ort_error = np.median([_rel(o, f) for o, f in zip(onnx_out, fake_quant)])
     floor = np.median([_rel(p, f) for p, f in zip(perturbed, fake_quant)])
     quantization = np.median([_rel(f, r) for f, r in zip(fake_quant, float_out)])

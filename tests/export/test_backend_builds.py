@@ -50,9 +50,9 @@ def test_uint8_activations_are_the_same_grid(tiny_int8_intervals):
     zero_points = [i for i in model.graph.initializer if i.name.endswith("input_zero_point")]
     assert zero_points and all(i.data_type == onnx.TensorProto.UINT8 for i in zero_points)
     feeds = _unet_feeds(700.0)
-    expected = OrtModel(path).run(feeds)["noise_pred"]
+    expected = OrtModel(path).run(feeds)["out_sample"]
     with rewritten_copy(path, model) as rewritten:
-        got = OrtModel(rewritten).run(feeds)["noise_pred"]
+        got = OrtModel(rewritten).run(feeds)["out_sample"]
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
@@ -74,12 +74,12 @@ def test_openvino_build_runs_the_int8_artifact(tiny_int8_intervals, tiny_fp32):
     # Two int8 implementations round differently here and there and the UNet carries the differences
     # on (see test_unet_parity.py), so OpenVINO is held to the quantization error of ONNX Runtime, vs fp32.
     unet = tiny_int8_intervals / "unet" / "model.onnx"
-    openvino = OvModel(unet, precision="f32", ir_path=tiny_int8_intervals / "openvino" / "unet" / "model.xml")
+    openvino = OvModel(unet, precision="f32", ir_path=tiny_int8_intervals / "unet" / "openvino_model.xml")
     onnxruntime, fp32 = OrtModel(unet), OrtModel(tiny_fp32 / "unet" / "model.onnx")
     for timestep in (900.0, 400.0, 50.0):
         feeds = _unet_feeds(timestep)
-        reference = fp32.run(feeds)["noise_pred"]
-        ort_error, ov_error = (np.linalg.norm(m.run(feeds)["noise_pred"] - reference) / np.linalg.norm(reference)
+        reference = fp32.run(feeds)["out_sample"]
+        ort_error, ov_error = (np.linalg.norm(m.run(feeds)["out_sample"] - reference) / np.linalg.norm(reference)
                                for m in (onnxruntime, openvino))
         assert ov_error < 1.5 * ort_error + 1e-3, (timestep, ov_error, ort_error)
 
@@ -134,7 +134,7 @@ def test_tensorrt_profiles(tiny_fp32, tiny_int8_intervals):
     assert unet["timestep"] == ((2,), (4,), (8,))  # guidance: twice the images
     assert unet["encoder_hidden_states"][2] == (8, 77, 32)
     vae = input_profiles("vae_decoder", components["vae_decoder"], info, config)
-    assert vae["latent"] == ((1, 4, 64 // f, 64 // f), (2, 4, 128 // f, 64 // f), (4, 4, 256 // f, 128 // f))
+    assert vae["latent_sample"] == ((1, 4, 64 // f, 64 // f), (2, 4, 128 // f, 64 // f), (4, 4, 256 // f, 128 // f))
     text = input_profiles("text_encoder", components["text_encoder"], info, config)
     assert text["input_ids"] == ((1, 77), (2, 77), (4, 77))
     static = input_profiles("unet", components["unet"], info, TensorrtConfig(batch=(1, 2, 4), static=True))

@@ -38,10 +38,10 @@ def test_text_encoders(source):
         outputs = run_onnx(model, {"input_ids": ids.numpy()})
         with torch.no_grad():
             out = source.text_encoders[i](ids, output_hidden_states=True)
-        if source.kind == "sdxl":
-            expected = [out.hidden_states[-2]] + ([out[0]] if i == 1 else [])
+        if source.kind == "sdxl":  # as Optimum exports them: [text_embeds,] last_hidden_state, hidden_states.0..N
+            expected = ([out.text_embeds] if i == 1 else []) + [out.last_hidden_state, *out.hidden_states]
         else:
-            expected = [out[0]]
+            expected = [out.last_hidden_state]
         assert len(outputs) == len(expected)
         for ours, ref in zip(outputs, expected):
             assert max_relative_error(ours, ref.numpy()) <= TOLERANCE
@@ -61,7 +61,7 @@ def test_unet_dynamic_shapes(source, batch, latent_hw):
 def test_vae_decoder(source):
     (model,) = graphs(source, "vae_decoder")
     latent = torch.randn(1, 4, 8, 16, generator=torch.Generator().manual_seed(5))
-    (ours,) = run_onnx(model, {"latent": latent.numpy()})
+    (ours,) = run_onnx(model, {"latent_sample": latent.numpy()})
     with torch.no_grad():
         ref = source.pipeline.vae.decode(latent, return_dict=False)[0]
     assert ours.shape == (1, 3, 64, 128)
@@ -72,7 +72,7 @@ def test_vae_encoder(source):
     """The posterior's mean and log-variance, as diffusers' AutoencoderKL.encode gives them."""
     (model,) = graphs(source, "vae_encoder")
     image = torch.rand(2, 3, 64, 128, generator=torch.Generator().manual_seed(6)) * 2 - 1
-    (ours,) = run_onnx(model, {"image": image.numpy()})
+    (ours,) = run_onnx(model, {"sample": image.numpy()})
     with torch.no_grad():
         posterior = source.pipeline.vae.encode(image, return_dict=False)[0]
     assert ours.shape == (2, 8, 8, 16)
@@ -98,7 +98,7 @@ def test_head_sliced_attention_matches_torch(source):
     with attention_form(specs["vae_decoder"].wrapper, "head-sliced"):
         decoder = onnx_export.export_graph(specs["vae_decoder"])
     latent = torch.randn(1, 4, 8, 16, generator=torch.Generator().manual_seed(5))
-    (ours,) = run_onnx(decoder, {"latent": latent.numpy()})
+    (ours,) = run_onnx(decoder, {"latent_sample": latent.numpy()})
     with torch.no_grad():
         ref = source.pipeline.vae.decode(latent, return_dict=False)[0]
     assert max_relative_error(ours, ref.numpy()) <= TOLERANCE

@@ -54,7 +54,7 @@ def test_files_entry_removed(capsys, artifact_copy, png):
     assert "components.unet: missing key 'files'" in run_fails(capsys, artifact_copy, png)
 
 
-@pytest.mark.parametrize("extra", ["unet/model.onnx_data", "unet/weights/x.bin", "tokenizer/vocab.json",
+@pytest.mark.parametrize("extra", ["unet/model.onnx_data", "unet/weights/x.bin", "tokenizer/added_tokens.json",
                                    "scheduler/other.json"])
 def test_unlisted_file_where_a_backend_looks(capsys, artifact_copy, png, extra):
     (artifact_copy / extra).parent.mkdir(exist_ok=True)
@@ -67,9 +67,9 @@ def test_unlisted_file_in_a_listed_build(capsys, artifact_copy, png):
     from sdopt.cli import main
 
     assert main(["build", str(artifact_copy), "--format", "openvino"]) == 0
-    (artifact_copy / "openvino" / "unet" / "extension.so").write_bytes(b"\x7fELF")
+    (artifact_copy / "unet" / "extension.so").write_bytes(b"\x7fELF")
     line = fails(capsys, ["run", artifact_copy, "--prompt", "x", "--out", png, "--backend", "openvino"])
-    assert "openvino/unet/extension.so is not listed" in line
+    assert "unet/extension.so is not listed" in line
 
 
 def test_symlinked_graph_outside(capsys, artifact_copy, tmp_path, png):
@@ -119,8 +119,8 @@ def test_manifest_size_cap(capsys, artifact_copy, png):
 
 @pytest.mark.parametrize("change, message", [
     (lambda m: m["components"]["unet"]["inputs"][0].update(name="latents"), "unet: the graph's inputs"),
-    (lambda m: m["components"]["unet"]["outputs"][0].update(name="out_sample"), "unet: the graph's outputs"),
-    (lambda m: m["components"]["vae_decoder"]["inputs"][0].update(dtype="float16"), "input latent is float32"),
+    (lambda m: m["components"]["unet"]["outputs"][0].update(name="noise_pred"), "unet: the graph's outputs"),
+    (lambda m: m["components"]["vae_decoder"]["inputs"][0].update(dtype="float16"), "input latent_sample is float32"),
     (lambda m: m["components"]["text_encoder"]["inputs"][0].update(shape=["batch"]), "of rank 2 in the graph"),
 ])
 def test_graph_io_compared_with_manifest(capsys, artifact_copy, png, change, message):
@@ -141,7 +141,7 @@ def test_old_schema_is_named(capsys, artifact_copy, png):
     manifest = manifest_of(artifact_copy)
     manifest["schema_version"] = 1
     write_manifest(artifact_copy, manifest)
-    assert "schema version 1, this sdopt reads 2" in run_fails(capsys, artifact_copy, png)
+    assert "schema version 1, this sdopt reads 2 and 3" in run_fails(capsys, artifact_copy, png)
 
 
 @pytest.mark.parametrize("text, message", [

@@ -22,7 +22,8 @@ EXAMPLES = int(os.environ.get("SDOPT_FUZZ_EXAMPLES", 300))
 SEED = int(os.environ.get("SDOPT_FUZZ_SEED", 2026))
 
 TRICKY_STRINGS = ["../x", "/etc/passwd", "unet/../../x", "model.onnx", "model.onnx_data", "..", "", ".", "unet",
-                  "tokenizer/tokenizer.json", "openvino/unet/model.xml", "a" * 5000, "float32", "batch", "\udcff",
+                  "tokenizer/tokenizer.json", "openvino/unet/model.xml",
+                  "unet/openvino_model.xml", "a" * 5000, "float32", "batch", "\udcff",
                   "0" * 64, "sdopt-artifact", "sdxl", "C:\\x", "x\x00y"]
 leaves = st.one_of(st.none(), st.booleans(), st.integers(-2 ** 70, 2 ** 70),
                    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),

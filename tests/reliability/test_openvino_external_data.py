@@ -18,7 +18,7 @@ def external_data_artifact(tmp_path_factory):
 
 def test_every_graph_has_listed_external_data(external_data_artifact):
     components = open_artifact(external_data_artifact).components
-    assert all(set(c["files"]) == {"model.onnx", "model.onnx_data"} for c in components.values())
+    assert all(set(c["files"]) == {"model.onnx", "model.onnx_data", "config.json"} for c in components.values())
     assert all(c["files"]["model.onnx_data"]["bytes"] > c["files"]["model.onnx"]["bytes"] for c in components.values())
 
 
@@ -27,7 +27,7 @@ def test_openvino_build_and_run(external_data_artifact, capsys):
     assert main(["build", str(external_data_artifact), "--format", "openvino"]) == 0
     build = open_artifact(external_data_artifact).build("openvino")
     graphs = ("text_encoder", "unet", "vae_decoder", "vae_encoder")
-    assert sorted(build["files"]) == [f"openvino/{c}/model.{e}" for c in graphs for e in ("bin", "xml")]
+    assert sorted(build["files"]) == [f"{c}/openvino_model.{e}" for c in graphs for e in ("bin", "xml")]
     assert not [p for p in external_data_artifact.iterdir() if p.name.startswith(".")]  # no scratch left
     request = dict(seed=2, steps=3, guidance=4.0)
     ours = Pipeline(external_data_artifact, "openvino", precision="f32")("a red circle", **request).image_float

@@ -48,5 +48,6 @@ def test_openvino_build_writes_only_inside_the_artifact(capsys, artifact_copy, t
     before = outside_the_artifact()
     assert main(["build", str(artifact_copy), "--format", "openvino"]) == 0
     assert os.listdir(scratch) == [] and outside_the_artifact() == before
-    assert sorted(os.listdir(artifact_copy)) == ["manifest.json", "model_index.json", "openvino", "scheduler",
-                                                 "text_encoder", "tokenizer", "unet", "vae_decoder", "vae_encoder"]
+    assert sorted(os.listdir(artifact_copy)) == ["manifest.json", "model_index.json", "scheduler", "text_encoder",
+                                                 "tokenizer", "unet", "vae_decoder", "vae_encoder"]
+    assert {"openvino_model.xml", "openvino_model.bin"} <= set(os.listdir(artifact_copy / "unet"))

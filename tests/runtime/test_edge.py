@@ -76,7 +76,7 @@ def test_static_openvino_build(tiny_fp32, tmp_path, capsys):
     assert build["static"] == {"batch": 1, "height": info["height"], "width": info["width"]}
     import openvino as ov
 
-    unet = ov.Core().read_model(str(artifact / "openvino" / "unet" / "model.xml"))
+    unet = ov.Core().read_model(str(artifact / "unet" / "openvino_model.xml"))
     assert all(port.get_partial_shape().is_static for port in unet.inputs)
     assert unet.input("sample").get_shape()[0] == 2  # the guidance batch
     static = Pipeline(artifact, "openvino", precision="f32")("a red circle", seed=3, steps=2, guidance=5.0)

@@ -1,0 +1,122 @@
+"""sdopt INT8 against NNCF's hybrid INT8 (optimum-intel) on tiny-shapes, at the same calibration budget.
+
+    python benchmarks/nncf_int8_quality.py [--calls 100] [--pairs 256] [--json FILE]
+
+Both quantize the same trained model and are calibrated on the same number of UNet calls from the model's
+calibration prompts: sdopt's `int8` recipe (timestep-aware, `--calib-num-prompts` x `--calib-steps` calls) and
+`OVWeightQuantizationConfig(bits=8, quant_method="hybrid", num_samples=CALLS)` (convolutions W8A8, MatMuls
+and embeddings INT8 weight-only; NNCF collects its calls from 50-step generations). Every image of the
+held-out (prompt, seed) pairs starts from the same noise, with the model's scheduler (DDIM), steps and guidance.
+Reported: PSNR and SSIM against the fp32 model's image, and prompt alignment read back by the tiny-shapes detector.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from sdopt.bench_peers import versions
+from sdopt.evaluate import fp32_export, psnr, ssim
+from sdopt.runtime.pipeline import Pipeline
+from sdopt.shared import calibration_prompt_pool
+from sdopt.sources import TINY_SHAPES_DIR
+from sdopt.tinyshapes.evaluate import alignment
+from sdopt.tinyshapes.grammar import heldout_pairs
+
+
+def sdopt_int8(out: Path, prompts: int, steps: int) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "sdopt.cli", "compress", "--recipe", "int8", "--out", str(out),
+                    "--calib-num-prompts", str(prompts), "--calib-steps", str(steps)], check=True)
+    return time.perf_counter() - start
+
+
+def nncf_hybrid(calls: int):
+    from optimum.intel import OVStableDiffusionPipeline, OVWeightQuantizationConfig
+
+    config = OVWeightQuantizationConfig(bits=8, quant_method="hybrid", num_samples=calls,
+                                        dataset=list(calibration_prompt_pool("tiny-shapes")))
+    start = time.perf_counter()
+    pipe = OVStableDiffusionPipeline.from_pretrained(str(TINY_SHAPES_DIR), export=True, quantization_config=config)
+    return pipe, time.perf_counter() - start
+
+
+def sdopt_images(folder: Path, pairs, steps: int, guidance: float, backend: str, label: str) -> list[np.ndarray]:
+    pipe = Pipeline(folder, backend)
+    return [pipe(p, seed=s, steps=steps, guidance=guidance).image for p, s in tqdm(pairs, desc=label, unit="image")]
+
+
+def optimum_images(pipe, noise_of, pairs, steps: int, guidance: float, label: str) -> list[np.ndarray]:
+    import torch
+
+    images = []
+    for prompt, seed in tqdm(pairs, desc=label, unit="image"):
+        out = pipe(prompt, num_inference_steps=steps, guidance_scale=guidance, output_type="np",
+                   latents=torch.from_numpy(noise_of(seed)))
+        image = np.asarray(out.images[0], dtype=np.float32)
+        if not np.isfinite(image).all():
+            raise SystemExit(f"the NNCF pipeline made non-finite pixels for {prompt!r} seed {seed}")
+        images.append((np.clip(image, 0, 1) * 255).round().astype(np.uint8))
+    return images
+
+
+def scores(captions, images, reference) -> dict:
+    found = alignment(captions, images)
+    return {"psnr_db": float(np.mean([min(psnr(a, b), 100.0) for a, b in zip(images, reference)])),
+            "ssim": float(np.mean([ssim(a, b) for a, b in zip(images, reference)])),
+            "alignment": found["alignment"], "per_attribute": found["per_attribute"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=100,
+                        help="UNet calls of calibration for each method (default 100: sdopt int8's default, "
+                             "4 prompts x 25 steps)")
+    parser.add_argument("--calib-steps", type=int, default=25, help="sdopt's steps per calibration prompt")
+    parser.add_argument("--pairs", type=int, default=256, help="held-out (prompt, seed) pairs")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    if args.calls % args.calib_steps:
+        parser.error("--calls must be a multiple of --calib-steps (sdopt calibrates whole trajectories)")
+    pairs = heldout_pairs(args.pairs)
+    captions = [p for p, _ in pairs]
+    with tempfile.TemporaryDirectory() as tmp:
+        int8 = Path(tmp) / "int8"
+        int8_s = sdopt_int8(int8, args.calls // args.calib_steps, args.calib_steps)
+        fp32 = fp32_export("tiny-shapes")
+        reference_pipe = Pipeline(fp32)
+        steps, guidance = reference_pipe.info["steps"], reference_pipe.info["guidance"]
+        reference = sdopt_images(fp32, pairs, steps, guidance, "onnxruntime", "generating: fp32 reference")
+        size = reference_pipe.info["height"], reference_pipe.info["width"]
+        rows = {"sdopt int8 (onnxruntime)": sdopt_images(int8, pairs, steps, guidance, "onnxruntime",
+                                                         "generating: sdopt int8")}
+        nncf, nncf_s = nncf_hybrid(args.calls)
+        rows["NNCF hybrid int8 (optimum-intel, OpenVINO)"] = optimum_images(
+            nncf, lambda seed: reference_pipe.initial_noise(seed, *size), pairs, steps, guidance,
+            "generating: NNCF hybrid int8")
+    result = {"benchmark": "nncf_int8_quality", "model": "tiny-shapes", "pairs": len(pairs), "steps": steps,
+              "guidance": guidance, "scheduler": "ddim", "calibration_unet_calls": args.calls,
+              "build_seconds": {"sdopt int8": round(int8_s, 1), "NNCF hybrid int8": round(nncf_s, 1)},
+              "versions": versions("sdopt", "optimum-intel", "nncf", "openvino", "onnxruntime"),
+              "fp32": {"alignment": alignment(captions, reference)["alignment"]},
+              "rows": {name: scores(captions, images, reference) for name, images in rows.items()}}
+    print(f"tiny-shapes, {len(pairs)} held-out pairs, DDIM {steps} steps, guidance {guidance}; calibration "
+          f"{args.calls} UNet calls each; fp32 alignment {result['fp32']['alignment']:.1%}")
+    print(f"{'method':<44} {'PSNR dB':>8} {'SSIM':>7} {'alignment':>10} {'build s':>8}")
+    for name, row in result["rows"].items():
+        built = result["build_seconds"]["sdopt int8" if name.startswith("sdopt") else "NNCF hybrid int8"]
+        print(f"{name:<44} {row['psnr_db']:>8.2f} {row['ssim']:>7.4f} {row['alignment']:>10.1%} {built:>8.1f}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
