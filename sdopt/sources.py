@@ -142,6 +142,9 @@ def _folder_source(spec: str, path: Path) -> Source:
     if not path.is_dir() or not index_file.is_file():
         raise SdoptError(f"'{spec}' is not a diffusers pipeline folder (no model_index.json)")
     index = _read_json(index_file, spec)
+    if isinstance(index, dict) and "_sdopt_version" in index:
+        raise SdoptError(f"'{spec}' is an sdopt artifact (ONNX graphs), not a source model: compress the diffusers "
+                         f"folder it was made from")
     class_name = index.get("_class_name") if isinstance(index, dict) else None
     kind = SUPPORTED_PIPELINES.get(class_name)
     if kind is None:
