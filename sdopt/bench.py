@@ -326,22 +326,33 @@ def format_table(result: dict, wide: bool = False) -> str:
         return _compact_table(result, header, peers)
     columns = ["target", "end-to-end s", "min-max s", "text enc s", "UNet/step s", "UNet/img s", "VAE s", "load s",
                "warm-up s", "peak RSS GB", "load/enc/UNet/VAE GB", "size GB"] + [f"x {p}" for p in peers]
+    lines = _cells(result, lambda r, st: [
+        *_stage_cells(st, ("text_encoder", "unet", "unet_image", "vae_decode")), f"{r['load_s']:.1f}",
+        f"{r['warmup_s']:.1f}", f"{r['peak_rss_bytes'] / 1e9:.2f}", stage_peaks(r.get("peak_rss_stage_bytes", {})),
+        _size(r), *(f"{r['speedup'][p]:.2f}" for p in peers)])
+    return "\n".join([header, *_aligned(columns, lines)] + _footnotes(result))
+
+
+def _cells(result: dict, cells_of) -> list[list[str]]:
+    """A row of cells per target: its name, end-to-end median and range, then `cells_of(row, stages)`; a failed
+    target's row says why."""
     lines = []
     for r in result["rows"]:
         if "error" in r:
             lines.append([r["name"], "failed: " + r["error"]])
             continue
         st = r["stages"]
-        cells = [r["name"], f"{st['end_to_end']['median_s']:.2f}",
-                 f"{st['end_to_end']['min_s']:.2f}-{st['end_to_end']['max_s']:.2f}"]
-        cells += [f"{st[k]['median_s']:.3f}" if k in st else "-" for k in ("text_encoder", "unet", "unet_image",
-                                                                                "vae_decode")]
-        cells += [f"{r['load_s']:.1f}", f"{r['warmup_s']:.1f}", f"{r['peak_rss_bytes'] / 1e9:.2f}",
-                  stage_peaks(r.get("peak_rss_stage_bytes", {})),
-                  f"{r['size_bytes'] / 1e9:.2f}" if r["size_bytes"] else "-"]
-        cells += [f"{r['speedup'][p]:.2f}" for p in peers]
-        lines.append(cells)
-    return "\n".join([header, *_aligned(columns, lines)] + _footnotes(result))
+        lines.append([r["name"], f"{st['end_to_end']['median_s']:.2f}",
+                      f"{st['end_to_end']['min_s']:.2f}-{st['end_to_end']['max_s']:.2f}", *cells_of(r, st)])
+    return lines
+
+
+def _stage_cells(stages: dict, names) -> list[str]:
+    return [f"{stages[k]['median_s']:.3f}" if k in stages else "-" for k in names]
+
+
+def _size(row: dict) -> str:
+    return f"{row['size_bytes'] / 1e9:.2f}" if row["size_bytes"] else "-"
 
 
 def _compact_table(result: dict, header: str, peers: list[str]) -> str:
@@ -350,19 +361,9 @@ def _compact_table(result: dict, header: str, peers: list[str]) -> str:
     reference = peers[0] if peers else None
     columns = ["target", "e2e s", "min-max", "UNet/step", "VAE s", "load s", "RSS GB", "size GB"] \
         + ([f"x {reference}"] if reference else [])
-    lines = []
-    for r in result["rows"]:
-        if "error" in r:
-            lines.append([r["name"], "failed: " + r["error"]])
-            continue
-        st = r["stages"]
-        lines.append([r["name"], f"{st['end_to_end']['median_s']:.2f}",
-                      f"{st['end_to_end']['min_s']:.2f}-{st['end_to_end']['max_s']:.2f}",
-                      f"{st['unet']['median_s']:.3f}" if "unet" in st else "-",
-                      f"{st['vae_decode']['median_s']:.3f}" if "vae_decode" in st else "-",
-                      f"{r['load_s']:.1f}", f"{r['peak_rss_bytes'] / 1e9:.2f}",
-                      f"{r['size_bytes'] / 1e9:.2f}" if r["size_bytes"] else "-"]
-                     + ([f"{r['speedup'][reference]:.2f}"] if reference else []))
+    lines = _cells(result, lambda r, st: [
+        *_stage_cells(st, ("unet", "vae_decode")), f"{r['load_s']:.1f}", f"{r['peak_rss_bytes'] / 1e9:.2f}", _size(r),
+        *([f"{r['speedup'][reference]:.2f}"] if reference else [])])
     others = sum(max(len(columns[i]), *(len(c[i]) for c in lines if len(c) == len(columns))) + 2
                  for i in range(1, len(columns)))
     room = max(TABLE_WIDTH - others, 16)

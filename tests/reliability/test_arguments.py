@@ -62,7 +62,7 @@ def test_build_arguments(capsys, tiny_fp32, flags, message):
 
 @pytest.mark.parametrize("flags, message", [
     (["--height", "8192"], "over the limit of 4096 pixels"), (["--backends", "cuda"], "unknown backend 'cuda'"),
-    (["--peers", "sdcpp"], "unknown peer 'sdcpp'"), (["--peers", "none"], "nothing to measure"),
+    (["--peers", "onnxstream"], "unknown peer 'onnxstream'"), (["--peers", "none"], "nothing to measure"),
 ])
 def test_bench_arguments(capsys, tiny_fp32, flags, message):
     artifacts = [] if flags == ["--peers", "none"] else [tiny_fp32]
