@@ -46,11 +46,13 @@ def main() -> None:
                 latents=torch.from_numpy(noise), output_type="np").images[0]
             db = psnr(np.asarray(theirs, dtype=np.float64) * 255, reference.image_float.astype(np.float64) * 255)
             rows.append({"artifact": str(folder), "recipe": ours.manifest["recipe"]["name"],
-                         "pipeline": pipeline_class.__name__, "sdopt_backend": backend, "psnr_db": db})
-            print(f"{folder} ({rows[-1]['recipe']}): {pipeline_class.__name__} vs sdopt on {backend}: {db:.1f} dB")
+                         "pipeline": pipeline_class.__name__, "sdopt_backend": backend,
+                         "identical": db == float("inf"), "psnr_db": None if db == float("inf") else db})
+            print(f"{folder} ({rows[-1]['recipe']}): {pipeline_class.__name__} vs sdopt on {backend}: "
+                  + ("identical" if rows[-1]["identical"] else f"{db:.1f} dB"))
     if args.json:
         args.json.write_text(json.dumps({"prompt": PROMPT, "seed": SEED, "steps": args.steps, "rows": rows},
-                                        indent=1) + "\n")
+                                        indent=1, allow_nan=False) + "\n")
 
 
 if __name__ == "__main__":

@@ -278,8 +278,9 @@ def summarize(target: Target, measured: dict) -> dict:
               "unet": [t for r in runs for t in r.get("unet", [])],  # per call (full and shallow alike)
               "unet_image": [sum(r.get("unet", [])) for r in runs],  # every denoiser call of one image
               "vae_decode": [sum(r.get("vae_decode", [])) for r in runs]}
+    timed = {key for r in runs for key in r}  # a tool without stage hooks (stable-diffusion.cpp) times none
     stats = {name: {"median_s": statistics.median(v), "min_s": min(v), "max_s": max(v), "n": len(v)}
-             for name, v in stages.items() if v}
+             for name, v in stages.items() if v and (name == "end_to_end" or name.split("_image")[0] in timed)}
     if measured.get("size_bytes"):
         row["size_bytes"] = measured["size_bytes"]
     return {**row, "load_s": measured["load_s"], "warmup_s": measured["warmup_s"],
