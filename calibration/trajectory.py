@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sdopt.errors import SdoptError
-from sdopt.shared import SCHEDULERS, calibration_prompt_pool
+from sdopt.shared import SCHEDULERS, cache_root, calibration_prompt_pool
 from sdopt.limits import MAX_SEED, MAX_SIDE, MAX_STEPS, check_image_size
 
 SAMPLINGS = ("all", "every", "normal", "random-step")
@@ -214,8 +214,7 @@ def _cache_path(source, config: CalibrationConfig, target: CallTarget) -> Path:
                     width=source.width, scheduler_config=dict(source.pipeline.scheduler.config), sdopt=__version__,
                     diffusers=version("diffusers"), torch=torch.__version__)
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
-    root = Path(os.environ.get("SDOPT_CACHE", Path.home() / ".cache" / "sdopt"))
-    return root / "calibration" / f"{digest.hexdigest()[:24]}.safetensors"
+    return cache_root() / "calibration" / f"{digest.hexdigest()[:24]}.safetensors"
 
 
 def _save_records(path: Path, records: list[dict]) -> None:

@@ -36,6 +36,7 @@ class GuidedDenoiser:
     def __init__(self, graphs: dict, conditioning: dict, batch: int, guidance: float, scheduler,
                  extra: np.ndarray | None = None):
         self.graphs, self.conditioning, self.batch = graphs, conditioning, batch
+        self.noise_output = {role: io_name(list(model.outputs), NOISE_OUTPUT) for role, (_, model) in graphs.items()}
         self.guidance, self.scheduler, self.extra = guidance, scheduler, extra
         self.stats: dict = {}
 
@@ -56,7 +57,7 @@ class GuidedDenoiser:
         outputs = model.run({**self.conditioning, **(inputs or {}), "sample": x.astype(np.float32),
                              "timestep": np.full(x.shape[0], t, dtype=np.float32)})
         require_finite(outputs, f"the {name}", where)
-        out = outputs[io_name(list(outputs), NOISE_OUTPUT)]
+        out = outputs[self.noise_output[role]]
         if self.guided:
             uncond, cond = out[:1], out[1:]
             out = uncond + np.float32(self.guidance) * (cond - uncond)

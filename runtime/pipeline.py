@@ -87,6 +87,11 @@ class Pipeline:
                               for name in sorted(n for n, role in self.roles.items() if role == TEXT_ENCODER)]
         self.denoiser = self._named(DENOISER)
         self.vae_decoder, self.vae_encoder = self._named(VAE_DECODER), self._named(VAE_ENCODER)
+        # the VAE graphs' I/O names as schema 2 or 3 spells them: decoders (latent in, image out), the encoder's input
+        self.vae_io = {name: (io_name(_names(components[name]["inputs"]), LATENT_INPUT),
+                              io_name(_names(components[name]["outputs"]), IMAGE_IO))
+                       for name, role in self.roles.items() if role in (VAE_DECODER, VAE_DECODER_FULL)}
+        self.image_input = self.vae_encoder and io_name(_names(components[self.vae_encoder]["inputs"]), IMAGE_IO)
         if vae not in ("default", "full"):
             raise SdoptError(f"vae {vae!r}: choose default or full")
         if vae == "full":
@@ -249,8 +254,7 @@ class Pipeline:
 
     def encode_image(self, image: np.ndarray) -> np.ndarray:
         """(1, 3, H, W) float32 in [-1, 1] -> scaled latents (1, C, h, w), the VAE posterior's mean."""
-        inputs = _names(self.manifest["components"][self.vae_encoder]["inputs"])
-        out = self.models[self.vae_encoder].run({io_name(inputs, IMAGE_IO): image.astype(np.float32)})
+        out = self.models[self.vae_encoder].run({self.image_input: image.astype(np.float32)})
         denoise.require_finite(out, f"the {self.vae_encoder}", "encoding the image")
         z = images.posterior_mean(out["latent_parameters"])
         if self.info.get("vae_shift_factor"):
@@ -337,10 +341,10 @@ class Pipeline:
         return np.clip(image[0].transpose(1, 2, 0) / 2 + 0.5, 0.0, 1.0)  # (H, W, 3)
 
     def _decode(self, z: np.ndarray) -> np.ndarray:
-        component = self.manifest["components"][self.vae_decoder]
-        out = self.models[self.vae_decoder].run({io_name(_names(component["inputs"]), LATENT_INPUT): z})
+        latent, image = self.vae_io[self.vae_decoder]
+        out = self.models[self.vae_decoder].run({latent: z})
         denoise.require_finite(out, f"the {self.vae_decoder}", "decoding the latents")
-        return out[io_name(_names(component["outputs"]), IMAGE_IO)]  # (1, 3, H, W)
+        return out[image]  # (1, 3, H, W)
 
 
 def _names(ios: list[dict]) -> list[str]:

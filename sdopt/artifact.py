@@ -289,9 +289,10 @@ def drop_build(folder: Path, name: str) -> None:
     if old is not None:
         _write_manifest(folder, manifest)
     leftovers = [f"{graph}/{f}" for graph in manifest["components"] for f in rules.GRAPH_FOLDER_BUILDS.get(name, ())]
+    listed = rules.listed_files(manifest)
     for rel in [*(old or {}).get("files", {}), *leftovers]:
         path = Path(folder) / rel
-        if (path.is_file() or path.is_symlink()) and rel not in rules.listed_files(manifest):
+        if (path.is_file() or path.is_symlink()) and rel not in listed:
             path.unlink()
     build_folder = Path(folder) / name
     if build_folder.is_dir() and not build_folder.is_symlink():

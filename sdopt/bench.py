@@ -141,9 +141,10 @@ def prepare(request: BenchRequest):
         raise SdoptError("the artifacts and --model come from different sources: " + ", ".join(
             sorted(specs | {request.model} - {None})))
     spec = request.model or (specs.pop() if specs else DEFAULT_MODEL)
-    for peer in [p for p in peers if bench_peers.unsupported(p, spec)]:
-        peers.remove(peer)
-        notes.append(f"note: peer {peer} is left out: {bench_peers.unsupported(peer, spec)}")
+    for peer, why in [(p, bench_peers.unsupported(p, spec)) for p in peers]:
+        if why:
+            peers.remove(peer)
+            notes.append(f"note: peer {peer} is left out: {why}")
     options = {k: getattr(request, k) for k in ("device", "precision") if getattr(request, k) is not None}
     if options and "openvino" not in backends:
         raise SdoptError(f"--{next(iter(options))} applies to artifacts on --backends openvino")
@@ -240,10 +241,7 @@ def tool_peers(peers: list[str], spec: str) -> list[Target]:
         if peer in bench_peers.SDCPP_WEIGHTS:
             targets.append(Target(peer, "sdcpp", str(folder), "stable-diffusion.cpp",
                                   {"weights": bench_peers.SDCPP_WEIGHTS[peer]}, peer=True,
-                                  build={"how": f"stable-diffusion.cpp loads the diffusers folder and converts its "
-                                                f"weights to {bench_peers.SDCPP_WEIGHTS[peer]} while loading "
-                                                f"(in load s)", "versions": bench_peers.versions(
-                                                    "stable-diffusion-cpp-python")}))
+                                  build=bench_peers.build_record(folder, peer)))
             continue
         size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and p.suffix in (".onnx", ".bin",
                                                                                               ".onnx_data", ".xml"))

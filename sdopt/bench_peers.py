@@ -12,10 +12,8 @@ own docs say, cached under $SDOPT_CACHE/peers, with how it was built (tool versi
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
-import os
 import shutil
 import sys
 import time
@@ -44,10 +42,9 @@ def installed(peer: str) -> bool:
 
 def _cache(kind: str, spec: str) -> Path:
     from sdopt import __version__
+    from sdopt.shared import cache_root, source_key
 
-    key = hashlib.sha256(f"{kind}|{spec}|{Path(spec).resolve() if Path(spec).exists() else ''}|"
-                         f"{__version__}".encode()).hexdigest()[:16]
-    return Path(os.environ.get("SDOPT_CACHE", Path.home() / ".cache" / "sdopt")) / "peers" / f"{kind}-{key}"
+    return cache_root() / "peers" / f"{kind}-{source_key(spec, __version__, kind)}"
 
 
 def _cached(folder: Path, build) -> Path:
@@ -72,7 +69,12 @@ def _cached(folder: Path, build) -> Path:
     return folder
 
 
-def build_record(folder: Path) -> dict:
+def build_record(folder: Path, peer: str = "") -> dict:
+    """How the peer in `folder` was built (stable-diffusion.cpp builds nothing ahead: it converts as it loads)."""
+    if peer in SDCPP_WEIGHTS:
+        return {"how": f"stable-diffusion.cpp loads the diffusers folder and converts its weights to "
+                       f"{SDCPP_WEIGHTS[peer]} while loading (in load s)",
+                "versions": versions("stable-diffusion-cpp-python")}
     return json.loads((Path(folder) / BUILD_RECORD).read_text())
 
 

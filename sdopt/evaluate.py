@@ -11,8 +11,6 @@ score of both.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import shutil
 import sys
 import time
@@ -104,9 +102,9 @@ def fp32_export(spec: str, version: str | None = None) -> Path:
     """The plain fp32 ONNX export of a model source, made once and cached under $SDOPT_CACHE."""
     from sdopt import __version__
 
-    key = hashlib.sha256(f"{spec}|{Path(spec).resolve() if Path(spec).exists() else ''}|"
-                         f"{version or __version__}".encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("SDOPT_CACHE", Path.home() / ".cache" / "sdopt")) / "reference" / key
+    from sdopt.shared import cache_root, source_key
+
+    cache = cache_root() / "reference" / source_key(spec, version or __version__)
     if cache.exists():
         from sdopt.artifact import open_artifact
 

@@ -6,7 +6,22 @@ Torch-free (numpy only).
 
 from __future__ import annotations
 
+import hashlib
+import os
+from pathlib import Path
+
 import numpy as np
+
+
+def cache_root() -> Path:
+    """$SDOPT_CACHE (default ~/.cache/sdopt): calibration records, references, students, bench peers."""
+    return Path(os.environ.get("SDOPT_CACHE", Path.home() / ".cache" / "sdopt"))
+
+
+def source_key(spec: str, version: str, kind: str = "") -> str:
+    """A cache key for what is made from a model source by one sdopt version (a folder source by its path)."""
+    resolved = Path(spec).resolve() if Path(spec).exists() else ""
+    return hashlib.sha256(f"{kind + '|' if kind else ''}{spec}|{resolved}|{version}".encode()).hexdigest()[:16]
 
 # sdopt's scheduler names -> the diffusers classes the numpy schedulers reproduce
 SCHEDULERS = {"ddim": "DDIMScheduler", "euler": "EulerDiscreteScheduler", "dpmpp": "DPMSolverMultistepScheduler",

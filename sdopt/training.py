@@ -18,6 +18,8 @@ from typing import Callable
 
 import numpy as np
 
+from sdopt.shared import cache_root
+
 
 def step_seed(seed: int, stage: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, stage, step]).generate_state(1, dtype=np.uint64)[0] % (2**63 - 1))
@@ -45,7 +47,7 @@ def checkpoint_path(kind: str, modules, settings: dict, rank: int = 0) -> Path:
             digest.update(name.encode())
             digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
-    root = Path(os.environ.get("SDOPT_CACHE", Path.home() / ".cache" / "sdopt")) / kind
+    root = cache_root() / kind
     root.mkdir(parents=True, exist_ok=True)
     return root / f"{digest.hexdigest()[:24]}{'' if rank == 0 else f'.rank{rank}'}.safetensors"
 
