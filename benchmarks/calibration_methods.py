@@ -4,8 +4,8 @@
                                              [--work DIR] [--calib-num-prompts N] [--calib-steps N]
 
 Each row is `sdopt compress --recipe FORMAT` with one calibration option changed, then `sdopt eval`
-against the fp32 export on the same held-out pairs (prompt alignment for tiny-shapes, PSNR / SSIM /
-latent cosine vs fp32). Rows: naive (the inputs of one random step), all steps with max ranges,
+against the fp32 export on the same held-out pairs (prompt alignment for tiny-shapes and tiny-scenes,
+binding errors for tiny-scenes, PSNR / SSIM / latent cosine vs fp32). Rows: naive (the inputs of one random step), all steps with max ranges,
 ModelOpt's min-mean, K = 4 timestep-interval scales, and K = 4 with split quantizers for the
 concatenated skip inputs. Prints a table and writes benchmarks/results/calibration_methods.json.
 """
@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--formats", default="int8,fp8,w4a8", help="comma-separated recipes to compare")
     parser.add_argument("--methods", default=",".join(m[1] for m in METHODS),
                         help="comma-separated rows to run (default: all): " + ", ".join(m[1] for m in METHODS))
-    parser.add_argument("--seeds", default="4", help="sdopt eval --seeds (tiny-shapes: 64 held-out pairs each)")
+    parser.add_argument("--seeds", default="4", help="sdopt eval --seeds (tiny-shapes, tiny-scenes: 64 held-out pairs each)")
     parser.add_argument("--work", type=Path, help="where the artifacts go (default: a temporary folder)")
     parser.add_argument("--calib-num-prompts", default="4")
     parser.add_argument("--calib-steps", help="default: the model's own step count")
@@ -76,10 +76,11 @@ def main() -> None:
                          "compress_seconds": round(seconds, 1), **result})
 
     first = rows[0]
-    table = [("fp32", "-", _pct(first.get("reference_alignment")), "-", "-", "-")]
-    table += [(r["recipe"], r["method"], _pct(r.get("alignment")), f"{r['psnr']:.2f}", f"{r['ssim']:.4f}",
-               f"{r['latent_cosine']:.4f}") for r in rows]
-    header = ("recipe", "calibration", "alignment", "PSNR dB", "SSIM", "latent cos")
+    table = [("fp32", "-", _pct(first.get("reference_alignment")), _pct(first.get("reference_binding_error")),
+              "-", "-", "-")]
+    table += [(r["recipe"], r["method"], _pct(r.get("alignment")), _pct(r.get("binding_error")), f"{r['psnr']:.2f}",
+               f"{r['ssim']:.4f}", f"{r['latent_cosine']:.4f}") for r in rows]
+    header = ("recipe", "calibration", "alignment", "binding errors", "PSNR dB", "SSIM", "latent cos")
     widths = [max(len(str(row[i])) for row in [header] + table) for i in range(len(header))]
     print(f"{args.model}: {first['n_images']} held-out images, {first['scheduler']} {first['steps']} steps, "
           f"guidance {first['guidance']}; calibration {' '.join(calib)}")

@@ -27,7 +27,7 @@ from sdopt.bench_peers import versions
 from sdopt.evaluate import fp32_export, psnr, ssim
 from sdopt.runtime.pipeline import Pipeline
 from sdopt.shared import calibration_prompt_pool
-from sdopt.sources import TINY_SHAPES_DIR
+from sdopt.families import FAMILIES
 from sdopt.tinyshapes.evaluate import alignment
 from sdopt.tinyshapes.grammar import heldout_pairs
 
@@ -49,7 +49,7 @@ def nncf_hybrid(calls: int, unet_only: bool = False):
     if unet_only:
         config = OVPipelineQuantizationConfig({"unet": config}, num_samples=calls, dataset=prompts)
     start = time.perf_counter()
-    pipe = OVStableDiffusionPipeline.from_pretrained(str(TINY_SHAPES_DIR), export=True, quantization_config=config)
+    pipe = OVStableDiffusionPipeline.from_pretrained(str(FAMILIES["tiny-shapes"].model_dir), export=True, quantization_config=config)
     return pipe, time.perf_counter() - start
 
 

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from sdopt.errors import SdoptError
+from sdopt.families import FAMILIES
 
 TOOLS = {  # peer: (module it needs, how to install it)
     "optimum-ort": ("optimum.onnxruntime", "pip install 'optimum-onnx[onnxruntime]'"),
@@ -80,10 +81,8 @@ def build_record(folder: Path, peer: str = "") -> dict:
 
 def diffusers_folder(spec: str) -> Path:
     """The model source as a diffusers pipeline folder (the folder itself, or the source saved once)."""
-    from sdopt.sources import TINY_SHAPES_DIR
-
-    if spec == "tiny-shapes":
-        return TINY_SHAPES_DIR
+    if spec in FAMILIES:
+        return FAMILIES[spec].model_dir
     if not spec.startswith("arch:"):
         return Path(spec)
 
@@ -102,7 +101,7 @@ def unsupported(peer: str, spec: str) -> str | None:
     """Why the peer cannot run this model source, or None."""
     if peer not in SDCPP_WEIGHTS:
         return None
-    if spec == "tiny-shapes" or spec == "arch:tiny":
+    if spec in FAMILIES or spec == "arch:tiny":
         return "stable-diffusion.cpp implements the SD 1.x, 2.x and XL architectures only"
     if not spec.startswith("arch:"):
         try:

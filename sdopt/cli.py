@@ -72,8 +72,9 @@ def build_parser(with_passes: bool = False) -> argparse.ArgumentParser:
                             description="Load a model, apply the recipe's compression passes (torch), export "
                                         "every component to ONNX and write the artifact folder atomically.")
     c.add_argument("--model", default=DEFAULT_MODEL,
-                   help=f"model source: tiny-shapes, a local diffusers pipeline folder, or arch:sd15|sd21|sdxl|tiny "
-                        f"(real architecture, random weights: speed only). Default: {DEFAULT_MODEL}")
+                   help=f"model source: tiny-shapes, tiny-scenes (sdopt's reference models), a local diffusers "
+                        f"pipeline folder, or arch:sd15|sd21|sdxl|tiny (real architecture, random weights: speed "
+                        f"only). Default: {DEFAULT_MODEL}")
     c.add_argument("--recipe", default="fp32",
                    help="built-in recipe (fp32: export only; int8: W8A8, fp8: E4M3 weights and activations, "
                         "w4a8: INT4 AWQ weights + INT8 activations; UNet quantization) or a YAML recipe file. "
@@ -122,14 +123,14 @@ def build_parser(with_passes: bool = False) -> argparse.ArgumentParser:
     e = commands.add_parser("eval", help="compare an artifact's images with a reference's",
                             description="Generate the same prompts and seeds with the artifact and a reference "
                                         "(default: the fp32 export of the same source, made once and cached) and "
-                                        "report PSNR, SSIM, latent cosine, images/s, and for tiny-shapes the "
-                                        "prompt alignment.")
+                                        "report PSNR, SSIM, latent cosine, images/s, and for sdopt's reference "
+                                        "models (tiny-shapes, tiny-scenes) the prompt alignment.")
     e.add_argument("artifact", type=Path, help="artifact folder to evaluate")
     e.add_argument("--reference", type=Path, help="reference artifact (default: fp32 export of the same source)")
     e.add_argument("--prompts", type=Path, help="text file, one prompt per line (default: the model's held-out "
-                                                "set for tiny-shapes, else a generic set)")
+                                                "set for tiny-shapes / tiny-scenes, else a generic set)")
     e.add_argument("--seeds", type=positive, help="seeds per prompt (default 1 with --prompts, 2 for the generic "
-                                                   "set; tiny-shapes: 64 x N held-out pairs, default 256)")
+                                                   "set; tiny-shapes / tiny-scenes: 64 x N held-out pairs, default 256)")
     _sampling_flags(e)
     e.add_argument("--grid", type=Path,
                    help="also write a PNG grid: reference and artifact images of the first prompts")

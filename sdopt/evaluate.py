@@ -4,9 +4,9 @@ The artifact and a reference (by default the fp32 export of the same source) gen
 prompts with the same seeds, scheduler, steps and guidance, except for an artifact distilled to another
 sampler (`lcm`): it samples as asked, the reference as its manifest says (the few-step model against
 the model at its own steps). Reported: PSNR and SSIM of the
-images against the reference, cosine of the final latents, images per second, and for
-tiny-shapes the prompt alignment read back by its detector; with a local CLIP model folder, the CLIP
-score of both.
+images against the reference, cosine of the final latents, images per second, and for sdopt's
+reference models (tiny-shapes, tiny-scenes) the prompt alignment read back by their detectors; with a
+local CLIP model folder, the CLIP score of both.
 """
 
 from __future__ import annotations
@@ -76,21 +76,23 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def default_pairs(manifest: dict, prompts: list[str] | None, seeds: int | None) -> list[tuple[str, int]]:
-    """(prompt, seed) pairs: the given prompts x seeds, else tiny-shapes' held-out set, else a
+    """(prompt, seed) pairs: the given prompts x seeds, else a reference family's held-out set, else a
     generic prompt set."""
     if prompts:
         return [(p, s) for p in prompts for s in range(seeds or 1)]
-    if is_tiny_shapes(manifest):
-        from sdopt.tinyshapes.grammar import heldout_pairs
-
-        return heldout_pairs(seeds * 64 if seeds else 256)
+    reference = reference_family_of(manifest)
+    if reference is not None:
+        return reference.heldout_pairs(seeds * 64 if seeds else 256)
     from sdopt.shared import GENERIC_PROMPTS
 
     return [(p, s) for p in GENERIC_PROMPTS[:4] for s in range(seeds or GENERIC_SEEDS)]
 
 
-def is_tiny_shapes(manifest: dict) -> bool:
-    return manifest["source"].get("family") == "tiny-shapes"
+def reference_family_of(manifest: dict):
+    """The sdopt.families reference family the artifact's source belongs to, or None."""
+    from sdopt.families import family
+
+    return family(manifest["source"].get("family"))
 
 
 def reference_artifact(manifest: dict) -> Path:
@@ -204,13 +206,14 @@ def evaluate(artifact: Path, reference: Path | None, pairs, settings: EvalSettin
         "unet_calls": calls, "reference_unet_calls": ref_calls,
         **unet_size(pipe.manifest, ref_pipe.manifest),
     }
-    if is_tiny_shapes(pipe.manifest):
-        from sdopt.tinyshapes.evaluate import alignment
-
+    reference = reference_family_of(pipe.manifest)
+    if reference is not None:
         captions = [p for p, _ in pairs]
-        ours, ref = alignment(captions, images), alignment(captions, ref_images)
+        ours, ref = reference.alignment(captions, images), reference.alignment(captions, ref_images)
         result.update(alignment=ours["alignment"], per_attribute=ours["per_attribute"],
                       reference_alignment=ref["alignment"], reference_per_attribute=ref["per_attribute"])
+        if "binding_error" in ours:
+            result.update(binding_error=ours["binding_error"], reference_binding_error=ref["binding_error"])
     if clip is not None:
         captions = [p for p, _ in pairs]
         result.update(clip_score=clip_score(clip, captions, images),
@@ -289,6 +292,8 @@ def format_table(result: dict) -> str:
         rows.append(("prompt alignment", f"{result['reference_alignment']:.1%}", f"{result['alignment']:.1%}"))
         rows += [(f"  {k}", f"{result['reference_per_attribute'][k]:.1%}", f"{v:.1%}")
                  for k, v in result["per_attribute"].items()]
+    if "binding_error" in result:
+        rows.append(("  binding errors", f"{result['reference_binding_error']:.1%}", f"{result['binding_error']:.1%}"))
     if "clip_score" in result:
         rows.append(("CLIP score", f"{result['reference_clip_score']:.2f}", f"{result['clip_score']:.2f}"))
     if result.get("unet_calls", {}).keys() - {"full"}:

@@ -65,11 +65,10 @@ GENERIC_PROMPTS = (
 
 def calibration_prompt_pool(family: str) -> tuple[str, ...]:
     """The built-in calibration prompts of a model family."""
-    if family == "tiny-shapes":
-        from sdopt.tinyshapes.grammar import calibration_prompts
+    from sdopt.families import family as reference_family
 
-        return tuple(calibration_prompts(64))
-    return GENERIC_PROMPTS
+    reference = reference_family(family)
+    return tuple(reference.calibration_prompts(64)) if reference else GENERIC_PROMPTS
 
 
 def consistency_timesteps(num_train_timesteps: int, schedule_steps: int) -> np.ndarray:

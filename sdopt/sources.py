@@ -3,7 +3,8 @@
 - `arch:sd15|sd21|sdxl|tiny`: the real architecture with random weights (speed work only),
   seeded so the same spec always gives the same weights, with a byte-level stand-in tokenizer.
 - a local diffusers folder holding a StableDiffusion or StableDiffusionXL pipeline.
-- `tiny-shapes`: the project's own trained model, shipped inside the package.
+- `tiny-shapes`, `tiny-scenes`: the project's own trained reference models (sdopt.families), shipped inside
+  the package.
 """
 
 from __future__ import annotations
@@ -16,15 +17,14 @@ from pathlib import Path
 from . import schema
 from .archs import ARCHS, ArchSpec
 from .errors import SdoptError
+from .families import FAMILIES, family_of_folder
 from .limits import MAX_STEPS
 from .safe_io import read_text
 from .shared import latent_size_multiple, pixel_size_multiple
 
-TINY_SHAPES_DIR = Path(__file__).parent / "models" / "tiny_shapes"
 SUPPORTED_PIPELINES = {"StableDiffusionPipeline": "sd", "StableDiffusionXLPipeline": "sdxl",
                        "StableDiffusionInpaintPipeline": "sd"}  # an inpainting UNet takes mask + masked latents
-TINY_SHAPES_MARKER = "tiny_shapes.json"
-DEFAULT_MODEL = "tiny-shapes" if (TINY_SHAPES_DIR / "model_index.json").exists() else "arch:tiny"
+DEFAULT_MODEL = "tiny-shapes" if FAMILIES["tiny-shapes"].shipped else "arch:tiny"
 
 
 @dataclass
@@ -39,7 +39,7 @@ class Source:
     steps: int = 20  # sampling defaults the model is meant to be run with
     guidance: float = 7.5
     scheduler: str = "ddim"  # the sampler the model is meant to be run with (sdopt.shared.SCHEDULERS)
-    family: str = ""  # "tiny-shapes" for the reference model and folders trained like it
+    family: str = ""  # a reference family (sdopt.families) for its shipped model and folders trained like it
     graphs: list = field(default_factory=list)  # sdopt.graphs.GraphSpec that passes add to the pipeline's own
     quantization: dict = field(default_factory=dict)  # pipeline attribute -> sdopt.quantized.GraphQuantization
     denoise: dict = field(default_factory=lambda: {"strategy": "plain"})  # the runtime's denoise strategy
@@ -108,24 +108,25 @@ def load_source(spec: str) -> Source:
             raise SdoptError(f"unknown architecture '{name}' in --model {spec}; choose one of "
                              + ", ".join(f"arch:{a}" for a in ARCHS))
         return _random_weight_source(spec, ARCHS[name])
-    if spec == "tiny-shapes":
-        if not (TINY_SHAPES_DIR / "model_index.json").exists():
-            raise SdoptError("the tiny-shapes model is not in this installation")
-        path = TINY_SHAPES_DIR
+    if spec in FAMILIES:
+        if not FAMILIES[spec].shipped:
+            raise SdoptError(f"the {spec} model is not in this installation")
+        path = FAMILIES[spec].model_dir
     else:
         path = Path(spec)
         if not path.exists():
-            raise SdoptError(f"unknown model source '{spec}': not 'tiny-shapes', not arch:NAME, and no such folder")
+            raise SdoptError(f"unknown model source '{spec}': not {', '.join(FAMILIES)}, not arch:NAME, and no "
+                             "such folder")
     source = _folder_source(spec, path)
-    marker = path / TINY_SHAPES_MARKER  # written by `python -m sdopt.tinyshapes.train`
-    if marker.is_file():
-        defaults = _read_json(marker, spec)
+    family = family_of_folder(path)  # its marker is written by the family's trainer
+    if family is not None:
+        defaults = _read_json(path / family.marker, spec)
         try:
             schema.record({"steps": schema.integer(1, MAX_STEPS), "guidance": schema.number(0, 100)},
                           {"family": schema.string(max_length=64)})(defaults, "")
         except schema.Invalid as err:
-            raise SdoptError(f"'{spec}': {TINY_SHAPES_MARKER}: {err}") from None
-        source.family = "tiny-shapes"
+            raise SdoptError(f"'{spec}': {family.marker}: {err}") from None
+        source.family = family.name
         source.steps, source.guidance = defaults["steps"], float(defaults["guidance"])
     return source
 

@@ -108,6 +108,14 @@ def features(image: np.ndarray) -> dict | None:
     if vv < 1e-6:
         return None
     alpha = np.clip((diff @ v) / vv, 0.0, 1.0) * _dilate(comp, 2)
+    return {"rgb": tuple(float(c) for c in color), **alpha_features(alpha)}
+
+
+def alpha_features(alpha: np.ndarray) -> dict:
+    """Geometry of one object from its (H, W) coverage in [0, 1], in 32-unit canvas coordinates: area,
+    extent (sum of row / column maxima), fill of the bounding box, centroid offset below the middle of the
+    row support (triangles are bottom heavy), centre of the row / column supports."""
+    h, w = alpha.shape
     area = float(alpha.sum())
     rows = alpha.max(axis=1)
     cols = alpha.max(axis=0)
@@ -120,7 +128,6 @@ def features(image: np.ndarray) -> dict | None:
     cy_mass = float((alpha.sum(axis=1) * yy).sum() / max(area, 1e-9))
     unit = 32.0 / h  # to 32-px canvas units
     return {
-        "rgb": tuple(float(c) for c in color),
         "area": area * unit * unit,
         "width": width * unit,
         "height": height * unit,
@@ -131,17 +138,24 @@ def features(image: np.ndarray) -> dict | None:
     }
 
 
-def classify(f: dict) -> dict[str, str]:
+def shape_of(f: dict) -> str:
     if f["offset"] >= TRIANGLE_OFFSET:
-        shape = "triangle"
-    elif f["fill"] >= FILL_SQUARE:
-        shape = "square"
-    elif f["fill"] >= FILL_CIRCLE:
-        shape = "circle"
-    else:
-        shape = "diamond"
-    radius = float(np.sqrt(f["area"] / _AREA_FACTOR[shape]))
-    size = "large" if radius >= LARGE_RADIUS else "small"
+        return "triangle"
+    if f["fill"] >= FILL_SQUARE:
+        return "square"
+    if f["fill"] >= FILL_CIRCLE:
+        return "circle"
+    return "diamond"
+
+
+def radius_of(f: dict, shape: str) -> float:
+    """Radius (32-unit canvas) of a shape with the measured area."""
+    return float(np.sqrt(f["area"] / _AREA_FACTOR[shape]))
+
+
+def classify(f: dict) -> dict[str, str]:
+    shape = shape_of(f)
+    size = "large" if radius_of(f, shape) >= LARGE_RADIUS else "small"
     position = min(CENTERS, key=lambda k: (CENTERS[k][0] - f["cx"]) ** 2 + (CENTERS[k][1] - f["cy"]) ** 2)
     return {"size": size, "color": nearest_color(f["rgb"]), "shape": shape, "position": position}
 
@@ -164,4 +178,4 @@ def matches(caption: str, image: np.ndarray) -> dict[str, bool]:
     return {a: got[a] == want[a] for a in ATTRIBUTES}
 
 
-__all__ = ["detect", "matches", "features", "classify", "nearest_color"]
+__all__ = ["detect", "matches", "features", "alpha_features", "classify", "shape_of", "radius_of", "nearest_color"]

@@ -84,7 +84,7 @@ __all__ = ["alignment", "generate", "load_pipeline", "DEFAULT_STEPS", "DEFAULT_G
 
 
 def load_pipeline(model_dir=None, scheduler: str = DEFAULT_SCHEDULER):
-    """The shipped (or given) tiny-shapes folder as a StableDiffusionPipeline, offline."""
+    """The shipped tiny-shapes folder (or the given one) as a StableDiffusionPipeline, offline."""
     import diffusers
     from diffusers import StableDiffusionPipeline
 
@@ -99,40 +99,52 @@ def load_pipeline(model_dir=None, scheduler: str = DEFAULT_SCHEDULER):
 
 
 def main(argv=None) -> int:
-    """python -m sdopt.tinyshapes.evaluate [--model DIR] [--n 256] [--steps 25] [--guidance 2]"""
+    """python -m sdopt.tinyshapes.evaluate [--family F] [--model DIR] [--n 256] [--steps 25] [--guidance 2]"""
     import argparse
     import json
     import time
 
-    from .grammar import heldout_pairs
+    from sdopt.families import FAMILIES
 
     p = argparse.ArgumentParser(prog="python -m sdopt.tinyshapes.evaluate",
-                                description="prompt alignment of a tiny-shapes pipeline on the held-out pairs")
-    p.add_argument("--model", default=None, help="pipeline folder (default: the shipped model)")
+                                description="prompt alignment of a reference-family pipeline (diffusers) on its "
+                                            "held-out pairs")
+    p.add_argument("--family", choices=tuple(FAMILIES), default="tiny-shapes")
+    p.add_argument("--model", default=None, help="pipeline folder (default: the family's shipped model)")
     p.add_argument("--n", type=int, default=256)
+    p.add_argument("--validation", action="store_true",
+                   help="training combinations with unseen seeds instead of the held-out set (for choosing "
+                        "sampling defaults; tiny-scenes)")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
-    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
+    p.add_argument("--guidance", type=lambda v: [float(g) for g in v.split(",")], default=[DEFAULT_GUIDANCE],
+                   metavar="G[,G...]", help="guidance scale; several give one result each")
     p.add_argument("--scheduler", default=DEFAULT_SCHEDULER)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--save-grid", default=None, help="write a PNG grid of the first 64 images here")
+    p.add_argument("--save-grid", default=None, help="write a PNG grid of the first 64 images here (the last guidance)")
     p.add_argument("--json", default=None, help="write the result here")
     args = p.parse_args(argv)
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    pipe = load_pipeline(args.model, args.scheduler)
-    pairs = heldout_pairs(args.n)
-    t = time.time()
-    images = generate(pipe, pairs, args.steps, args.guidance, args.batch_size, progress=True)
-    seconds = time.time() - t
-    res = alignment([c for c, _ in pairs], images)
-    res.update(steps=args.steps, guidance=args.guidance, scheduler=args.scheduler, seconds=round(seconds, 1))
-    print(json.dumps(res, indent=2))
+    family = FAMILIES[args.family]
+    pipe = load_pipeline(args.model or family.model_dir, args.scheduler)
+    grammar = family.module("grammar")
+    if args.validation and not hasattr(grammar, "validation_pairs"):
+        p.error(f"{family.name} has no validation set")
+    pairs = grammar.validation_pairs(args.n) if args.validation else family.heldout_pairs(args.n)
+    results = []
+    for guidance in args.guidance:
+        t = time.time()
+        images = generate(pipe, pairs, args.steps, guidance, args.batch_size, progress=True)
+        res = family.alignment([c for c, _ in pairs], images)
+        res.update(steps=args.steps, guidance=guidance, scheduler=args.scheduler, seconds=round(time.time() - t, 1))
+        print(json.dumps(res, indent=2), flush=True)
+        results.append(res)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(res, f, indent=2)
+            json.dump(results[0] if len(results) == 1 else results, f, indent=2)
     if args.save_grid:
         from PIL import Image
 

@@ -92,6 +92,11 @@ def render(caption: str, seed: int = 0, size: int = IMAGE_SIZE) -> np.ndarray:
     return render_attrs(parse(caption), seed=seed, size=size)
 
 
+def background_of(caption: str, size: int = IMAGE_SIZE) -> np.ndarray:
+    """(size, size, 3) uint8 background the caption's image is drawn on (the same for every caption)."""
+    return np.broadcast_to(np.array(BACKGROUND, dtype=np.uint8), (size, size, 3)).copy()
+
+
 def render_pil(caption: str, seed: int = 0, size: int = IMAGE_SIZE) -> Image.Image:
     return Image.fromarray(render(caption, seed, size))
 
@@ -114,5 +119,6 @@ __all__ = [
     "render_attrs",
     "render_pil",
     "render_batch",
+    "background_of",
     "shape_polygon",
 ]

@@ -1,14 +1,15 @@
-"""Train the tiny-shapes latent diffusion model (CPU, about an hour).
+"""Train a reference latent diffusion model of sdopt.families (tiny-shapes: CPU, about an hour).
 
-    python -m sdopt.tinyshapes.train --out DIR [--minutes-vae M --minutes-unet M]
+    python -m sdopt.tinyshapes.train --out DIR [--family tiny-shapes|tiny-scenes]
+                                     [--minutes-vae M --minutes-unet M]
                                      [--vae-steps N --unet-steps N] [--seed S] [--resume]
 
 Stages (each checkpointed as safetensors in the work folder, default
 ``DIR.work``; ``--resume`` continues from the last checkpoint):
 
 1. tokenizer: byte-level CLIP BPE over the grammar's words (:mod:`tokenizer`);
-2. data: ``--n-images`` renders of training (caption, seed) pairs;
-3. VAE: AutoencoderKL 32x32x3 -> 8x8x4 (L1 + tiny KL);
+2. data: ``--n-images`` renders of training (caption, seed) pairs of the family's grammar;
+3. VAE: AutoencoderKL, images to latents a quarter their size (L1 + tiny KL);
 4. latents: posterior mean / std of every image, latent std -> scaling_factor;
 5. UNet2DConditionModel + CLIPTextModel trained jointly (v-prediction on SD v1
    betas rescaled to zero terminal SNR, 10 % caption dropout to "", EMA of the
@@ -38,8 +39,12 @@ import numpy as np
 
 from sdopt.training import EMA, Stage, load_checkpoint, run_stage
 
-IMAGE_SIZE = 32
 LATENT_CHANNELS = 4
+#: per family: image size, UNet widths and ResNet blocks per level, samples rendered for training
+FAMILY_SETTINGS = {
+    "tiny-shapes": dict(image_size=32, unet_channels=(48, 96, 96), layers_per_block=1, n_images=20000),
+    "tiny-scenes": dict(image_size=32, unet_channels=(64, 128, 128), layers_per_block=1, n_images=40000),
+}
 
 VAE_CONFIG = dict(
     in_channels=3,
@@ -50,8 +55,13 @@ VAE_CONFIG = dict(
     layers_per_block=1,
     latent_channels=LATENT_CHANNELS,
     norm_num_groups=16,
-    sample_size=IMAGE_SIZE,
+    sample_size=32,
 )
+
+
+def vae_config(image_size: int) -> dict:
+    return dict(VAE_CONFIG, sample_size=image_size)
+
 
 TEXT_HIDDEN = 128
 
@@ -72,15 +82,17 @@ def text_config(ids: dict) -> dict:
     )
 
 
-def unet_config(latent_size: int, attention_everywhere: bool = False) -> dict:
-    down = ("CrossAttnDownBlock2D",) * 3 if attention_everywhere else (
-        "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D")
+def unet_config(latent_size: int, attention_everywhere: bool = False, channels=(48, 96, 96),
+                layers_per_block: int = 1) -> dict:
+    levels = len(channels)
+    down = ("CrossAttnDownBlock2D",) * levels if attention_everywhere else (
+        ("CrossAttnDownBlock2D",) * (levels - 1) + ("DownBlock2D",))
     return dict(
         sample_size=latent_size,
         in_channels=LATENT_CHANNELS,
         out_channels=LATENT_CHANNELS,
-        block_out_channels=(48, 96, 96),
-        layers_per_block=1,
+        block_out_channels=tuple(channels),
+        layers_per_block=layers_per_block,
         down_block_types=down,
         up_block_types=tuple(b.replace("Down", "Up") for b in reversed(down)),
         cross_attention_dim=TEXT_HIDDEN,
@@ -115,20 +127,31 @@ def scheduler_config(args) -> dict:
 
 # --------------------------------------------------------------------------- utils
 def log(msg: str) -> None:
-    print(f"[tinyshapes {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+    print(f"[train {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 # --------------------------------------------------------------------------- stages
-def make_dataset(n: int, seed: int):
-    from .grammar import sample_pairs
-    from .render import render
+class Renders:
+    """Training images with the background each was drawn on (a few distinct ones, stored once)."""
 
-    pairs = sample_pairs(n, seed)
-    images = np.empty((n, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
-    for i, (c, s) in enumerate(pairs):
-        images[i] = render(c, s, IMAGE_SIZE)
-    captions = [c for c, _ in pairs]
-    return captions, images
+    def __init__(self, family, n: int, seed: int, size: int):
+        render = family.module("render")
+        pairs = family.module("grammar").sample_pairs(n, seed)
+        self.captions = [c for c, _ in pairs]
+        self.images = np.empty((n, size, size, 3), dtype=np.uint8)
+        self.bg_index = np.empty(n, dtype=np.int64)
+        table: dict[bytes, int] = {}
+        for i, (c, s) in enumerate(pairs):
+            self.images[i] = render.render(c, s, size)
+            self.bg_index[i] = table.setdefault(render.background_of(c, size).tobytes(), len(table))
+        self.bg_table = np.stack([np.frombuffer(b, np.uint8).reshape(size, size, 3) for b in table])
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def batch(self, idx):
+        """(images, their backgrounds) as (B, 3, H, W) tensors in [-1, 1]."""
+        return to_tensor(self.images[idx]), to_tensor(self.bg_table[self.bg_index[idx]])
 
 
 def to_tensor(images_u8):
@@ -138,13 +161,9 @@ def to_tensor(images_u8):
     return x / 127.5 - 1.0
 
 
-def recon_loss(rec, x, fg_weight: float):
-    """L1 + 0.1 MSE, pixels of the object weighted 1 + fg_weight (the object is ~5-15 % of the image)."""
-    import torch
-
-    from .render import BACKGROUND
-
-    bg = torch.tensor(BACKGROUND, dtype=x.dtype).view(1, 3, 1, 1) / 127.5 - 1.0
+def recon_loss(rec, x, bg, fg_weight: float):
+    """L1 + 0.1 MSE, pixels of the objects (where x differs from its background bg) weighted 1 + fg_weight
+    (objects cover ~5-30 % of an image)."""
     w = 1.0 + fg_weight * ((x - bg).abs().amax(dim=1, keepdim=True) > 0.1).to(x.dtype)
     err = (rec - x).abs() + 0.1 * (rec - x).pow(2)
     return (w * err).sum() / (w.sum() * x.shape[1])
@@ -157,12 +176,12 @@ def _stage(args, name: str, stage_id: int, lr: float, warmup: int, checkpoint: s
                  log_every=log_every)
 
 
-def train_vae(args, work: str, images: np.ndarray, state: dict):
+def train_vae(args, work: str, data: Renders, state: dict):
     import torch
     from diffusers import AutoencoderKL
 
     torch.manual_seed(args.seed)
-    vae = AutoencoderKL(**VAE_CONFIG)
+    vae = AutoencoderKL(**vae_config(args.image_size))
     opt = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
     stage = _stage(args, "vae", 1, args.vae_lr, 100, os.path.join(work, "vae.safetensors"), args.vae_steps,
                    args.minutes_vae)
@@ -172,11 +191,11 @@ def train_vae(args, work: str, images: np.ndarray, state: dict):
     shown = {}
 
     def loss_fn(step, rng, g):
-        x = to_tensor(images[rng.integers(0, len(images), size=args.vae_batch)])
+        x, bg = data.batch(rng.integers(0, len(data), size=args.vae_batch))
         post = vae.encode(x).latent_dist
         z = post.mean + post.std * torch.randn(post.mean.shape, generator=g)
-        l1 = recon_loss(vae.decode(z).sample, x, args.fg_weight)
-        kl = post.kl().mean() / (LATENT_CHANNELS * (IMAGE_SIZE // 4) ** 2)
+        l1 = recon_loss(vae.decode(z).sample, x, bg, args.fg_weight)
+        kl = post.kl().mean() / (LATENT_CHANNELS * (args.image_size // 4) ** 2)
         shown.update(l1=l1, kl=kl)
         return l1 + args.vae_kl * kl, lambda: {"l1": f"{shown['l1'].item():.4f}", "kl": f"{shown['kl'].item():.2f}"}
 
@@ -186,7 +205,7 @@ def train_vae(args, work: str, images: np.ndarray, state: dict):
     return vae
 
 
-def train_decoder(args, work: str, vae, images: np.ndarray, latent_mean, latent_std, state: dict):
+def train_decoder(args, work: str, vae, data: Renders, latent_mean, latent_std, state: dict):
     """Fine-tune the VAE decoder on the cached latents (encoder frozen: the latent space the UNet
     learns does not move, so this is a separate, cheap stage)."""
     import torch
@@ -203,10 +222,10 @@ def train_decoder(args, work: str, vae, images: np.ndarray, latent_mean, latent_
     shown = {}
 
     def loss_fn(step, rng, g):
-        idx = rng.integers(0, len(images), size=args.vae_batch)
-        x, it = to_tensor(images[idx]), torch.from_numpy(idx)
+        idx = rng.integers(0, len(data), size=args.vae_batch)
+        (x, bg), it = data.batch(idx), torch.from_numpy(idx)
         z = latent_mean[it] + latent_std[it] * torch.randn(latent_mean[it].shape, generator=g)
-        shown["loss"] = recon_loss(vae.decode(z).sample, x, args.fg_weight)
+        shown["loss"] = recon_loss(vae.decode(z).sample, x, bg, args.fg_weight)
         return shown["loss"], lambda: {"loss": f"{shown['loss'].item():.4f}"}
 
     vae.train()
@@ -216,21 +235,17 @@ def train_decoder(args, work: str, vae, images: np.ndarray, latent_mean, latent_
     return vae
 
 
-def reconstruction_alignment(vae, n: int = 256) -> dict:
+def reconstruction_alignment(vae, family, image_size: int, n: int = 256) -> dict:
     """Detector alignment of VAE reconstructions of held-out renders: the ceiling for the pipeline."""
     import torch
 
-    from .evaluate import alignment
-    from .grammar import heldout_pairs
-    from .render import render_batch
-
-    pairs = heldout_pairs(n)
-    images = render_batch(pairs)
+    pairs = family.heldout_pairs(n)
+    images = family.module("render").render_batch(pairs, image_size)
     vae.eval()
     with torch.no_grad():
         rec = vae.decode(vae.encode(to_tensor(images)).latent_dist.mean).sample
     u8 = ((rec.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    res = alignment([c for c, _ in pairs], u8)
+    res = family.alignment([c for c, _ in pairs], u8)
     res["mae"] = float(np.abs(u8.astype(np.float64) - images).mean())
     return res
 
@@ -257,7 +272,8 @@ def train_unet(args, work: str, captions, latent_mean, latent_std, scaling: floa
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(args.seed + 1)
-    unet = UNet2DConditionModel(**unet_config(latent_mean.shape[-1], args.attention_everywhere))
+    unet = UNet2DConditionModel(**unet_config(latent_mean.shape[-1], args.attention_everywhere, args.unet_channels,
+                                              args.layers_per_block))
     text = CLIPTextModel(CLIPTextConfig(**text_config(tok_ids)))
     ema_unet, ema_text = EMA(unet), EMA(text)
     params = list(unet.parameters()) + list(text.parameters())
@@ -318,29 +334,29 @@ def train_unet(args, work: str, captions, latent_mean, latent_std, scaling: floa
 
 
 def _own_output(folder: str) -> bool:
-    """A folder this trainer exported (its marker file and pipeline index, nothing else at the top level)."""
-    from sdopt.sources import TINY_SHAPES_MARKER
+    """A folder this trainer exported (a family's marker file and pipeline index, nothing else at the top level)."""
+    from sdopt.families import family_of_folder
 
-    expected = {TINY_SHAPES_MARKER, "model_index.json", "scheduler", "text_encoder", "tokenizer", "unet", "vae"}
-    return os.path.isdir(folder) and set(os.listdir(folder)) <= expected and \
-        os.path.isfile(os.path.join(folder, TINY_SHAPES_MARKER))
+    family = family_of_folder(Path(folder)) if os.path.isdir(folder) else None
+    expected = {"model_index.json", "scheduler", "text_encoder", "tokenizer", "unet", "vae"}
+    return family is not None and set(os.listdir(folder)) <= expected | {family.marker}
 
 
-def export_pipeline(out: str, vae, unet, text, tok_dir: str, scaling: float, scheduler: dict) -> None:
+def export_pipeline(out: str, family, vae, unet, text, tok_dir: str, scaling: float, scheduler: dict) -> None:
     """Write the pipeline folder to a staging folder beside `out`, then put it in place of `out` (checked
     at the start to be empty, absent or this trainer's own output)."""
     from sdopt.safe_io import commit_folder, staging_folder
 
     staging = staging_folder(os.path.dirname(out), os.path.basename(out))
     try:
-        _save_pipeline(str(staging), vae, unet, text, tok_dir, scaling, scheduler)
+        _save_pipeline(str(staging), family, vae, unet, text, tok_dir, scaling, scheduler)
         commit_folder(staging, Path(out))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
 
 
-def _save_pipeline(out: str, vae, unet, text, tok_dir: str, scaling: float, scheduler: dict) -> None:
+def _save_pipeline(out: str, family, vae, unet, text, tok_dir: str, scaling: float, scheduler: dict) -> None:
     from diffusers import DDIMScheduler, StableDiffusionPipeline
     from transformers import CLIPTokenizer
 
@@ -362,18 +378,16 @@ def _save_pipeline(out: str, vae, unet, text, tok_dir: str, scaling: float, sche
     index["requires_safety_checker"] = False
     with open(os.path.join(out, "model_index.json"), "w") as f:
         json.dump(index, f, indent=2)
-    write_marker(out)
+    write_marker(out, family)
     store_half(out)
 
 
-def write_marker(folder: str) -> None:
-    """Tells sdopt that the folder is a tiny-shapes model: its held-out set, detector and defaults apply."""
-    from sdopt.sources import TINY_SHAPES_MARKER
-
-    from .evaluate import DEFAULT_GUIDANCE, DEFAULT_STEPS
-
-    with open(os.path.join(folder, TINY_SHAPES_MARKER), "w") as f:
-        json.dump({"family": "tiny-shapes", "steps": DEFAULT_STEPS, "guidance": DEFAULT_GUIDANCE}, f, indent=2)
+def write_marker(folder: str, family) -> None:
+    """Tells sdopt which reference family the folder is: its held-out set, detector and defaults apply."""
+    defaults = family.module("evaluate")
+    with open(os.path.join(folder, family.marker), "w") as f:
+        json.dump({"family": family.name, "steps": defaults.DEFAULT_STEPS, "guidance": defaults.DEFAULT_GUIDANCE},
+                  f, indent=2)
         f.write("\n")
 
 
@@ -399,6 +413,12 @@ def store_half(folder: str) -> None:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m sdopt.tinyshapes.train", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="output StableDiffusionPipeline folder")
+    p.add_argument("--family", choices=tuple(FAMILY_SETTINGS), default="tiny-shapes",
+                   help="which reference family (sdopt.families) to train")
+    p.add_argument("--image-size", type=int, default=None, help="pixels (default: the family's)")
+    p.add_argument("--unet-channels", type=lambda v: tuple(int(c) for c in v.split(",")), default=None,
+                   metavar="C1,C2,...", help="UNet widths per level (default: the family's)")
+    p.add_argument("--layers-per-block", type=int, default=None, help="UNet ResNet blocks per level")
     p.add_argument("--work-dir", default=None, help="checkpoints and caches (default: OUT.work)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from the work folder's checkpoints")
@@ -413,7 +433,7 @@ def parse_args(argv=None):
     p.add_argument("--deadline-factor", type=float, default=1.1,
                    help="stop a timed stage anyway after minutes x this factor (guards a shared, slower "
                         "machine); stages given an explicit step count always run it in full")
-    p.add_argument("--n-images", type=int, default=20000)
+    p.add_argument("--n-images", type=int, default=None, help="training renders (default: the family's)")
     p.add_argument("--vae-batch", type=int, default=16)
     p.add_argument("--vae-lr", type=float, default=2e-3)
     p.add_argument("--decoder-lr", type=float, default=1e-3)
@@ -432,15 +452,22 @@ def parse_args(argv=None):
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--ckpt-seconds", type=float, default=120.0, help="checkpoint interval")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for key, value in FAMILY_SETTINGS[args.family].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
 
+    from sdopt.families import FAMILIES
+
     from .tokenizer import write_tokenizer
 
+    family = FAMILIES[args.family]
     if args.threads:
         torch.set_num_threads(args.threads)
     out = os.path.abspath(args.out)
@@ -457,6 +484,9 @@ def main(argv=None) -> int:
         if state.get("seed") != args.seed:
             log(f"error: the work folder was trained with seed {state.get('seed')}")
             return 2
+        if state.get("args", {}).get("family", "tiny-shapes") != args.family:
+            log(f"error: the work folder holds a {state['args'].get('family', 'tiny-shapes')} training")
+            return 2
     elif os.path.exists(state_path):
         log(f"starting afresh in {work} (use --resume to continue)")
         for name in ("vae.safetensors", "unet.safetensors", "latents.safetensors"):
@@ -472,17 +502,17 @@ def main(argv=None) -> int:
 
     t_all = time.time()
     tok_dir = os.path.join(work, "tokenizer")
-    tok_ids = write_tokenizer(tok_dir)
+    tok_ids = write_tokenizer(tok_dir, family.module("grammar").vocabulary_words())
     from transformers import CLIPTokenizer
 
     tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
     log(f"tokenizer: {tok_ids['vocab_size']} tokens; threads {torch.get_num_threads()}")
 
     t = time.time()
-    captions, images = make_dataset(args.n_images, args.seed)
-    log(f"data: {len(images)} renders in {time.time() - t:.1f}s")
+    data = Renders(family, args.n_images, args.seed, args.image_size)
+    log(f"data: {len(data)} {family.name} renders of {args.image_size}x{args.image_size} in {time.time() - t:.1f}s")
 
-    vae = train_vae(args, work, images, state)
+    vae = train_vae(args, work, data, state)
     save_state()
 
     from safetensors.torch import load_file, save_file
@@ -493,7 +523,7 @@ def main(argv=None) -> int:
         latent_mean, latent_std = lat["mean"], lat["std"]
     else:
         t = time.time()
-        latent_mean, latent_std = encode_latents(vae, images)
+        latent_mean, latent_std = encode_latents(vae, data.images)
         save_file({"mean": latent_mean.contiguous(), "std": latent_std.contiguous()}, lat_path)
         log(f"latents: {tuple(latent_mean.shape)} in {time.time() - t:.1f}s")
     g = torch.Generator().manual_seed(args.seed)
@@ -505,10 +535,10 @@ def main(argv=None) -> int:
     log(f"latents: std {latent_sd:.4f} mean {float(sample.mean()):.4f} -> scaling_factor {scaling:.4f}")
     del sample
 
-    vae = train_decoder(args, work, vae, images, latent_mean, latent_std, state)
+    vae = train_decoder(args, work, vae, data, latent_mean, latent_std, state)
     save_state()
     if "recon" not in state:
-        rec = reconstruction_alignment(vae)
+        rec = reconstruction_alignment(vae, family, args.image_size)
         state["recon"] = rec
         log(f"vae reconstruction of held-out renders: alignment {rec['alignment']:.4f} "
             f"{rec['per_attribute']} mae {rec['mae']:.2f}")
@@ -520,11 +550,11 @@ def main(argv=None) -> int:
         state["seconds_before_unet"] = this_run if not args.resume else max(this_run, earlier + 60.0)
     save_state()
 
-    unet, text = train_unet(args, work, captions, latent_mean, latent_std, scaling, tok_ids, tokenizer, state,
+    unet, text = train_unet(args, work, data.captions, latent_mean, latent_std, scaling, tok_ids, tokenizer, state,
                             clock_before=state["seconds_before_unet"])
     save_state()
 
-    export_pipeline(out, vae, unet, text, tok_dir, scaling, scheduler_config(args))
+    export_pipeline(out, family, vae, unet, text, tok_dir, scaling, scheduler_config(args))
     state["export_dir"] = out
     state["total_seconds_this_run"] = time.time() - t_all
     save_state()

@@ -1,0 +1,62 @@
+"""sdopt's own reference model families: a caption grammar, a renderer, a detector that reads the caption
+back, a trainer and the shipped model. Evaluation, calibration and the model sources ask this module, never
+a family package by name.
+
+Each family package (``sdopt.tinyshapes``, ``sdopt.tinyscenes``) has ``grammar`` (``sample_pairs``,
+``heldout_pairs``, ``calibration_prompts``, ``vocabulary_words``), ``render`` (``render``, ``background_of``,
+``IMAGE_SIZE``) and ``evaluate`` (``alignment``, ``DEFAULT_STEPS``, ``DEFAULT_GUIDANCE``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+MODELS_DIR = Path(__file__).parent / "models"
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str  # also the --model source that names the shipped model
+    package: str
+    marker: str  # file a trained folder of this family carries: {"family", "steps", "guidance"}
+
+    @property
+    def model_dir(self) -> Path:
+        return MODELS_DIR / self.name.replace("-", "_")
+
+    @property
+    def shipped(self) -> bool:
+        return (self.model_dir / "model_index.json").is_file()
+
+    def module(self, name: str) -> ModuleType:
+        return importlib.import_module(f"{self.package}.{name}")
+
+    def heldout_pairs(self, n: int) -> list[tuple[str, int]]:
+        return self.module("grammar").heldout_pairs(n)
+
+    def calibration_prompts(self, n: int = 64) -> list[str]:
+        return self.module("grammar").calibration_prompts(n)
+
+    def alignment(self, captions, images) -> dict:
+        """{"alignment", "per_attribute": {name: rate}, "n", ...}: the detector's reading against the captions."""
+        return self.module("evaluate").alignment(captions, images)
+
+
+FAMILIES = {f.name: f for f in (Family("tiny-shapes", "sdopt.tinyshapes", "tiny_shapes.json"),
+                                Family("tiny-scenes", "sdopt.tinyscenes", "tiny_scenes.json"))}
+
+
+def family(name: str | None) -> Family | None:
+    """The reference family called `name`, or None (any other model)."""
+    return FAMILIES.get(name or "")
+
+
+def family_of_folder(folder: Path) -> Family | None:
+    """The family whose marker file the folder carries."""
+    return next((f for f in FAMILIES.values() if (Path(folder) / f.marker).is_file()), None)
+
+
+__all__ = ["Family", "FAMILIES", "family", "family_of_folder"]
