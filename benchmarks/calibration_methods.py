@@ -5,9 +5,9 @@
 
 Each row is `sdopt compress --recipe FORMAT` with one calibration option changed, then `sdopt eval`
 against the fp32 export on the same held-out pairs (prompt alignment for tiny-shapes and tiny-scenes,
-binding errors for tiny-scenes, PSNR / SSIM / latent cosine vs fp32). Rows: naive (the inputs of one random step), all steps with max ranges,
-ModelOpt's min-mean, K = 4 timestep-interval scales, and K = 4 with split quantizers for the
-concatenated skip inputs. Prints a table and writes benchmarks/results/calibration_methods.json.
+binding errors for tiny-scenes, PSNR / SSIM / latent cosine vs fp32). Rows: naive (the inputs of one random
+step), all steps with max ranges, ModelOpt's min-mean, K = 4 timestep-interval scales, and K = 4 with split
+quantizers for the concatenated skip inputs. Prints a table and writes benchmarks/results/calibration_methods.json.
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ def main() -> None:
     parser.add_argument("--formats", default="int8,fp8,w4a8", help="comma-separated recipes to compare")
     parser.add_argument("--methods", default=",".join(m[1] for m in METHODS),
                         help="comma-separated rows to run (default: all): " + ", ".join(m[1] for m in METHODS))
-    parser.add_argument("--seeds", default="4", help="sdopt eval --seeds (tiny-shapes, tiny-scenes: 64 held-out pairs each)")
+    parser.add_argument("--seeds", default="4",
+                        help="sdopt eval --seeds (tiny-shapes, tiny-scenes: 64 held-out pairs each)")
     parser.add_argument("--work", type=Path, help="where the artifacts go (default: a temporary folder)")
     parser.add_argument("--calib-num-prompts", default="4")
     parser.add_argument("--calib-steps", help="default: the model's own step count")

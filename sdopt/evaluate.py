@@ -293,7 +293,8 @@ def format_table(result: dict) -> str:
         rows += [(f"  {k}", f"{result['reference_per_attribute'][k]:.1%}", f"{v:.1%}")
                  for k, v in result["per_attribute"].items()]
     if "binding_error" in result:
-        rows.append(("  binding errors", f"{result['reference_binding_error']:.1%}", f"{result['binding_error']:.1%}"))
+        rows.append(("  binding errors", f"{result['reference_binding_error']:.1%}",
+                     f"{result['binding_error']:.1%}"))
     if "clip_score" in result:
         rows.append(("CLIP score", f"{result['reference_clip_score']:.2f}", f"{result['clip_score']:.2f}"))
     if result.get("unet_calls", {}).keys() - {"full"}:

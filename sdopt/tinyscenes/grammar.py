@@ -121,7 +121,8 @@ def sample_pairs(n: int, seed: int = 0) -> list[tuple[str, int]]:
     two = rng.integers(0, len(TRAIN_SCENES), size=n)
     one = rng.integers(0, len(TRAIN_SINGLES), size=n)
     seeds = rng.integers(0, TRAIN_SEED_LIMIT, size=n)
-    return [((TRAIN_SINGLES[o] if s else TRAIN_SCENES[t]).caption(), int(r)) for s, t, o, r in zip(single, two, one, seeds)]
+    return [((TRAIN_SINGLES[o] if s else TRAIN_SCENES[t]).caption(), int(r))
+            for s, t, o, r in zip(single, two, one, seeds)]
 
 
 def heldout_pairs(n: int = 256) -> list[tuple[str, int]]:

@@ -78,4 +78,5 @@ def render_batch(pairs, size: int = IMAGE_SIZE) -> np.ndarray:
     return out
 
 
-__all__ = ["IMAGE_SIZE", "TONES", "RADIUS", "SLOTS", "background", "background_of", "render", "render_scene", "render_batch"]
+__all__ = ["IMAGE_SIZE", "TONES", "RADIUS", "SLOTS", "background", "background_of", "render", "render_scene",
+           "render_batch"]
