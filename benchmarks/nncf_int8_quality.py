@@ -49,7 +49,8 @@ def nncf_hybrid(calls: int, unet_only: bool = False):
     if unet_only:
         config = OVPipelineQuantizationConfig({"unet": config}, num_samples=calls, dataset=prompts)
     start = time.perf_counter()
-    pipe = OVStableDiffusionPipeline.from_pretrained(str(FAMILIES["tiny-shapes"].model_dir), export=True, quantization_config=config)
+    pipe = OVStableDiffusionPipeline.from_pretrained(str(FAMILIES["tiny-shapes"].model_dir), export=True,
+                                                     quantization_config=config)
     return pipe, time.perf_counter() - start
 
 

@@ -130,7 +130,8 @@ def build_parser(with_passes: bool = False) -> argparse.ArgumentParser:
     e.add_argument("--prompts", type=Path, help="text file, one prompt per line (default: the model's held-out "
                                                 "set for tiny-shapes / tiny-scenes, else a generic set)")
     e.add_argument("--seeds", type=positive, help="seeds per prompt (default 1 with --prompts, 2 for the generic "
-                                                   "set; tiny-shapes / tiny-scenes: 64 x N held-out pairs, default 256)")
+                                                   "set; tiny-shapes / tiny-scenes: 64 x N held-out pairs, default "
+                                                   "256)")
     _sampling_flags(e)
     e.add_argument("--grid", type=Path,
                    help="also write a PNG grid: reference and artifact images of the first prompts")

@@ -141,7 +141,7 @@ def validation_pairs(n: int = 256) -> list[tuple[str, int]]:
 
 
 def calibration_prompts(n: int = 64) -> list[str]:
-    """Quantization calibration prompts from training scenes only (distinct for the first thousands)."""
+    """Quantization calibration prompts: training scenes only, drawn like training samples."""
     return [caption for caption, _ in sample_pairs(n, seed=4)]
 
 

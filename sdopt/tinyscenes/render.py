@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from sdopt.tinyshapes.render import PALETTE, shape_polygon
+from sdopt.tinyshapes.render import PALETTE, draw_shape
 
 from .grammar import Scene, parse
 
@@ -27,6 +27,8 @@ SLOTS = {"horizontal": ((8.0, 16.0), (24.0, 16.0)), "vertical": ((16.0, 8.0), (1
 AXIS_JITTER = 0.75
 CROSS_JITTER = 3.0
 COLOR_JITTER = 10
+JITTER = {"horizontal": (AXIS_JITTER, CROSS_JITTER), "vertical": (CROSS_JITTER, AXIS_JITTER),
+          None: (CROSS_JITTER, CROSS_JITTER)}  # axis -> centre jitter in x, y
 
 
 def background(kind: str, size: int = IMAGE_SIZE) -> np.ndarray:
@@ -51,17 +53,11 @@ def render_scene(scene: Scene, seed: int = 0, size: int = IMAGE_SIZE) -> np.ndar
     for (obj_size, color, shape), (cx, cy) in zip(scene.objects, SLOTS[scene.axis]):
         r0, rj = RADIUS[obj_size]
         r = r0 + rng.uniform(-rj, rj)
-        jx, jy = {"horizontal": (AXIS_JITTER, CROSS_JITTER), "vertical": (CROSS_JITTER, AXIS_JITTER),
-                  None: (CROSS_JITTER, CROSS_JITTER)}[scene.axis]
+        jx, jy = JITTER[scene.axis]
         cx += rng.uniform(-jx, jx)
         cy += rng.uniform(-jy, jy)
         rgb = np.clip(np.array(PALETTE[color]) + rng.integers(-COLOR_JITTER, COLOR_JITTER + 1, size=3), 0, 255)
-        kind, geom = shape_polygon(shape, cx * scale, cy * scale, r * scale)
-        fill = tuple(int(v) for v in rgb)
-        if kind == "ellipse":
-            draw.ellipse(geom, fill=fill)
-        else:
-            draw.polygon(geom, fill=fill)
+        draw_shape(draw, shape, cx * scale, cy * scale, r * scale, tuple(int(v) for v in rgb))
     return np.asarray(big.resize((size, size), Image.BOX), dtype=np.uint8).copy()
 
 

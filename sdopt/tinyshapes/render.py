@@ -61,6 +61,15 @@ def shape_polygon(shape: str, cx: float, cy: float, r: float):
     raise ValueError(f"unknown shape {shape!r}")
 
 
+def draw_shape(draw, shape: str, cx: float, cy: float, r: float, fill) -> None:
+    """Fill a shape on a PIL ImageDraw, in its pixel coordinates."""
+    kind, geom = shape_polygon(shape, cx, cy, r)
+    if kind == "ellipse":
+        draw.ellipse(geom, fill=fill)
+    else:
+        draw.polygon(geom, fill=fill)
+
+
 def render_attrs(attrs: dict, seed: int = 0, size: int = IMAGE_SIZE) -> np.ndarray:
     """Render an attribute dict (size, color, shape, position) -> (size, size, 3) uint8."""
     missing = [a for a in ATTRIBUTES if a not in attrs]
@@ -78,11 +87,7 @@ def render_attrs(attrs: dict, seed: int = 0, size: int = IMAGE_SIZE) -> np.ndarr
     scale = size * SUPERSAMPLE / 32.0
     big = Image.new("RGB", (size * SUPERSAMPLE, size * SUPERSAMPLE), BACKGROUND)
     draw = ImageDraw.Draw(big)
-    kind, geom = shape_polygon(attrs["shape"], cx * scale, cy * scale, r * scale)
-    if kind == "ellipse":
-        draw.ellipse(geom, fill=color)
-    else:
-        draw.polygon(geom, fill=color)
+    draw_shape(draw, attrs["shape"], cx * scale, cy * scale, r * scale, color)
     small = big.resize((size, size), Image.BOX)
     return np.asarray(small, dtype=np.uint8).copy()
 
@@ -121,4 +126,5 @@ __all__ = [
     "render_batch",
     "background_of",
     "shape_polygon",
+    "draw_shape",
 ]
