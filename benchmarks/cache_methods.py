@@ -1,14 +1,15 @@
-"""Feature-caching schedules on tiny-shapes, with the DeepCache package in the same run as the reference.
+"""Feature-caching schedules on a reference model, with the DeepCache package in the same run as the reference.
 
-    python benchmarks/cache_methods.py [--pairs 64] [--branch 0] [--thresholds 0.05,0.08] [--work DIR]
+    python benchmarks/cache_methods.py [--model tiny-shapes|tiny-scenes] [--pairs 64] [--branch 0]
+        [--thresholds 0.05,0.08] [--work DIR] [--json PATH]
 
 For the uncached fp32 artifact and the `cache` artifact under each schedule (uniform N = 2, 3, 5; DeepCache's
 non-uniform schedule at N = 3; the adaptive one at each threshold, capped at 5 steps): full and shallow UNet
 evaluations per image, UNet time and end-to-end time per image (ONNX Runtime, median), prompt alignment on
 the held-out pairs and PSNR / SSIM vs the uncached images. DeepCache itself (`DeepCacheSDHelper` on the
 diffusers pipeline in torch, same model, noise, interval and branch) runs the uniform schedules: PSNR of its
-images vs diffusers uncached and vs sdopt's. DDIM, 25 steps, guidance 2 (tiny-shapes' defaults). Prints a table
-and writes benchmarks/results/cache_methods.json.
+images vs diffusers uncached and vs sdopt's. DDIM, 25 steps, guidance 2 (both families' defaults). Prints a table
+and writes benchmarks/results/cache_methods.json (tiny-shapes) or cache_methods_tiny_scenes.json.
 """
 
 from __future__ import annotations
@@ -26,10 +27,9 @@ import numpy as np
 from sdopt.bench import machine
 from sdopt.cli import main as sdopt
 from sdopt.evaluate import psnr, ssim
+from sdopt.families import FAMILIES
 from sdopt.graphs import is_denoiser
 from sdopt.runtime.pipeline import Pipeline
-from sdopt.tinyshapes.evaluate import alignment
-from sdopt.tinyshapes.grammar import heldout_pairs
 
 STEPS, GUIDANCE, SIZE = 25, 2.0, 32
 
@@ -77,14 +77,14 @@ def matched_threshold(folder: Path, pairs, target_full: float, cap: int) -> floa
     return round(best[1], 4)
 
 
-def deepcache_images(pairs, noise, interval: int | None, branch: int) -> list[np.ndarray]:
+def deepcache_images(model: str, pairs, noise, interval: int | None, branch: int) -> list[np.ndarray]:
     """diffusers' pipeline in torch on the runtime's noise; with DeepCache's helper when `interval` is set."""
     import torch
     from DeepCache import DeepCacheSDHelper
 
     from sdopt.sources import load_source
 
-    pipe = load_source("tiny-shapes").pipeline
+    pipe = load_source(model).pipeline
     helper = None
     if interval is not None:
         helper = DeepCacheSDHelper(pipe=pipe)
@@ -105,21 +105,24 @@ def deepcache_images(pairs, noise, interval: int | None, branch: int) -> list[np
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=sorted(FAMILIES), default="tiny-shapes")
     parser.add_argument("--pairs", type=int, default=64)
     parser.add_argument("--branch", type=int, default=0)
     parser.add_argument("--thresholds", default="0.05,0.08")
     parser.add_argument("--match", type=int, default=3,
                         help="also the adaptive threshold that matches uniform N=MATCH's full evaluations")
     parser.add_argument("--work", type=Path)
+    parser.add_argument("--json", type=Path, help="default: benchmarks/results/cache_methods[_tiny_scenes].json")
     args = parser.parse_args()
+    family = FAMILIES[args.model]
     work = args.work or Path(tempfile.mkdtemp(prefix="sdopt-cache-"))
-    pairs = heldout_pairs(args.pairs)
+    pairs = family.heldout_pairs(args.pairs)
     captions = [p for p, _ in pairs]
     folders = {"fp32": work / "fp32", "cache": work / f"cache-b{args.branch}"}
     for recipe, folder in folders.items():
         extra = ["--set", f"cache.branch={args.branch}"] if recipe == "cache" else []
         if not (folder / "manifest.json").is_file() and \
-                sdopt(["compress", "--recipe", recipe, *extra, "--out", str(folder)]):
+                sdopt(["compress", "--model", args.model, "--recipe", recipe, *extra, "--out", str(folder)]):
             return 1
 
     methods = {"uncached": (folders["fp32"], None, None)}
@@ -134,24 +137,25 @@ def main() -> int:
         "schedule": "adaptive", "threshold": matched, "interval": 5}, None)
     rows, reference = {}, None
     noise = Pipeline(folders["fp32"]).initial_noise  # the runtime's noise, given to diffusers too
-    torch_uncached = deepcache_images(pairs, noise, None, args.branch)
+    torch_uncached = deepcache_images(args.model, pairs, noise, None, args.branch)
     for label, (folder, overrides, deepcache_interval) in methods.items():
         r = generate(folder, pairs, overrides)
         images = r.pop("images")
         reference = reference if reference is not None else images
-        row = {**r, "alignment": alignment(captions, images)["alignment"],
+        scores = family.alignment(captions, images)
+        row = {**r, "alignment": scores["alignment"], **{k: scores[k] for k in ("binding_error",) if k in scores},
                "psnr_vs_uncached": float(np.mean([min(psnr(a, b), 100) for a, b in zip(images, reference)])),
                "ssim_vs_uncached": float(np.mean([ssim(a, b) for a, b in zip(images, reference)]))}
         if deepcache_interval is not None:
-            theirs = deepcache_images(pairs, noise, deepcache_interval, args.branch)
+            theirs = deepcache_images(args.model, pairs, noise, deepcache_interval, args.branch)
             row["deepcache_psnr_vs_uncached"] = float(np.mean([min(psnr(a, b), 100)
                                                                for a, b in zip(theirs, torch_uncached)]))
             row["sdopt_psnr_vs_deepcache"] = float(np.mean([min(psnr(a, b), 100) for a, b in zip(images, theirs)]))
-            row["deepcache_alignment"] = alignment(captions, theirs)["alignment"]
+            row["deepcache_alignment"] = family.alignment(captions, theirs)["alignment"]
         rows[label] = row
         print(f"{label}: {json.dumps({k: round(v, 4) for k, v in row.items()})}", file=sys.stderr)
 
-    print(f"tiny-shapes, {args.pairs} held-out pairs, DDIM {STEPS} steps, guidance {GUIDANCE}, branch {args.branch}, "
+    print(f"{args.model}, {args.pairs} held-out pairs, DDIM {STEPS} steps, guidance {GUIDANCE}, branch {args.branch}, "
           f"ONNX Runtime; {machine().get('processor')}")
     print(f"{'schedule':26s} {'full':>5s} {'shallow':>7s} {'UNet ms':>8s} {'total ms':>8s} {'align':>6s} "
           f"{'PSNR dB':>7s} {'SSIM':>6s} {'DeepCache PSNR':>14s} {'vs DeepCache':>12s}")
@@ -161,8 +165,10 @@ def main() -> int:
         print(f"{label:26s} {r['full']:5.1f} {r['shallow']:7.1f} {1000 * r['unet_s']:8.1f} "
               f"{1000 * r['end_to_end_s']:8.1f} {r['alignment']:6.1%} {r['psnr_vs_uncached']:7.2f} "
               f"{r['ssim_vs_uncached']:6.4f} {dc}")
-    out = Path(__file__).parent / "results" / "cache_methods.json"
-    out.write_text(json.dumps({"benchmark": "cache_methods", "command": sys.argv, "pairs": args.pairs,
+    suffix = "" if args.model == "tiny-shapes" else "_" + args.model.replace("-", "_")
+    out = args.json or Path(__file__).parent / "results" / f"cache_methods{suffix}.json"
+    out.write_text(json.dumps({"benchmark": "cache_methods", "command": sys.argv, "model": args.model,
+                               "pairs": args.pairs,
                                "steps": STEPS, "guidance": GUIDANCE, "branch": args.branch, "rows": rows,
                                "machine": machine()}, indent=2) + "\n")
     return 0

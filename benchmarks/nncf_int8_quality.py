@@ -1,13 +1,13 @@
-"""sdopt INT8 against NNCF's hybrid INT8 (optimum-intel) on tiny-shapes, at the same calibration budget.
+"""sdopt INT8 against NNCF's hybrid INT8 (optimum-intel) on a reference model, at the same calibration budget.
 
-    python benchmarks/nncf_int8_quality.py [--calls 100] [--pairs 256] [--json FILE]
+    python benchmarks/nncf_int8_quality.py [--model tiny-shapes|tiny-scenes] [--calls 100] [--pairs 256] [--json FILE]
 
 Both quantize the same trained model and are calibrated on the same number of UNet calls from the model's
 calibration prompts: sdopt's `int8` recipe (timestep-aware, `--calib-num-prompts` x `--calib-steps` calls) and
 `OVWeightQuantizationConfig(bits=8, quant_method="hybrid", num_samples=CALLS)` (convolutions W8A8, MatMuls
 and embeddings INT8 weight-only; NNCF collects its calls from 50-step generations). Every image of the
 held-out (prompt, seed) pairs starts from the same noise, with the model's scheduler (DDIM), steps and guidance.
-Reported: PSNR and SSIM against the fp32 model's image, and prompt alignment read back by the tiny-shapes detector.
+Reported: PSNR and SSIM against the fp32 model's image, and prompt alignment read back by the family's detector.
 """
 
 from __future__ import annotations
@@ -28,28 +28,27 @@ from sdopt.evaluate import fp32_export, psnr, ssim
 from sdopt.runtime.pipeline import Pipeline
 from sdopt.shared import calibration_prompt_pool
 from sdopt.families import FAMILIES
-from sdopt.tinyshapes.evaluate import alignment
-from sdopt.tinyshapes.grammar import heldout_pairs
 
 
-def sdopt_int8(out: Path, prompts: int, steps: int) -> float:
+def sdopt_int8(model: str, out: Path, prompts: int, steps: int) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "sdopt.cli", "compress", "--recipe", "int8", "--out", str(out),
+    subprocess.run([sys.executable, "-m", "sdopt.cli", "compress", "--model", model, "--recipe", "int8",
+                    "--out", str(out),
                     "--calib-num-prompts", str(prompts), "--calib-steps", str(steps)], check=True)
     return time.perf_counter() - start
 
 
-def nncf_hybrid(calls: int, unet_only: bool = False):
+def nncf_hybrid(model: str, calls: int, unet_only: bool = False):
     """optimum-intel's hybrid mode: also INT8 weight-only compression of the text encoder and VAE, unless
     `unet_only` (OVPipelineQuantizationConfig with the UNet's config alone: sdopt int8's scope)."""
     from optimum.intel import OVPipelineQuantizationConfig, OVStableDiffusionPipeline, OVWeightQuantizationConfig
 
-    prompts = list(calibration_prompt_pool("tiny-shapes"))
+    prompts = list(calibration_prompt_pool(model))
     config = OVWeightQuantizationConfig(bits=8, quant_method="hybrid", num_samples=calls, dataset=prompts)
     if unet_only:
         config = OVPipelineQuantizationConfig({"unet": config}, num_samples=calls, dataset=prompts)
     start = time.perf_counter()
-    pipe = OVStableDiffusionPipeline.from_pretrained(str(FAMILIES["tiny-shapes"].model_dir), export=True,
+    pipe = OVStableDiffusionPipeline.from_pretrained(str(FAMILIES[model].model_dir), export=True,
                                                      quantization_config=config)
     return pipe, time.perf_counter() - start
 
@@ -73,15 +72,17 @@ def optimum_images(pipe, noise_of, pairs, steps: int, guidance: float, label: st
     return images
 
 
-def scores(captions, images, reference) -> dict:
-    found = alignment(captions, images)
+def scores(family, captions, images, reference) -> dict:
+    found = family.alignment(captions, images)
     return {"psnr_db": float(np.mean([min(psnr(a, b), 100.0) for a, b in zip(images, reference)])),
             "ssim": float(np.mean([ssim(a, b) for a, b in zip(images, reference)])),
-            "alignment": found["alignment"], "per_attribute": found["per_attribute"]}
+            "alignment": found["alignment"], "per_attribute": found["per_attribute"],
+            **{k: found[k] for k in ("binding_error",) if k in found}}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=sorted(FAMILIES), default="tiny-shapes")
     parser.add_argument("--calls", type=int, default=100,
                         help="UNet calls of calibration for each method (default 100: sdopt int8's default, "
                              "4 prompts x 25 steps)")
@@ -91,12 +92,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.calls % args.calib_steps:
         parser.error("--calls must be a multiple of --calib-steps (sdopt calibrates whole trajectories)")
-    pairs = heldout_pairs(args.pairs)
+    family = FAMILIES[args.model]
+    pairs = family.heldout_pairs(args.pairs)
     captions = [p for p, _ in pairs]
     with tempfile.TemporaryDirectory() as tmp:
         int8 = Path(tmp) / "int8"
-        int8_s = sdopt_int8(int8, args.calls // args.calib_steps, args.calib_steps)
-        fp32 = fp32_export("tiny-shapes")
+        int8_s = sdopt_int8(args.model, int8, args.calls // args.calib_steps, args.calib_steps)
+        fp32 = fp32_export(args.model)
         reference_pipe = Pipeline(fp32)
         steps, guidance = reference_pipe.info["steps"], reference_pipe.info["guidance"]
         reference = sdopt_images(fp32, pairs, steps, guidance, "onnxruntime", "generating: fp32 reference")
@@ -106,16 +108,16 @@ def main() -> None:
         build_s = {"sdopt int8 (onnxruntime)": int8_s}
         for name, unet_only in (("NNCF hybrid int8 (optimum-intel, OpenVINO)", False),
                                 ("NNCF hybrid int8, UNet only", True)):
-            nncf, build_s[name] = nncf_hybrid(args.calls, unet_only)
+            nncf, build_s[name] = nncf_hybrid(args.model, args.calls, unet_only)
             rows[name] = optimum_images(nncf, lambda seed: reference_pipe.initial_noise(seed, *size), pairs, steps,
                                         guidance, f"generating: {name}")
-    result = {"benchmark": "nncf_int8_quality", "model": "tiny-shapes", "pairs": len(pairs), "steps": steps,
+    result = {"benchmark": "nncf_int8_quality", "model": args.model, "pairs": len(pairs), "steps": steps,
               "guidance": guidance, "scheduler": "ddim", "calibration_unet_calls": args.calls,
               "build_seconds": {name: round(s, 1) for name, s in build_s.items()},
               "versions": versions("sdopt", "optimum-intel", "nncf", "openvino", "onnxruntime"),
-              "fp32": {"alignment": alignment(captions, reference)["alignment"]},
-              "rows": {name: scores(captions, images, reference) for name, images in rows.items()}}
-    print(f"tiny-shapes, {len(pairs)} held-out pairs, DDIM {steps} steps, guidance {guidance}; calibration "
+              "fp32": {"alignment": family.alignment(captions, reference)["alignment"]},
+              "rows": {name: scores(family, captions, images, reference) for name, images in rows.items()}}
+    print(f"{args.model}, {len(pairs)} held-out pairs, DDIM {steps} steps, guidance {guidance}; calibration "
           f"{args.calls} UNet calls each; fp32 alignment {result['fp32']['alignment']:.1%}")
     print(f"{'method':<44} {'PSNR dB':>8} {'SSIM':>7} {'alignment':>10} {'build s':>8}")
     for name, row in result["rows"].items():

@@ -417,10 +417,10 @@ def write_plot(result: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(9, 0.6 * len(rows) + 2.2))
     names = [r["name"] for r in rows][::-1]
     left = [0.0] * len(rows)
-    parts = {"text encoder": [r["stages"]["text_encoder"]["median_s"] for r in rows],
-             "UNet": [r["stages"]["unet_image"]["median_s"] for r in rows],
-             "VAE decode": [r["stages"]["vae_decode"]["median_s"] for r in rows]}
-    parts["other"] = [max(r["stages"]["end_to_end"]["median_s"] - sum(p[i] for p in parts.values()), 0.0)
+    stages = (("text encoder", "text_encoder"), ("UNet", "unet_image"), ("VAE decode", "vae_decode"))
+    parts = {label: [r["stages"].get(stage, {}).get("median_s", 0.0) for r in rows]  # 0: timed end to end only
+             for label, stage in stages}
+    parts["other or not split"] = [max(r["stages"]["end_to_end"]["median_s"] - sum(p[i] for p in parts.values()), 0.0)
                       for i, r in enumerate(rows)]
     for label, values in parts.items():
         values = values[::-1]

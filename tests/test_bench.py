@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from sdopt.bench import Target, summarize, with_speedups
+from sdopt.bench import Target, summarize, with_speedups, write_plot
 from sdopt.cli import main
 
 
@@ -69,6 +69,19 @@ def test_a_failing_target_is_reported_not_hidden():
     assert good["stages"]["text_encoder"]["median_s"] == pytest.approx(0.3)  # both prompts, per run
     assert good["stages"]["unet"]["median_s"] == pytest.approx(0.65) and good["stages"]["unet"]["n"] == 6
     assert good["stages"]["end_to_end"]["median_s"] == pytest.approx(2.5) and good["speedup"] == {}
+
+
+def test_plot_takes_peers_timed_end_to_end_only(tmp_path):
+    """stable-diffusion.cpp has no stage hooks: its bar is one part beside the staged rows."""
+    staged = summarize(Target("sdopt", "artifact", "x"), {"load_s": 1.0, "warmup_s": 0.5, "peak_rss_bytes": 1e8,
+                       "runs": [{"end_to_end": 2.0, "text_encoder": [0.1], "unet": [0.5, 0.6], "vae_decode": [0.3]}]})
+    whole = summarize(Target("sdcpp-f16", "peer", "sdcpp-f16", peer=True),
+                      {"load_s": 1.0, "warmup_s": 0.5, "peak_rss_bytes": 1e8, "runs": [{"end_to_end": 9.0}]})
+    assert "unet_image" not in whole["stages"]
+    result = {"rows": with_speedups([staged, whole]), "source": "arch:sd15", "random_weights": True,
+              "settings": {"steps": 2, "width": 64, "height": 64}}
+    write_plot(result, tmp_path / "plot.png")
+    assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_other_tools_peers(tmp_path, capsys):
