@@ -27,7 +27,7 @@ import numpy as np
 from sdopt.bench import machine
 from sdopt.cli import main as sdopt
 from sdopt.evaluate import psnr, ssim
-from sdopt.families import FAMILIES
+from sdopt.families import FAMILIES, headline
 from sdopt.graphs import is_denoiser
 from sdopt.runtime.pipeline import Pipeline
 
@@ -142,8 +142,7 @@ def main() -> int:
         r = generate(folder, pairs, overrides)
         images = r.pop("images")
         reference = reference if reference is not None else images
-        scores = family.alignment(captions, images)
-        row = {**r, "alignment": scores["alignment"], **{k: scores[k] for k in ("binding_error",) if k in scores},
+        row = {**r, **headline(family.alignment(captions, images)),
                "psnr_vs_uncached": float(np.mean([min(psnr(a, b), 100) for a, b in zip(images, reference)])),
                "ssim_vs_uncached": float(np.mean([ssim(a, b) for a, b in zip(images, reference)]))}
         if deepcache_interval is not None:
@@ -165,7 +164,7 @@ def main() -> int:
         print(f"{label:26s} {r['full']:5.1f} {r['shallow']:7.1f} {1000 * r['unet_s']:8.1f} "
               f"{1000 * r['end_to_end_s']:8.1f} {r['alignment']:6.1%} {r['psnr_vs_uncached']:7.2f} "
               f"{r['ssim_vs_uncached']:6.4f} {dc}")
-    suffix = "" if args.model == "tiny-shapes" else "_" + args.model.replace("-", "_")
+    suffix = "" if args.model == "tiny-shapes" else "_" + family.slug
     out = args.json or Path(__file__).parent / "results" / f"cache_methods{suffix}.json"
     out.write_text(json.dumps({"benchmark": "cache_methods", "command": sys.argv, "model": args.model,
                                "pairs": args.pairs,

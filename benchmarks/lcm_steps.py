@@ -2,6 +2,8 @@
 held-out pairs: what `sdopt eval ART --steps N` reports for each N, with the reference's images made once.
 
     python benchmarks/lcm_steps.py ART [--steps 1,2,4,8] [--seeds 4] [--json FILE]
+
+ART is made from one of sdopt's reference models (tiny-shapes, tiny-scenes): its detector reads the alignment.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from sdopt.evaluate import EvalSettings, cosine, default_pairs, generate_all, psnr, reference_artifact, ssim
+from sdopt.evaluate import (EvalSettings, cosine, default_pairs, generate_all, psnr, reference_artifact,
+                            reference_family_of, ssim)
+from sdopt.families import headline
 from sdopt.runtime.pipeline import Pipeline
-from sdopt.tinyshapes.evaluate import alignment
 
 
 def main() -> None:
@@ -23,9 +26,15 @@ def main() -> None:
     parser.add_argument("artifact", type=Path)
     parser.add_argument("--steps", default="1,2,4,8")
     parser.add_argument("--seeds", type=int, default=4, help="64 x N held-out pairs (default 4: 256)")
-    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/lcm_steps.json"))
+    parser.add_argument("--json", type=Path, help="default: benchmarks/results/lcm_steps[_FAMILY].json "
+                        "(no suffix for tiny-shapes)")
     args = parser.parse_args()
     pipe = Pipeline(args.artifact)
+    family = reference_family_of(pipe.manifest)
+    if family is None:
+        parser.error(f"{args.artifact} is not made from a reference model (tiny-shapes, tiny-scenes)")
+    suffix = "" if family.name == "tiny-shapes" else "_" + family.slug
+    out = args.json or Path(__file__).parent / "results" / f"lcm_steps{suffix}.json"
     reference = Pipeline(reference_artifact(pipe.manifest), verify=False)
     pairs = default_pairs(pipe.manifest, None, args.seeds)
     captions = [p for p, _ in pairs]
@@ -37,26 +46,27 @@ def main() -> None:
 
     ref_images, ref_latents, ref_speed, _ = generate_all(reference, pairs, ref_settings, progress("reference"))
     rows = [{"what": f"fp32 reference, {ref_settings.scheduler} {ref_settings.steps} steps",
-             "alignment": alignment(captions, ref_images)["alignment"], "images_per_s": ref_speed}]
+             **headline(family.alignment(captions, ref_images)), "images_per_s": ref_speed}]
     for steps in (int(s) for s in args.steps.split(",")):
         settings = EvalSettings(steps, info["guidance"], info.get("scheduler", "ddim"))
         images, latents, speed, _ = generate_all(pipe, pairs, settings, progress(f"{steps} steps"))
-        found = alignment(captions, images)
+        found = family.alignment(captions, images)
         rows.append({"what": f"{pipe.manifest['recipe']['name']}, {settings.scheduler} {steps} steps",
-                     "steps": steps, "alignment": found["alignment"], "per_attribute": found["per_attribute"],
+                     "steps": steps, **headline(found), "per_attribute": found["per_attribute"],
                      "psnr": float(np.mean([min(psnr(a, b), 100.0) for a, b in zip(images, ref_images)])),
                      "ssim": float(np.mean([ssim(a, b) for a, b in zip(images, ref_images)])),
                      "latent_cosine": float(np.mean([cosine(a, b) for a, b in zip(latents, ref_latents)])),
                      "images_per_s": speed})
-    result = {"benchmark": "lcm_steps", "artifact": str(args.artifact), "pairs": len(pairs),
+    result = {"benchmark": "lcm_steps", "model": family.name, "artifact": str(args.artifact), "pairs": len(pairs),
               "guidance": info["guidance"], "rows": rows}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{len(pairs)} held-out pairs, guidance {info['guidance']}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{family.name}, {len(pairs)} held-out pairs, guidance {info['guidance']}")
     for r in rows:
         extra = f"  PSNR {r['psnr']:.2f} dB  SSIM {r['ssim']:.4f}" if "psnr" in r else ""
-        print(f"{r['what']:<40} alignment {r['alignment']:.1%}  {1000 / r['images_per_s']:.0f} ms/image{extra}")
-    print(f"wrote {args.json}")
+        binding = f"  binding errors {r['binding_error']:.1%}" if "binding_error" in r else ""
+        print(f"{r['what']:<40} alignment {r['alignment']:.1%}{binding}  {1000 / r['images_per_s']:.0f} ms/image{extra}")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

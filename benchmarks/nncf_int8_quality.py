@@ -27,7 +27,7 @@ from sdopt.bench_peers import versions
 from sdopt.evaluate import fp32_export, psnr, ssim
 from sdopt.runtime.pipeline import Pipeline
 from sdopt.shared import calibration_prompt_pool
-from sdopt.families import FAMILIES
+from sdopt.families import FAMILIES, headline
 
 
 def sdopt_int8(model: str, out: Path, prompts: int, steps: int) -> float:
@@ -76,8 +76,7 @@ def scores(family, captions, images, reference) -> dict:
     found = family.alignment(captions, images)
     return {"psnr_db": float(np.mean([min(psnr(a, b), 100.0) for a, b in zip(images, reference)])),
             "ssim": float(np.mean([ssim(a, b) for a, b in zip(images, reference)])),
-            "alignment": found["alignment"], "per_attribute": found["per_attribute"],
-            **{k: found[k] for k in ("binding_error",) if k in found}}
+            **headline(found), "per_attribute": found["per_attribute"]}
 
 
 def main() -> None:

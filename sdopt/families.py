@@ -24,8 +24,13 @@ class Family:
     marker: str  # file a trained folder of this family carries: {"family", "steps", "guidance"}
 
     @property
+    def slug(self) -> str:
+        """The name as a Python identifier: the shipped model's folder, result file suffixes."""
+        return self.name.replace("-", "_")
+
+    @property
     def model_dir(self) -> Path:
-        return MODELS_DIR / self.name.replace("-", "_")
+        return MODELS_DIR / self.slug
 
     @property
     def shipped(self) -> bool:
@@ -49,6 +54,12 @@ FAMILIES = {f.name: f for f in (Family("tiny-shapes", "sdopt.tinyshapes", "tiny_
                                 Family("tiny-scenes", "sdopt.tinyscenes", "tiny_scenes.json"))}
 
 
+def headline(scores: dict) -> dict:
+    """A benchmark row's part of `Family.alignment`'s scores: alignment, and binding errors where the family
+    has two objects."""
+    return {k: scores[k] for k in ("alignment", "binding_error") if k in scores}
+
+
 def family(name: str | None) -> Family | None:
     """The reference family called `name`, or None (any other model)."""
     return FAMILIES.get(name or "")
@@ -59,4 +70,4 @@ def family_of_folder(folder: Path) -> Family | None:
     return next((f for f in FAMILIES.values() if (Path(folder) / f.marker).is_file()), None)
 
 
-__all__ = ["Family", "FAMILIES", "family", "family_of_folder"]
+__all__ = ["Family", "FAMILIES", "family", "family_of_folder", "headline"]

@@ -3,8 +3,11 @@ binding-error rate and defaults reach `sdopt eval`, and its calibration prompts 
 import json
 
 from sdopt.cli import main
+from sdopt.families import FAMILIES, headline
 from sdopt.shared import calibration_prompt_pool
 from sdopt.tinyscenes.grammar import calibration_prompts, is_heldout
+from sdopt.tinyscenes.render import render as scene_render
+from sdopt.tinyshapes.render import render as shape_render
 from sdopt.tinyshapes.train import main as train
 
 
@@ -28,3 +31,15 @@ def test_a_trained_folder_is_evaluated_as_tiny_scenes(tmp_path, capsys):
 def test_calibration_prompts_are_the_familys():
     pool = calibration_prompt_pool("tiny-scenes")
     assert list(pool) == calibration_prompts(64) and not any(is_heldout(p) for p in pool)
+
+
+def test_benchmark_rows_carry_binding_errors_for_two_object_families_only():
+    for name, render in (("tiny-scenes", scene_render), ("tiny-shapes", shape_render)):
+        family = FAMILIES[name]
+        pairs = family.heldout_pairs(8)
+        captions = [c for c, _ in pairs]
+        images = [render(c, s) for c, s in pairs]
+        images[0] = images[1]  # one wrong picture
+        row = headline(family.alignment(captions, images))
+        assert set(row) == ({"alignment", "binding_error"} if name == "tiny-scenes" else {"alignment"})
+        assert row["alignment"] == 7 / 8
