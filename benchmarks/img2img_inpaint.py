@@ -72,11 +72,11 @@ def measure_shapes(pipe: Pipeline, pairs: list[tuple[str, int]]) -> dict:
             "inpaint_kept_half_mean_abs_diff": float(np.mean(kept_diff)), "pairs": len(pairs)}
 
 
-def _second_recoloured(scene):
+def _second_recoloured(scene: scenes_grammar.Scene) -> scenes_grammar.Scene:
     taken = {o[1] for o in scene.objects}
     colour = next(c for c in COLORS[3:] + COLORS[:3] if c not in taken)
     size, _, shape = scene.objects[1]
-    return type(scene)((scene.objects[0], (size, colour, shape)), scene.axis, scene.background)
+    return scenes_grammar.Scene((scene.objects[0], (size, colour, shape)), scene.axis, scene.background)
 
 
 def measure_scenes(pipe: Pipeline, pairs: list[tuple[str, int]]) -> dict:
@@ -124,7 +124,8 @@ def main() -> int:
                                                                 recipe, "--out", str(folder)]):
             return 1
         start = time.perf_counter()
-        rows[recipe] = {**MEASURES[args.model](Pipeline(folder), pairs), "seconds": round(time.perf_counter() - start, 1)}
+        found = MEASURES[args.model](Pipeline(folder), pairs)
+        rows[recipe] = {**found, "seconds": round(time.perf_counter() - start, 1)}
     print(f"{args.model}, {args.pairs} held-out pairs, DDIM {STEPS} steps, guidance {GUIDANCE}")
     print(f"{'':40s}" + "".join(f"{recipe:>10s}" for recipe in rows))
     for key in next(iter(rows.values())):

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from sdopt.errors import SdoptError
 from sdopt.evaluate import (EvalSettings, cosine, default_pairs, generate_all, psnr, reference_artifact,
                             reference_family_of, ssim)
 from sdopt.families import headline
@@ -29,7 +30,10 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="default: benchmarks/results/lcm_steps[_FAMILY].json "
                         "(no suffix for tiny-shapes)")
     args = parser.parse_args()
-    pipe = Pipeline(args.artifact)
+    try:
+        pipe = Pipeline(args.artifact)
+    except SdoptError as e:
+        parser.error(str(e))
     family = reference_family_of(pipe.manifest)
     if family is None:
         parser.error(f"{args.artifact} is not made from a reference model (tiny-shapes, tiny-scenes)")
@@ -65,7 +69,8 @@ def main() -> None:
     for r in rows:
         extra = f"  PSNR {r['psnr']:.2f} dB  SSIM {r['ssim']:.4f}" if "psnr" in r else ""
         binding = f"  binding errors {r['binding_error']:.1%}" if "binding_error" in r else ""
-        print(f"{r['what']:<40} alignment {r['alignment']:.1%}{binding}  {1000 / r['images_per_s']:.0f} ms/image{extra}")
+        speed = f"{1000 / r['images_per_s']:.0f} ms/image"
+        print(f"{r['what']:<40} alignment {r['alignment']:.1%}{binding}  {speed}{extra}")
     print(f"wrote {out}")
 
 
