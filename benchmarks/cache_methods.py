@@ -164,12 +164,10 @@ def main() -> int:
         print(f"{label:26s} {r['full']:5.1f} {r['shallow']:7.1f} {1000 * r['unet_s']:8.1f} "
               f"{1000 * r['end_to_end_s']:8.1f} {r['alignment']:6.1%} {r['psnr_vs_uncached']:7.2f} "
               f"{r['ssim_vs_uncached']:6.4f} {dc}")
-    suffix = "" if args.model == "tiny-shapes" else "_" + family.slug
-    out = args.json or Path(__file__).parent / "results" / f"cache_methods{suffix}.json"
+    out = args.json or Path(__file__).parent / "results" / family.result_file("cache_methods")
     out.write_text(json.dumps({"benchmark": "cache_methods", "command": sys.argv, "model": args.model,
-                               "pairs": args.pairs,
-                               "steps": STEPS, "guidance": GUIDANCE, "branch": args.branch, "rows": rows,
-                               "machine": machine()}, indent=2) + "\n")
+                               "pairs": args.pairs, "steps": STEPS, "guidance": GUIDANCE, "branch": args.branch,
+                               "rows": rows, "machine": machine()}, indent=2) + "\n")
     return 0
 
 

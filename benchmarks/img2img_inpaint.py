@@ -79,6 +79,9 @@ def _second_recoloured(scene: scenes_grammar.Scene) -> scenes_grammar.Scene:
     return scenes_grammar.Scene((scene.objects[0], (size, colour, shape)), scene.axis, scene.background)
 
 
+HALVES = {"horizontal": (np.s_[:, :16], np.s_[:, 16:]), "vertical": (np.s_[:16], np.s_[16:])}  # first, second object
+
+
 def measure_scenes(pipe: Pipeline, pairs: list[tuple[str, int]]) -> dict:
     keep, recolour, inpaint, kept_diff = [], [], [], []
     for i, (caption, seed) in enumerate(pairs):
@@ -89,9 +92,8 @@ def measure_scenes(pipe: Pipeline, pairs: list[tuple[str, int]]) -> dict:
         new = _second_recoloured(scene).caption()
         out = pipe(new, image=image, strength=0.8, seed=i, steps=STEPS, guidance=GUIDANCE).image
         recolour.append(scenes_evaluate.score(new, out))
+        first_half, second_half = HALVES[scene.axis]
         mask = np.zeros((32, 32), np.uint8)
-        second_half = (slice(None), slice(16, None)) if scene.axis == "horizontal" else (slice(16, None),)
-        first_half = (slice(None), slice(None, 16)) if scene.axis == "horizontal" else (slice(None, 16),)
         mask[second_half] = 255
         out = pipe(new, image=image, mask=mask, seed=i, steps=STEPS, guidance=GUIDANCE).image
         inpaint.append(scenes_evaluate.score(new, out))
@@ -132,8 +134,7 @@ def main() -> int:
         cells = (f"{r[key]:10g}" if key in ("pairs", "seconds") else f"{r[key]:10.2f}" if "diff" in key
                  else f"{r[key]:10.1%}" for r in rows.values())
         print(f"{key:40s}" + "".join(cells))
-    suffix = "" if args.model == "tiny-shapes" else "_" + family.slug
-    out = Path(__file__).parent / "results" / f"img2img_inpaint{suffix}.json"
+    out = Path(__file__).parent / "results" / family.result_file("img2img_inpaint")
     out.write_text(json.dumps({"benchmark": "img2img_inpaint", "command": sys.argv, "model": args.model,
                                "rows": rows, "machine": machine()}, indent=2) + "\n")
     return 0

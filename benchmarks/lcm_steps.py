@@ -37,8 +37,7 @@ def main() -> None:
     family = reference_family_of(pipe.manifest)
     if family is None:
         parser.error(f"{args.artifact} is not made from a reference model (tiny-shapes, tiny-scenes)")
-    suffix = "" if family.name == "tiny-shapes" else "_" + family.slug
-    out = args.json or Path(__file__).parent / "results" / f"lcm_steps{suffix}.json"
+    out = args.json or Path(__file__).parent / "results" / family.result_file("lcm_steps")
     reference = Pipeline(reference_artifact(pipe.manifest), verify=False)
     pairs = default_pairs(pipe.manifest, None, args.seeds)
     captions = [p for p, _ in pairs]

@@ -33,8 +33,7 @@ from sdopt.families import FAMILIES, headline
 def sdopt_int8(model: str, out: Path, prompts: int, steps: int) -> float:
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "sdopt.cli", "compress", "--model", model, "--recipe", "int8",
-                    "--out", str(out),
-                    "--calib-num-prompts", str(prompts), "--calib-steps", str(steps)], check=True)
+                    "--out", str(out), "--calib-num-prompts", str(prompts), "--calib-steps", str(steps)], check=True)
     return time.perf_counter() - start
 
 

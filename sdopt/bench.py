@@ -421,7 +421,7 @@ def write_plot(result: dict, path: Path) -> None:
     parts = {label: [r["stages"].get(stage, {}).get("median_s", 0.0) for r in rows]  # 0: timed end to end only
              for label, stage in stages}
     parts["other or not split"] = [max(r["stages"]["end_to_end"]["median_s"] - sum(p[i] for p in parts.values()), 0.0)
-                      for i, r in enumerate(rows)]
+                                   for i, r in enumerate(rows)]
     for label, values in parts.items():
         values = values[::-1]
         ax.barh(names, values, left=left, label=label)

@@ -28,6 +28,10 @@ class Family:
         """The name as a Python identifier: the shipped model's folder, result file suffixes."""
         return self.name.replace("-", "_")
 
+    def result_file(self, stem: str) -> str:
+        """A benchmark's result file: STEM.json for tiny-shapes (whose files came first), else STEM_SLUG.json."""
+        return f"{stem}.json" if self.name == "tiny-shapes" else f"{stem}_{self.slug}.json"
+
     @property
     def model_dir(self) -> Path:
         return MODELS_DIR / self.slug
