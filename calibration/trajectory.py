@@ -15,8 +15,6 @@ step, the same in every trajectory (the naive baseline: the inputs of one random
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import sys
@@ -29,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sdopt.errors import SdoptError
-from sdopt.shared import SCHEDULERS, cache_root, calibration_prompt_pool
+from sdopt.shared import PROMPT_POOL, SCHEDULERS, cache_root, calibration_prompt_pool, weights_key
 from sdopt.limits import MAX_SEED, MAX_SIDE, MAX_STEPS, check_image_size
 
 SAMPLINGS = ("all", "every", "normal", "random-step")
@@ -111,7 +109,7 @@ def calibration_prompts(source, config: CalibrationConfig) -> list[str]:
 
 
 def builtin_prompts(source) -> tuple[str, ...]:
-    return calibration_prompt_pool(source.family)
+    return calibration_prompt_pool(source.family, PROMPT_POOL)
 
 
 @dataclass(frozen=True)
@@ -202,19 +200,13 @@ def _cache_path(source, config: CalibrationConfig, target: CallTarget) -> Path:
 
     from sdopt import __version__
 
-    digest = hashlib.sha256()
-    for module in target.weights:
-        for name, tensor in module.state_dict().items():
-            digest.update(name.encode())
-            digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
     settings = {key: asdict(config)[key] for key in _RECORDING_FIELDS}
     settings["steps"], settings["guidance"] = trajectory_settings(source, config)
     settings["scheduler"] = config.scheduler or source.scheduler
     settings.update(target=target.name, prompts=calibration_prompts(source, config), height=source.height,
                     width=source.width, scheduler_config=dict(source.pipeline.scheduler.config), sdopt=__version__,
                     diffusers=version("diffusers"), torch=torch.__version__)
-    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
-    return cache_root() / "calibration" / f"{digest.hexdigest()[:24]}.safetensors"
+    return cache_root() / "calibration" / f"{weights_key(target.weights, settings)}.safetensors"
 
 
 def _save_records(path: Path, records: list[dict]) -> None:

@@ -6,12 +6,15 @@ trajectories calibration records them along."""
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
+from pathlib import Path
 
 import torch
 
 from sdopt.calibration.trajectory import CalibrationConfig, CallTarget, trajectory_settings
 from sdopt.graphs import ADDED_CONDITIONS, run_unet  # noqa: F401 (run_unet: compress's callers import it here)
-from sdopt.shared import SCHEDULERS
+from sdopt.shared import SCHEDULERS, cache_root, weights_key
 
 
 def unet_call_inputs(args: tuple, kwargs: dict) -> dict[str, torch.Tensor]:
@@ -70,7 +73,10 @@ def record_unet_calls(source, config: CalibrationConfig, use_cache: bool = True)
 def generate_latents(source, config: CalibrationConfig, seeds: int):
     """(clean latents (N, C, h, w) as the UNet sees them, text embeddings (N, 77, D), the empty prompt's
     (1, 77, D)): the pipeline's own generations over the calibration config's prompts, `seeds` per prompt, at
-    the config's steps, guidance, size and sampler (by default the model's)."""
+    the config's steps, guidance, size and sampler (by default the model's). Cached under
+    `$SDOPT_CACHE/latents`, keyed by the weights and every setting: distillations of the same model with other
+    seeds or step counts generate them once."""
+    from safetensors.torch import load_file, save_file
     from tqdm.auto import tqdm
 
     from sdopt.calibration.trajectory import calibration_prompts
@@ -78,10 +84,20 @@ def generate_latents(source, config: CalibrationConfig, seeds: int):
 
     pipe = source.pipeline
     settings = sampling_settings(source, config)
+    prompts = calibration_prompts(source, config)
+    sampler = config.scheduler or source.scheduler
+    path = _latents_cache(source, {"prompts": prompts, "seeds": seeds, "seed": config.seed, "sampler": sampler,
+                                   **settings})
+    if path.is_file():
+        try:
+            cached = load_file(str(path))
+            return cached["latents"], cached["embeddings"], cached["uncond"]
+        except Exception as err:  # whatever damaged the cache file, the cure is to generate again
+            print(f"note: latents cache {path} is unreadable ({type(err).__name__}); generating again",
+                  file=sys.stderr)
     latents, embeddings = [], []
-    with torch.no_grad(), _scheduler(pipe, config.scheduler or source.scheduler):
+    with torch.no_grad(), _scheduler(pipe, sampler):
         uncond = pipe.encode_prompt([""], "cpu", 1, False)[0]
-        prompts = calibration_prompts(source, config)
         for i, prompt in enumerate(tqdm(prompts, desc="generating latents", unit="prompt")):
             generators = [torch.Generator().manual_seed(config.seed + i * seeds + j) for j in range(seeds)]
             out = pipe([prompt] * seeds, **settings, generator=generators, output_type="latent")
@@ -90,4 +106,23 @@ def generate_latents(source, config: CalibrationConfig, seeds: int):
     latents = torch.cat(latents)
     if not torch.isfinite(latents).all():
         raise SdoptError("the model's generations hold non-finite values")
-    return latents, torch.cat(embeddings), uncond
+    embeddings = torch.cat(embeddings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    save_file({"latents": latents.contiguous(), "embeddings": embeddings.contiguous(), "uncond": uncond.contiguous()},
+              str(tmp))
+    os.replace(tmp, path)
+    return latents, embeddings, uncond
+
+
+def _latents_cache(source, settings: dict) -> Path:
+    """`$SDOPT_CACHE/latents/KEY.safetensors`, KEY hashing the UNet's and text encoders' weights, the scheduler
+    config and the generation settings."""
+    from importlib.metadata import version
+
+    from sdopt import __version__
+
+    settings = {**settings, "scheduler_config": dict(source.pipeline.scheduler.config), "sdopt": __version__,
+                "diffusers": version("diffusers"), "torch": torch.__version__}
+    key = weights_key((source.pipeline.unet, *source.text_encoders), settings)
+    return cache_root() / "latents" / f"{key}.safetensors"

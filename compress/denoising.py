@@ -64,18 +64,15 @@ def image_latents(source, paths: list[Path], size: tuple[int, int]) -> tuple[tor
     """(VAE latents, text embeddings) of the images at `size` (height, width) pixels, centre-cropped; an image's
     caption is the text file of the same name beside it (`cat.png` -> `cat.txt`), or the empty prompt."""
     import numpy as np
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
     from tqdm.auto import tqdm
 
+    from sdopt.image_files import read_image
     from sdopt.safe_io import read_text
 
     pipe, latents, captions = source.pipeline, [], []
     for path in tqdm(paths, desc="encoding distillation images", unit="image"):
-        try:
-            with Image.open(path) as image:
-                image = _square(image.convert("RGB")).resize((size[1], size[0]), Image.BICUBIC)
-        except (OSError, UnidentifiedImageError) as error:
-            raise SdoptError(f"distill: cannot read image {path}: {error}") from None
+        image = _square(Image.fromarray(read_image(path, "distill: image"))).resize((size[1], size[0]), Image.BICUBIC)
         pixels = torch.from_numpy(np.asarray(image, np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
         with torch.no_grad():
             latents.append(pipe.vae.encode(pixels).latent_dist.mean * pipe.vae.config.scaling_factor)

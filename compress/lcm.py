@@ -39,10 +39,11 @@ from sdopt.errors import SdoptError
 from sdopt.limits import MAX_STEPS
 from sdopt.passes import register
 from sdopt.shared import consistency_scalings, consistency_timesteps, guidance_embedding
-from sdopt.training import EMA, Stage, checkpoint_path, run_stage, world_and_rank
+from sdopt.training import EMA, Stage, check_budget, checkpoint_path, fixed_steps, run_stage, world_and_rank
 
 EMBEDDING_DIM = 256  # of the guidance embedding, as LCM's released models
 HUBER_C = 0.001
+DEFAULT_TRAIN_STEPS = 3000
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2", "conv1",
                 "conv2", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv", "time_emb_proj")
 LORA_FILE = "lcm_lora/pytorch_lora_weights.safetensors"
@@ -55,8 +56,8 @@ class LcmConfig:
     guidance_min: float = 1.0  # training draws guidance scales from [guidance_min, guidance_max]
     guidance_max: float = 0.0  # 0: twice the default minus one (symmetric around it)
     schedule_steps: int = 50  # the distillation schedule: every (T / schedule_steps)-th timestep
-    minutes: float = 20.0  # time budget: the step count is set after timing the first steps
-    train_steps: int | None = None  # a fixed step count instead of the budget
+    train_steps: int | None = None  # None: DEFAULT_TRAIN_STEPS (unless a time budget is given)
+    minutes: float | None = None  # a time budget instead: the step count is set after timing the first steps
     batch: int = 16
     lr: float = 1e-4
     target_ema: float = 0.95  # decay of the target network (an EMA of the student, or of its adapters)
@@ -73,10 +74,7 @@ class LcmConfig:
             raise SdoptError(f"lcm: schedule_steps {self.schedule_steps} must lie in [1, {MAX_STEPS}]")
         if self.guidance < 0 or self.guidance_min < 1 or (self.guidance_max and self.guidance_max < self.guidance_min):
             raise SdoptError("lcm: guidance must be >= 0, 1 <= guidance_min <= guidance_max (0: automatic)")
-        if not 0 < self.minutes <= 24 * 60:
-            raise SdoptError(f"lcm: minutes {self.minutes} must lie in (0, 1440]")
-        if self.train_steps is not None and not 1 <= self.train_steps <= 10_000_000:
-            raise SdoptError(f"lcm: train_steps {self.train_steps} must lie in [1, 10000000]")
+        check_budget("lcm", self.train_steps, self.minutes)
         if not 1 <= self.batch <= 4096 or not 0 < self.lr < 1 or not 0 <= self.target_ema < 1:
             raise SdoptError("lcm: batch in [1, 4096], lr in (0, 1), target_ema in [0, 1)")
         if not 1 <= self.seeds <= 64:
@@ -205,7 +203,9 @@ def apply(source, config: LcmConfig):
     schedule = Schedule(dict(pipe.scheduler.config), config.schedule_steps)
     lora = config.lora_rank > 0
     world, rank = world_and_rank()
+    steps = fixed_steps(config.train_steps, config.minutes, DEFAULT_TRAIN_STEPS)
     settings = {k: v for k, v in asdict(config).items() if k not in ("resume", "minutes", "steps", "guidance")}
+    settings["train_steps"] = steps
     checkpoint = checkpoint_path("lcm", (teacher,), {**settings, "spec": source.spec, "range": [low, high]}, rank)
     student = lora_student(teacher, config.lora_rank, config.seed) if lora else student_unet(teacher)
     model = student
@@ -267,8 +267,8 @@ def apply(source, config: LcmConfig):
         losses.append(float(shown))
         return loss * n * world / config.batch, lambda: {"loss": f"{np.mean(losses[-20:]):.4g}"}
 
-    stage = Stage("lcm", 43, config.seed, config.lr, min(100, (config.train_steps or 1000) // 10 + 1), str(checkpoint),
-                  steps=config.train_steps, minutes=config.minutes, resume=config.resume, checkpoint_seconds=60,
+    stage = Stage("lcm", 43, config.seed, config.lr, min(100, (steps or 1000) // 10 + 1), str(checkpoint),
+                  steps=steps, minutes=config.minutes or 0.0, resume=config.resume, checkpoint_seconds=60,
                   repeat="--set lcm.train_steps={}")
     modules = {"student": student, "target": target if lora else target.average}
     done = run_stage(stage, modules, optimizer, params, loss_fn, after_step=lambda _s: target.update(config.target_ema),

@@ -27,17 +27,18 @@ from sdopt.compress.denoiser import generate_latents
 from sdopt.errors import SdoptError
 from sdopt.graphs import IMAGE_IO, LATENT_INPUT, VAE_DECODER, VAE_DECODER_FULL, GraphSpec
 from sdopt.passes import register
-from sdopt.training import Stage, checkpoint_path, run_stage
+from sdopt.training import Stage, check_budget, checkpoint_path, fixed_steps, run_stage
 
 DECODE_BATCH = 4  # latents per full-decoder call while the targets are made
+DEFAULT_TRAIN_STEPS = 6000
 
 
 @dataclass(frozen=True)
 class TinyVaeConfig:
     channels: int = 0  # 0: min(64, twice the full decoder's narrowest block)
     blocks: int = 3  # residual blocks per resolution (the last resolution has one)
-    minutes: float = 10.0  # time budget: the step count is set after timing the first steps
-    train_steps: int | None = None  # a fixed step count instead of the budget
+    train_steps: int | None = None  # None: DEFAULT_TRAIN_STEPS (unless a time budget is given)
+    minutes: float | None = None  # a time budget instead: the step count is set after timing the first steps
     batch: int = 8
     crop: int = 32  # latent pixels per side of the training crops (the full decoder runs on each step's crops)
     augment: bool = True  # flips, quarter turns and cut-and-paste of the crops
@@ -51,10 +52,7 @@ class TinyVaeConfig:
     def __post_init__(self):
         if not 0 <= self.channels <= 512 or not 1 <= self.blocks <= 8:
             raise SdoptError("tiny-vae: channels must lie in [0, 512] (0: automatic), blocks in [1, 8]")
-        if not 0 < self.minutes <= 24 * 60:
-            raise SdoptError(f"tiny-vae: minutes {self.minutes} must lie in (0, 1440]")
-        if self.train_steps is not None and not 1 <= self.train_steps <= 10_000_000:
-            raise SdoptError(f"tiny-vae: train_steps {self.train_steps} must lie in [1, 10000000]")
+        check_budget("tiny-vae", self.train_steps, self.minutes)
         if not 1 <= self.batch <= 4096 or not 0 < self.lr < 1 or not 1 <= self.seeds <= 64:
             raise SdoptError("tiny-vae: batch in [1, 4096], lr in (0, 1), seeds in [1, 64]")
         if not 4 <= self.crop <= 1024:
@@ -168,10 +166,12 @@ def apply(source, config: TinyVaeConfig):
         losses.append(loss.item())
         return loss, lambda: {"loss": f"{np.mean(losses[-20:]):.4g}"}
 
+    steps = fixed_steps(config.train_steps, config.minutes, DEFAULT_TRAIN_STEPS)
     settings = {k: v for k, v in asdict(config).items() if k not in ("resume", "minutes", "keep_full")}
+    settings["train_steps"] = steps
     checkpoint = checkpoint_path("tiny-vae", (vae,), {**settings, "spec": source.spec, "latents": _digest(latents)})
-    stage = Stage("tiny-vae", 47, config.seed, config.lr, min(100, (config.train_steps or 1000) // 10 + 1),
-                  str(checkpoint), steps=config.train_steps, minutes=config.minutes, resume=config.resume,
+    stage = Stage("tiny-vae", 47, config.seed, config.lr, min(100, (steps or 1000) // 10 + 1),
+                  str(checkpoint), steps=steps, minutes=config.minutes or 0.0, resume=config.resume,
                   checkpoint_seconds=60, repeat="--set tiny-vae.train_steps={}")
     done = run_stage(stage, {"decoder": student}, optimizer, params, loss_fn,
                      log=lambda message: print(message, file=sys.stderr))

@@ -66,7 +66,7 @@ def build(folder: Path, progress=None, static: dict | None = None) -> dict:
     from sdopt.artifact import open_artifact, record_build
     from sdopt.safe_io import staging_folder
 
-    artifact = open_artifact(folder)
+    artifact = open_artifact(folder, verify=False)  # each graph is verified as it is converted
     start = time.perf_counter()
     staging = staging_folder(artifact.folder, BUILD_DIR)
     try:
@@ -74,6 +74,7 @@ def build(folder: Path, progress=None, static: dict | None = None) -> dict:
         names = list(artifact.components)
         for name in (progress(names) if progress else names):
             shapes = static and static_shapes(name, artifact.components[name], artifact.pipeline, static)
+            artifact.verify(*(f"{name}/{f}" for f in artifact.components[name]["files"] if f.startswith("model.onnx")))
             rewritten[name] = _convert(artifact.path(f"{name}/model.onnx"), staging / name / IR_FILE, shapes)
         files = [p.relative_to(staging).as_posix() for p in sorted(staging.rglob("*"))
                  if p.is_file() and p.parent != staging]

@@ -28,6 +28,7 @@ from sdopt.export.rewrite import (constant_interval_scales, interval_count, inte
 from sdopt.graphs import is_denoiser
 
 BUILD_DIR = "tensorrt"
+MAX_TIMING_CACHE_BYTES = 1 << 30
 FORMAT_FLAGS = {"int8": "INT8", "float8e4m3fn": "FP8", "int4": "INT4"}
 
 
@@ -189,14 +190,15 @@ def build(folder: Path, config: TensorrtConfig, progress=None) -> dict:
         raise SdoptError("building TensorRT engines needs TensorRT and an NVIDIA GPU: "
                          "pip install 'sdopt[tensorrt]' on a machine with one") from err
     from sdopt.artifact import open_artifact, record_build
-    from sdopt.safe_io import staging_folder
+    from sdopt.safe_io import read_bytes, staging_folder, write_atomically
 
     folder = Path(folder)
     artifact = open_artifact(folder)
     plan = plan_build(folder, config)
     own_cache = artifact.build(BUILD_DIR) and f"{BUILD_DIR}/timing.cache" in artifact.build(BUILD_DIR)["files"]
     cache_path = Path(config.timing_cache) if config.timing_cache else folder / BUILD_DIR / "timing.cache"
-    timing_cache = cache_path.read_bytes() if cache_path.is_file() and (config.timing_cache or own_cache) else b""
+    timing_cache = read_bytes(cache_path, "--timing-cache", MAX_TIMING_CACHE_BYTES) \
+        if cache_path.exists() and (config.timing_cache or own_cache) else b""
     start = time.perf_counter()
     staging = staging_folder(folder, BUILD_DIR)
     try:
@@ -216,7 +218,7 @@ def build(folder: Path, config: TensorrtConfig, progress=None) -> dict:
             entry["engines"].append(f"{BUILD_DIR}/{engine}")
         (staging / "timing.cache").write_bytes(timing_cache)
         if config.timing_cache:
-            cache_path.write_bytes(timing_cache)
+            write_atomically(cache_path, lambda tmp: Path(tmp).write_bytes(timing_cache))
         files = [f"{BUILD_DIR}/{p.name}" for p in sorted(staging.iterdir()) if p.suffix in (".plan", ".cache")]
         record = {"files": files, "components": components, "tensorrt_version": trt.__version__,
                   "static": config.static, "precision": config.precision,

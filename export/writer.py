@@ -23,7 +23,9 @@ from sdopt.export import onnx as onnx_export
 from sdopt.export import qdq
 from sdopt.export.attention import attention_form
 from sdopt.clip_tokenizer import backend_tokenizer
+from sdopt.errors import SdoptError
 from sdopt.graphs import DEFAULT_ATTENTION, TEXT_ENCODER, GraphSpec, is_denoiser
+from sdopt.shared import first_non_finite
 
 MODEL_CONFIG = "config.json"
 
@@ -34,6 +36,11 @@ def write_artifact(source, recipe: dict, out: Path, command: list[str] | None = 
     whose weights pass `onnx.EXTERNAL_DATA_THRESHOLD`). `attention`: the form the attention layers are exported in
     (`export.attention`). `float16`: graphs in fp16 with float32 inputs and outputs (`onnx.to_float16`)."""
     graphs = onnx_export.graph_set(source)
+    for spec in graphs:  # every weight is finite before anything is written
+        bad = first_non_finite(spec.wrapper)
+        if bad is not None:
+            raise SdoptError(f"the {spec.name} graph's weight {bad} holds NaN or Inf: no artifact written (a pass "
+                             f"or a weight file it read made it non-finite)")
     with ArtifactWriter(out) as writer:
         for i, tokenizer in enumerate(source.tokenizers):
             save_tokenizer(tokenizer, writer, "tokenizer" if i == 0 else f"tokenizer_{i + 1}")
@@ -161,9 +168,22 @@ def pipeline_info(source) -> dict:
         "scheduler": source.scheduler,
         "denoise": source.denoise,
     }
+    downsample = attention_downsample(pipe.unet.config)
+    if downsample is not None:
+        info["attention_downsample"] = downsample
     if source.kind == "sdxl":
         info["force_zeros_for_empty_prompt"] = bool(pipe.config.get("force_zeros_for_empty_prompt", True))
     return info
+
+
+def attention_downsample(unet_config) -> int | None:
+    """Latent pixels per token side at the UNet's finest self-attention (the runtime sizes its score matrix
+    from it before it generates); None without attention."""
+    types = list(unet_config.down_block_types)
+    level = next((i for i, name in enumerate(types) if "Attn" in name), None)
+    if level is None and "Attn" in str(unet_config.mid_block_type or ""):
+        level = len(types) - 1
+    return None if level is None else 2 ** level
 
 
 def produced_by(command: list[str] | None) -> dict:

@@ -58,6 +58,18 @@ class Components:
             _return_freed_heap()
 
 
+def available_memory() -> int | None:
+    """Bytes of memory the system can give this process now (Linux: MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 @functools.cache
 def _malloc_trim():
     """glibc's malloc_trim, or None where the C library is another."""

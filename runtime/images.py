@@ -1,28 +1,8 @@
-"""Images given to img2img and inpainting: read, checked and brought to the model's input form."""
+"""Images given to img2img and inpainting, brought to the model's input form (read by `sdopt.image_files`)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-
-from sdopt.errors import SdoptError
-
-
-def read_image(path: Path, what: str, mode: str = "RGB", size: tuple[int, int] | None = None) -> np.ndarray:
-    """(H, W, 3) uint8 for RGB, (H, W) uint8 for a mask ("L"); resized to `size` (height, width) if given."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            image.load()
-            converted = image.convert(mode)
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
-        raise SdoptError(f"{what} {path}: not an image sdopt can read ({str(err).splitlines()[0]})") from None
-    if size is not None and converted.size != (size[1], size[0]):
-        resample = Image.NEAREST if mode == "L" else Image.BICUBIC
-        converted = converted.resize((size[1], size[0]), resample)
-    return np.asarray(converted)
 
 
 def to_model_input(image: np.ndarray) -> np.ndarray:

@@ -26,12 +26,13 @@ from sdopt.artifact import open_artifact
 from sdopt.errors import SdoptError
 from sdopt.graphs import (DENOISER, IMAGE_IO, LATENT_INPUT, POOLED_OUTPUT, TEXT_ENCODER, VAE_DECODER,
                           VAE_DECODER_FULL, VAE_ENCODER, io_name, is_denoiser, prompt_output)
-from sdopt.limits import MAX_STEPS, check_guidance, check_image_size, check_seed, check_text
-from sdopt.manifest import GRAPH_FOLDER_BUILDS, size_multiple
+from sdopt.limits import MAX_MANIFEST_BYTES as MAX_SUPPORT_FILE_BYTES
+from sdopt.limits import MAX_STEPS, check_guidance, check_image_size, check_seed, check_text, check_threads
+from sdopt.manifest import GRAPH_FOLDER_BUILDS, check_vae_tile, size_multiple
 from sdopt.shared import guidance_embedding
 
 from . import backends, denoise, images
-from .components import Components
+from .components import Components, available_memory
 from .tiling import decode_tiled
 from .schedulers import make_scheduler
 
@@ -54,9 +55,12 @@ class Pipeline:
         released when it ends (`components.Components`); a graph's signature is then checked when it is loaded."""
         self.folder = Path(folder)
         self.static = None  # {batch, height, width} of a static build: the one generation its graphs take
-        self.artifact = open_artifact(self.folder, verify=verify)
+        self.artifact = open_artifact(self.folder, verify=False)  # each file is verified as it is read (below)
+        self.verify = verify
         self.manifest = self.artifact.manifest
         self.info = self.manifest["pipeline"]
+        check_vae_tile(vae_tile, self.info)
+        check_threads(backend_options.get("threads"))
         self.sdxl = self.info["kind"] == "sdxl"
         self.strategy_name, self.strategy, self.denoise_params = denoise.strategy(self.info["denoise"],
                                                                                    denoise_overrides)
@@ -75,9 +79,14 @@ class Pipeline:
         def load(name: str):
             component = components[name]
             io_names = ([i["name"] for i in component["inputs"]], [o["name"] for o in component["outputs"]])
+            engine_files, options = self._engine_files(name, backend, per_component[name]), {}
+            if self.verify and backend == "onnxruntime" and engine_files == [f"{name}/model.onnx"]:
+                options["model_bytes"] = self.artifact.read_verified(engine_files[0])  # what was checked runs
+            elif self.verify:
+                self.artifact.verify(*engine_files)
             model = backends.load(backend, self.artifact.path(f"{name}/model.onnx"), io_names=io_names,
                                   int8_weight_bits=component.get("int8_weight_bits"),
-                                  **backend_options, **per_component[name])
+                                  **backend_options, **per_component[name], **options)
             _check_signature(name, component, model)
             return model
         self.models = Components(list(components), load, low_memory)
@@ -99,9 +108,6 @@ class Pipeline:
             if self.vae_decoder is None:
                 raise SdoptError(f"artifact '{self.folder}' has no full VAE decoder (vae_decoder_full): its "
                                  f"vae_decoder is the model's own")
-        multiple = self.info["vae_scale_factor"] * 4
-        if vae_tile and (vae_tile < multiple or vae_tile % multiple):
-            raise SdoptError(f"vae tile {vae_tile}: a multiple of {multiple} pixels (0: no tiling)")
         if vae_tile and self.static:
             raise SdoptError(f"artifact '{self.folder}': its {backend} build is static: it decodes whole images only")
         self.vae_tile = vae_tile // self.info["vae_scale_factor"]  # in latent pixels
@@ -110,6 +116,15 @@ class Pipeline:
         embedded = next((i for i in components[self.denoiser]["inputs"] if i["name"] == "timestep_cond"), None)
         self.guidance_dim = None if embedded is None else embedded["shape"][1]  # guidance is an input (LCM)
         self.scheduler_config = self._scheduler_config()
+
+    def _engine_files(self, name: str, backend: str, built: dict) -> list[str]:
+        """The artifact's files a backend opens to load graph `name` (relative paths)."""
+        if "engine_paths" in built:
+            return [p.relative_to(self.folder).as_posix() for p in built["engine_paths"]]
+        if "ir_path" in built:
+            xml = built["ir_path"].relative_to(self.folder).as_posix()
+            return [xml, xml[: -len(".xml")] + ".bin"]
+        return [f"{name}/{f}" for f in self.manifest["components"][name]["files"] if f.startswith("model.onnx")]
 
     def _named(self, role: str) -> str | None:
         return next((name for name, r in self.roles.items() if r == role), None)
@@ -147,8 +162,9 @@ class Pipeline:
 
     def _tokenizer(self, folder: str) -> Tokenizer:
         path = self.artifact.path(f"{folder}/tokenizer.json")
+        data = self._read(f"{folder}/tokenizer.json")
         try:
-            tokenizer = Tokenizer.from_file(str(path))
+            tokenizer = Tokenizer.from_str(data.decode("utf-8"))
             length = len(tokenizer.encode("a").ids)
         except Exception as err:  # tokenizers raises plain Exceptions for malformed files
             raise SdoptError(f"{path}: not a usable tokenizer ({str(err).splitlines()[0] if str(err) else err})") \
@@ -160,13 +176,20 @@ class Pipeline:
 
     def _scheduler_config(self) -> dict:
         path = self.artifact.path("scheduler/scheduler_config.json")
-        try:
-            config = json.loads(path.read_bytes().decode("utf-8"))  # diffusers writes -Infinity for some options
+        try:  # diffusers writes -Infinity for some options
+            config = json.loads(self._read("scheduler/scheduler_config.json").decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError) as err:
             raise SdoptError(f"{path}: not a JSON scheduler config ({err})") from None
         if not isinstance(config, dict):
             raise SdoptError(f"{path}: not a mapping of scheduler options")
         return config
+
+    def _read(self, relative: str) -> bytes:
+        if self.verify:
+            return self.artifact.read_verified(relative)
+        from sdopt.safe_io import read_bytes
+
+        return read_bytes(self.artifact.path(relative), f"artifact '{self.folder}':", MAX_SUPPORT_FILE_BYTES)
 
     def scheduler(self, name: str, steps: int):
         """A numpy scheduler with its timesteps set, or one error saying why this config cannot give one."""
@@ -208,6 +231,8 @@ class Pipeline:
             raise SdoptError(f"strength {strength!r} must lie in (0, 1]")
         self.check_size(height or self.info["height"], width or self.info["width"])
         check_guidance(guidance)
+        self._check_attention_memory(height or self.info["height"], width or self.info["width"],
+                                     guidance > 1.0 and self.guidance_dim is None)
         if self.static:
             self._check_static(height or self.info["height"], width or self.info["width"], guidance)
         check_seed(seed)
@@ -218,6 +243,21 @@ class Pipeline:
             raise SdoptError(f"strength {strength} with {steps} steps leaves no step to run "
                              f"(steps x strength must be at least 1)")
         return sched
+
+    def _check_attention_memory(self, height: int, width: int, guided: bool) -> None:
+        """Refuse a size whose finest self-attention needs one score matrix (tokens² per head and image) larger
+        than the memory this machine has free: the engine would fail in the first step, or be killed."""
+        downsample = self.info.get("attention_downsample")
+        available = available_memory()
+        if downsample is None or available is None:
+            return
+        side = self.info["vae_scale_factor"] * downsample
+        tokens = (height // side) * (width // side)
+        need = tokens**2 * 4 * (2 if guided else 1)
+        if need > available:
+            raise SdoptError(f"{width}x{height}: the denoiser's self-attention at this size needs {need / 2**30:.1f} "
+                             f"GiB for one score matrix ({tokens:,} tokens), more than the {available / 2**30:.1f} GiB "
+                             f"of memory free here; generate a smaller image")
 
     def _check_static(self, height: int, width: int, guidance: float) -> None:
         s = self.static

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from .limits import MAX_SEED, MAX_SIDE, MAX_STEPS
+from .limits import MAX_GUIDANCE, MAX_SEED, MAX_SIDE, MAX_STEPS, MAX_WORKSPACE_GIB, max_threads
 
 
 def integer(text: str) -> int:
@@ -49,10 +49,38 @@ def steps(text: str) -> int:
     return value
 
 
-def seed(text: str) -> int:
-    value = integer(text)
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"{value} is not in [0, {MAX_SEED}]")
+def bounded(low: int, high: int):
+    """An integer type for the range [low, high]."""
+    def parse(text: str) -> int:
+        value = integer(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not in [{low}, {high}]")
+        return value
+    return parse
+
+
+seed = bounded(0, MAX_SEED)
+vae_tile = bounded(0, MAX_SIDE)  # pixels; 0: no tiling (the model's multiple is checked against the artifact)
+
+
+def threads(text: str) -> int:
+    value = positive(text)
+    if value > max_threads():
+        raise argparse.ArgumentTypeError(f"{value} is more than this machine's {max_threads()} CPUs")
+    return value
+
+
+def guidance(text: str) -> float:
+    value = finite(text)
+    if abs(value) > MAX_GUIDANCE:
+        raise argparse.ArgumentTypeError(f"{text} is over the limit of {MAX_GUIDANCE:g} in magnitude")
+    return value
+
+
+def workspace(text: str) -> float:
+    value = finite(text)
+    if not 0 < value <= MAX_WORKSPACE_GIB:
+        raise argparse.ArgumentTypeError(f"{value} is not in (0, {MAX_WORKSPACE_GIB:g}]")
     return value
 
 

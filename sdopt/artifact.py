@@ -21,6 +21,7 @@ that is not listed lies where a backend would find it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -33,8 +34,8 @@ from . import manifest as rules
 from .errors import SdoptError
 from .limits import MAX_MANIFEST_BYTES
 from .schema import json_safe, parse_json
-from .safe_io import (commit_folder, make_parents, nearest_existing, remove_created, remove_stale,
-                      staging_folder, write_atomically)
+from .safe_io import (commit_folder, make_parents, nearest_existing, open_regular, read_bytes, remove_created,
+                      remove_stale, staging_folder, write_atomically)
 
 MANIFEST = "manifest.json"
 SCRATCH = "scratch"  # builds stage rewritten graphs in `.scratch.partial-*` folders inside the artifact
@@ -43,7 +44,7 @@ SCHEMA_VERSION = rules.SCHEMA_VERSION
 
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path, "file") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -59,6 +60,25 @@ class Artifact:
         if relative not in rules.listed_files(self.manifest):
             raise SdoptError(f"artifact '{self.folder}': {relative} is not listed in its manifest")
         return self.folder / relative
+
+    def verify(self, *relative: str) -> None:
+        """Check listed files against their sha256 now: called as a backend is about to open them, so that
+        what runs is what the manifest lists even when the folder changed since it was opened."""
+        for rel in relative:
+            interrupts.raise_if_interrupted()
+            if sha256_file(self.path(rel)) != rules.listed_files(self.manifest)[rel]["sha256"]:
+                raise SdoptError(f"artifact '{self.folder}': {rel} is corrupt (sha256 does not match "
+                                 f"the manifest)")
+
+    def read_verified(self, relative: str) -> bytes:
+        """A listed file's bytes, checked against its size and sha256 as they are read (what is checked is what
+        is used)."""
+        entry = rules.listed_files(self.manifest).get(relative)
+        data = read_bytes(self.path(relative), f"artifact '{self.folder}':", entry["bytes"]) if entry else None
+        if data is None or len(data) != entry["bytes"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            raise SdoptError(f"artifact '{self.folder}': {relative} is corrupt (sha256 does not match "
+                             f"the manifest)")
+        return data
 
     @property
     def components(self) -> dict:
@@ -82,11 +102,11 @@ def read_manifest(folder: Path) -> dict:
         raise SdoptError(f"'{folder}' is not an sdopt artifact (no {MANIFEST})")
     try:
         size = path.stat().st_size
-        if size > MAX_MANIFEST_BYTES:
-            raise SdoptError(f"'{path}': {size:,} bytes, over the {MAX_MANIFEST_BYTES >> 20} MiB a manifest may have")
-        data = path.read_bytes()
     except OSError as err:
         raise SdoptError(f"'{path}': cannot read it ({err.strerror or err})") from err
+    if size > MAX_MANIFEST_BYTES:
+        raise SdoptError(f"'{path}': {size:,} bytes, over the {MAX_MANIFEST_BYTES >> 20} MiB a manifest may have")
+    data = read_bytes(path, "manifest", MAX_MANIFEST_BYTES)
     try:
         manifest = parse_json(data)
     except ValueError as err:
@@ -216,6 +236,9 @@ class ArtifactWriter:
         if exc_type is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             remove_created(self.created)
+            if isinstance(exc, OSError):  # a full disk, a quota, a folder gone read-only: named by --out
+                raise SdoptError(f"cannot write the artifact {self.out}: {exc.strerror or type(exc).__name__} "
+                                 f"(nothing was written)") from None
         return False
 
     def path(self, relative: str) -> Path:
@@ -247,7 +270,7 @@ class ArtifactWriter:
                               **manifest, "components": self.components, "files": extra_files})
         rules.validate(manifest, "the manifest being written")  # what we write, we can read
         self.write_json(MANIFEST, manifest)
-        if self.out.exists():
+        if self.out.exists() or self.out.is_symlink():
             check_writable_destination(self.out)  # still ours to replace after the long work
         commit_folder(self.tmp, self.out)
         return self.out
@@ -255,6 +278,23 @@ class ArtifactWriter:
 
 def _file_entry(path: Path) -> dict:
     return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+@contextlib.contextmanager
+def writing_build(folder: Path):
+    """Around a backend build: what the system refuses (a full disk, a folder made read-only) is one error naming
+    the artifact; the caller's staging folder is removed by its own clean-up."""
+    try:
+        yield
+    except OSError as err:
+        raise SdoptError(f"cannot write the build into the artifact {folder}: {err.strerror or type(err).__name__} "
+                         f"(the artifact is unchanged)") from None
+
+
+def check_build_destination(folder: Path) -> None:
+    """Before a build: the artifact folder can take the build's files."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise SdoptError(f"artifact {folder}: not writable, so no build can be stored in it")
 
 
 def record_build(artifact: Artifact, name: str, staging: Path, record: dict) -> dict:

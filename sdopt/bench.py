@@ -85,12 +85,26 @@ class BenchRequest:
 
     @property
     def plot_path(self) -> Path | None:
-        """--plot, else a PNG beside the JSON where matplotlib is installed."""
+        """--plot, else a PNG beside the JSON (its name with .png) where matplotlib is installed."""
         import importlib.util
 
         if self.plot or not self.json or importlib.util.find_spec("matplotlib") is None:
             return self.plot
         return self.json.with_suffix(".png")
+
+    def check_outputs(self) -> None:
+        """Before any work: the JSON and the plot can be written, and neither would overwrite the other."""
+        from .safe_io import check_outside, check_output_file, same_file
+
+        if self.json is not None:
+            check_output_file(self.json, "--json")
+            check_outside(self.json, self.artifacts, "--json")
+        if self.plot_path is not None:
+            check_output_file(self.plot_path, "--plot", ".png")
+            check_outside(self.plot_path, self.artifacts, "--plot")
+        if self.json is not None and self.plot_path is not None and same_file(self.json, self.plot_path):
+            raise SdoptError(f"--json {self.json}: the plot ({'--plot' if self.plot else 'the JSON name with .png'})"
+                             f" would be written over it; name the JSON .json or give --plot another file")
 
 
 def prepare(request: BenchRequest):
@@ -103,9 +117,8 @@ def prepare(request: BenchRequest):
     from .artifact import open_artifact
     from .evaluate import default_pairs, fp32_export
     from .limits import check_image_size
-    from .manifest import size_multiple
-    from .safe_io import check_output_file
-    from .sources import DEFAULT_MODEL
+    from .manifest import check_vae_tile, size_multiple
+    from .sources import DEFAULT_MODEL, source_to_rebuild
 
     notes = []
     peers = check_peers(request.peers or ",".join(DEFAULT_PEERS))
@@ -123,24 +136,23 @@ def prepare(request: BenchRequest):
         peers = []
         notes.append("note: no compression extra: the peers are left out (pip install 'sdopt[compress]')")
     backends = [b for b in request.backends.split(",") if b]
+    if request.artifacts and not backends:
+        raise SdoptError(f"--backends '{request.backends}': name at least one of " + ", ".join(BACKENDS))
     for backend in backends:
         if backend not in BACKENDS:
             raise SdoptError(f"--backends: unknown backend '{backend}'; choose from " + ", ".join(BACKENDS))
     if not request.artifacts and not peers:
         raise SdoptError("nothing to measure: give artifact folders or --peers")
-    if request.json is not None:
-        check_output_file(request.json, "--json")
-    if request.plot_path is not None:
-        check_output_file(request.plot_path, "--plot", ".png")
-        if importlib.util.find_spec("matplotlib") is None:
-            raise SdoptError("--plot needs matplotlib: pip install 'sdopt[compress]'")
+    request.check_outputs()
+    if request.plot_path is not None and importlib.util.find_spec("matplotlib") is None:
+        raise SdoptError("--plot needs matplotlib: pip install 'sdopt[compress]'")
     # verified here once: the timed processes open the same files without hashing them again
     manifests = [open_artifact(folder).manifest for folder in request.artifacts]
     specs = {m["source"]["spec"] for m in manifests}
     if len(specs) > 1 or (request.model and specs and specs != {request.model}):
         raise SdoptError("the artifacts and --model come from different sources: " + ", ".join(
             sorted(specs | {request.model} - {None})))
-    spec = request.model or (specs.pop() if specs else DEFAULT_MODEL)
+    spec = source_to_rebuild(manifests[0], request.model, "--model") if manifests else request.model or DEFAULT_MODEL
     for peer, why in [(p, bench_peers.unsupported(p, spec)) for p in peers]:
         if why:
             peers.remove(peer)
@@ -170,6 +182,8 @@ def prepare(request: BenchRequest):
         raise SdoptError("--threads applies to the CPU engines (onnxruntime, openvino)")
     if request.vae_tile and not request.artifacts:
         raise SdoptError("--vae-tile applies to artifacts")
+    for m in manifests:
+        check_vae_tile(request.vae_tile, m["pipeline"])
     targets = plan_targets(request.artifacts, backends, peers, spec, options, request.denoise, request.steps,
                            request.memory, request.vae_tile)
     random_weights = spec.startswith("arch:") or any(m["source"]["random_weights"] for m in manifests)
@@ -363,7 +377,7 @@ def _compact_table(result: dict, header: str, peers: list[str]) -> str:
     lines = _cells(result, lambda r, st: [
         *_stage_cells(st, ("unet", "vae_decode")), f"{r['load_s']:.1f}", f"{r['peak_rss_bytes'] / 1e9:.2f}", _size(r),
         *([f"{r['speedup'][reference]:.2f}"] if reference else [])])
-    others = sum(max(len(columns[i]), *(len(c[i]) for c in lines if len(c) == len(columns))) + 2
+    others = sum(max([len(columns[i]), *(len(c[i]) for c in lines if len(c) == len(columns))]) + 2
                  for i in range(1, len(columns)))
     room = max(TABLE_WIDTH - others, 16)
     for cells in lines:
@@ -375,7 +389,7 @@ def _compact_table(result: dict, header: str, peers: list[str]) -> str:
 
 
 def _aligned(columns: list[str], lines: list[list[str]]) -> list[str]:
-    widths = [max(len(columns[i]), *(len(c[i]) for c in lines if len(c) == len(columns)))
+    widths = [max([len(columns[i]), *(len(c[i]) for c in lines if len(c) == len(columns))])
               for i in range(len(columns))]
 
     def fmt(cells):
@@ -405,14 +419,17 @@ def stage_peaks(peaks: dict) -> str:
     return "/".join(f"{peaks[s] / 1e9:.2f}" if peaks.get(s) else "-" for s in MEMORY_STAGES)
 
 
-def write_plot(result: dict, path: Path) -> None:
-    """Stacked bars: end-to-end median per target, split into its stages."""
+def write_plot(result: dict, path: Path) -> bool:
+    """Stacked bars: end-to-end median per target, split into its stages; False (nothing written) when no
+    target was measured."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = [r for r in result["rows"] if "error" not in r]
+    if not rows:
+        return False
     steps = result["settings"]["steps"]
     fig, ax = plt.subplots(figsize=(9, 0.6 * len(rows) + 2.2))
     names = [r["name"] for r in rows][::-1]
@@ -437,6 +454,7 @@ def write_plot(result: dict, path: Path) -> None:
     fig.tight_layout()
     write_atomically(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
+    return True
 
 
 def write_json(result: dict, path: Path) -> None:

@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 from . import interrupts
-from .argtypes import finite, image_side, integer, key_value, positive, seed, steps, strength
-from .errors import SdoptError
+from .argtypes import bounded, guidance, image_side, key_value, seed, steps, strength, threads, vae_tile, workspace
+from .errors import SdoptError, os_error_text
 from .graphs import ATTENTION_FORMS, DEFAULT_ATTENTION
-from .limits import MAX_SEED, MAX_STEPS
+from .limits import MAX_EVAL_SEEDS, MAX_GUIDANCE, MAX_RUNS, MAX_SEED, MAX_STEPS, MAX_WARMUP, MAX_WORKSPACE_GIB
 from .shared import SCHEDULERS
 
 
@@ -31,8 +31,9 @@ def _backend_flags(parser) -> None:
     parser.add_argument("--device", help="OpenVINO device (default CPU)")
     parser.add_argument("--precision", choices=PRECISIONS, type=precision_name,
                         help="OpenVINO inference precision hint (default: the device's own, bf16 on CPUs with AMX)")
-    parser.add_argument("--threads", type=positive,
-                        help="CPU threads of the engine, onnxruntime or openvino (default: the engine's, one per core)")
+    parser.add_argument("--threads", type=threads,
+                        help="CPU threads of the engine, onnxruntime or openvino: 1 to this machine's CPUs (default: "
+                             "the engine's, one per core)")
     parser.add_argument("--low-memory", action="store_true",
                         help="load each graph only for its stage and release it after: the peak is the largest "
                              "stage's instead of the sum, at the cost of loading the graphs every generation")
@@ -127,11 +128,14 @@ def build_parser(with_passes: bool = False) -> argparse.ArgumentParser:
                                         "models (tiny-shapes, tiny-scenes) the prompt alignment.")
     e.add_argument("artifact", type=Path, help="artifact folder to evaluate")
     e.add_argument("--reference", type=Path, help="reference artifact (default: fp32 export of the same source)")
+    e.add_argument("--model", help="model source whose fp32 export is the reference (default: the artifact's own "
+                                   "when sdopt builds it from its name: tiny-shapes, tiny-scenes, arch:NAME; an "
+                                   "artifact of a local folder needs the folder named here or --reference)")
     e.add_argument("--prompts", type=Path, help="text file, one prompt per line (default: the model's held-out "
                                                 "set for tiny-shapes / tiny-scenes, else a generic set)")
-    e.add_argument("--seeds", type=positive, help="seeds per prompt (default 1 with --prompts, 2 for the generic "
-                                                   "set; tiny-shapes / tiny-scenes: 64 x N held-out pairs, default "
-                                                   "256)")
+    e.add_argument("--seeds", type=bounded(1, MAX_EVAL_SEEDS),
+                   help=f"seeds per prompt, 1 to {MAX_EVAL_SEEDS} (default 1 with --prompts, 2 for the generic set; "
+                        f"tiny-shapes / tiny-scenes: 64 x N held-out pairs, default 256)")
     _sampling_flags(e)
     e.add_argument("--grid", type=Path,
                    help="also write a PNG grid: reference and artifact images of the first prompts")
@@ -161,7 +165,8 @@ def build_parser(with_passes: bool = False) -> argparse.ArgumentParser:
     d.add_argument("--float-precision", choices=("fp16", "fp32"), default="fp16",
                    help="tensorrt: precision of the layers the artifact keeps in float: fp16 (default) or fp32 "
                         "(strongly typed: every type from the ONNX graph and its Q/DQ)")
-    d.add_argument("--workspace", type=finite, metavar="GIB", help="tensorrt: workspace memory limit in GiB")
+    d.add_argument("--workspace", type=workspace, metavar="GIB",
+                   help=f"tensorrt: workspace memory limit in GiB, above 0 and up to {MAX_WORKSPACE_GIB:g}")
     d.add_argument("--timing-cache", type=Path, help="tensorrt: timing cache file to read and update "
                                                      "(default: kept inside the build)")
 
@@ -194,17 +199,19 @@ def build_parser(with_passes: bool = False) -> argparse.ArgumentParser:
     _denoise_flag(b)
     b.add_argument("--height", type=image_side, help="image height in pixels (default: the model's)")
     b.add_argument("--width", type=image_side, help="image width in pixels (default: the model's)")
-    b.add_argument("--runs", type=positive, default=5, help="timed generations per target (default 5)")
-    b.add_argument("--warmup", type=positive, default=1,
-                   help="warm-up generations (2 steps each, same shapes) before timing (default 1)")
+    b.add_argument("--runs", type=bounded(1, MAX_RUNS), default=5,
+                   help=f"timed generations per target, 1 to {MAX_RUNS} (default 5)")
+    b.add_argument("--warmup", type=bounded(1, MAX_WARMUP), default=1,
+                   help=f"warm-up generations (2 steps each, same shapes) before timing, 1 to {MAX_WARMUP} (default 1)")
     from .bench import MEMORY_MODES
 
     b.add_argument("--memory", choices=MEMORY_MODES, default="default",
                    help="artifacts' memory mode: default, low (as run --low-memory) or both (a row each; default: "
                         "default)")
-    b.add_argument("--vae-tile", type=integer, default=0, metavar="PIXELS",
+    b.add_argument("--vae-tile", type=vae_tile, default=0, metavar="PIXELS",
                    help="artifacts decode in tiles of this many pixels (default 0: whole)")
-    b.add_argument("--threads", type=positive, help="engine threads of every target (default: the engines')")
+    b.add_argument("--threads", type=threads,
+                   help="engine threads of every target, 1 to this machine's CPUs (default: the engines')")
     b.add_argument("--json", type=Path, help="write the results as JSON here (and the plot beside it as .png)")
     b.add_argument("--plot", type=Path, help="PNG bar plot (default: the --json path with .png)")
     b.add_argument("--wide", action="store_true",
@@ -227,7 +234,7 @@ def _vae_flags(parser) -> None:
     parser.add_argument("--vae", choices=("default", "full"), default="default",
                         help="full: decode with the model's own VAE decoder where a tiny-vae artifact has a tiny "
                              "one as its default")
-    parser.add_argument("--vae-tile", type=integer, default=0, metavar="PIXELS",
+    parser.add_argument("--vae-tile", type=vae_tile, default=0, metavar="PIXELS",
                         help="decode in overlapping tiles of this many pixels (a multiple of 4 x the VAE factor): "
                              "large images in little memory. Default 0: whole")
 
@@ -239,7 +246,8 @@ def _vae_options(args) -> dict:
 def _sampling_flags(parser) -> None:
     parser.add_argument("--steps", type=steps, help=f"sampling steps, 1 to {MAX_STEPS} (default: the model's, "
                                                           f"20 for most)")
-    parser.add_argument("--guidance", type=finite, help="classifier-free guidance scale; <= 1 disables guidance "
+    parser.add_argument("--guidance", type=guidance, help=f"classifier-free guidance scale, -{MAX_GUIDANCE:g} to "
+                                                         f"{MAX_GUIDANCE:g}; <= 1 disables guidance "
                                                        "(default: the model's, 7.5 for most)")
     parser.add_argument("--scheduler", choices=SCHEDULERS,
                         help="ddim, euler (Euler discrete), dpmpp (DPM-Solver++ 2M) or lcm (latent consistency, for "
@@ -253,7 +261,7 @@ def cmd_eval(args) -> None:
 
     from .artifact import open_artifact
     from .evaluate import EvalSettings, default_pairs, evaluate, format_table
-    from .safe_io import check_output_file, read_prompts
+    from .safe_io import check_outside, check_output_file, read_prompts
     from .schema import json_safe
 
     manifest = open_artifact(args.artifact, verify=False).manifest
@@ -263,11 +271,18 @@ def cmd_eval(args) -> None:
     settings = EvalSettings(args.steps or info["steps"], _guidance(args, info), _scheduler(args, info))
     if args.grid is not None:
         check_output_file(args.grid, "--grid", ".png")
+        check_outside(args.grid, [args.artifact, args.reference], "--grid")
     if args.clip is not None and not (args.clip / "config.json").is_file():
         raise SdoptError(f"--clip {args.clip}: not a model folder (no config.json)")
     if args.reference is not None:
+        if args.model is not None:
+            raise SdoptError("--model names the source of the default reference: give it or --reference, not both")
         open_artifact(args.reference, verify=False)
-    result = evaluate(args.artifact, args.reference, pairs, settings,
+    else:
+        from .sources import source_to_rebuild
+
+        source_to_rebuild(manifest, args.model, "--model")  # before any work: a local folder must be named
+    result = evaluate(args.artifact, args.reference, pairs, settings, model=args.model,
                       progress=lambda it, label: tqdm(it, desc=label, unit="image"), grid=args.grid, clip=args.clip,
                       backend=args.backend, backend_options=_backend_options(args),
                       denoise_overrides=_denoise_overrides(args), vae_options=_vae_options(args))
@@ -275,14 +290,23 @@ def cmd_eval(args) -> None:
 
 
 def cmd_build(args) -> None:
-    from tqdm.auto import tqdm
-
-    from .artifact import open_artifact
+    from .artifact import check_build_destination, open_artifact, writing_build
 
     tensorrt_flags = [f for f in ("batch", "height", "width", "workspace", "timing_cache")
                       if getattr(args, f) is not None]
     tensorrt_flags += [f for f in ("static",) if getattr(args, f)]
     info = open_artifact(args.artifact, verify=False).pipeline
+    check_build_destination(args.artifact)
+    with writing_build(args.artifact):
+        record = _build(args, info, tensorrt_flags)
+    size = sum(f["bytes"] for f in record["files"].values())
+    where = f"{args.artifact}/<graph>/openvino_model.xml" if args.format == "openvino" else f"{args.artifact}/tensorrt"
+    _say(f"wrote {where} ({len(record['files'])} files, {size / 1e6:.0f} MB) in {record['seconds']:.1f} s")
+
+
+def _build(args, info: dict, tensorrt_flags: list[str]) -> dict:
+    from tqdm.auto import tqdm
+
     if args.format == "openvino":
         shape_flags = [f for f in ("height", "width") if getattr(args, f) is not None]
         others = [f for f in tensorrt_flags if f not in shape_flags + ["static"]]
@@ -302,9 +326,7 @@ def cmd_build(args) -> None:
                                    precision=args.float_precision, workspace=args.workspace,
                                    timing_cache=args.timing_cache)
         record = build(args.artifact, config, progress=lambda jobs: tqdm(jobs, desc="building", unit="engine"))
-    size = sum(f["bytes"] for f in record["files"].values())
-    where = f"{args.artifact}/<graph>/openvino_model.xml" if args.format == "openvino" else f"{args.artifact}/tensorrt"
-    _say(f"wrote {where} ({len(record['files'])} files, {size / 1e6:.0f} MB) in {record['seconds']:.1f} s")
+    return record
 
 
 def _static_shape(args, info: dict) -> dict:
@@ -341,8 +363,7 @@ def cmd_bench(args) -> None:
     if request.json:
         write_json(result, request.json)
         _say(f"wrote {request.json}")
-    if request.plot_path:
-        write_plot(result, request.plot_path)
+    if request.plot_path and write_plot(result, request.plot_path):
         _say(f"wrote {request.plot_path}")
     failed = [r["name"] for r in result["rows"] if "error" in r]
     if failed:
@@ -407,9 +428,10 @@ def cmd_run(args) -> None:
     from sdopt.runtime.pipeline import Pipeline
 
     from .limits import check_text
-    from .safe_io import check_output_file, write_atomically
+    from .safe_io import check_outside, check_output_file, write_atomically
 
     check_output_file(args.out, "--out", ".png")
+    check_outside(args.out, [args.artifact], "--out")
     check_text(args.prompt, "--prompt")
     check_text(args.negative_prompt, "--negative-prompt")
     image, mask = _input_images(args)
@@ -438,8 +460,9 @@ def cmd_run(args) -> None:
 
 
 def _input_images(args):
-    """--image (resized to --height/--width when given) and --mask (resized to the image), read before work."""
-    from sdopt.runtime.images import read_image
+    """--image (resized to --height/--width when given) and --mask (the same size as the image, resized with it),
+    read before work."""
+    from .image_files import read_image, resize
 
     for flag in ("strength", "mask"):
         if getattr(args, flag) is not None and args.image is None:
@@ -447,10 +470,12 @@ def _input_images(args):
     if args.image is None:
         return None, None
     image = read_image(args.image, "--image")
-    if args.height or args.width:
-        image = read_image(args.image, "--image", size=(args.height or image.shape[0], args.width or image.shape[1]))
-    mask = read_image(args.mask, "--mask", "L", size=image.shape[:2]) if args.mask else None
-    return image, mask
+    mask = read_image(args.mask, "--mask", "L") if args.mask else None
+    if mask is not None and mask.shape != image.shape[:2]:
+        raise SdoptError(f"--mask {args.mask}: {mask.shape[1]}x{mask.shape[0]} pixels, the --image is "
+                         f"{image.shape[1]}x{image.shape[0]}: a mask must have the image's size")
+    size = (args.height or image.shape[0], args.width or image.shape[1])
+    return resize(image, size), None if mask is None else resize(mask, size)
 
 
 def _say(message: str) -> None:
@@ -477,10 +502,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
+    words = sys.argv[1:] if argv is None else argv
+    command = next((w for w in words if w in COMMANDS), None)
     try:
         try:
-            words = sys.argv[1:] if argv is None else argv
-            command = next((w for w in words if not w.startswith("-")), None)
             args = build_parser(with_passes=command == "compress").parse_args(argv)
         except SystemExit as done:  # --help, --version, or a usage error already printed
             return done.code if isinstance(done.code, int) else 2
@@ -501,6 +526,11 @@ def _main(argv: list[str] | None) -> int:
         return 2
     except KeyboardInterrupt:
         return _interrupted(argv)
+    except OSError as err:  # what the system refused: a name too long, a full disk, a read-only folder
+        if interrupts.interrupted():
+            return _interrupted(argv)
+        _last_line(f"sdopt {command or ''}: error: {os_error_text(err)}".replace("sdopt : ", "sdopt: "))
+        return 2
     if interrupts.interrupted():  # raised where Python could only print it (a finalizer): still an interrupt
         return _interrupted(argv)
     return 0

@@ -95,9 +95,12 @@ def reference_family_of(manifest: dict):
     return family(manifest["source"].get("family"))
 
 
-def reference_artifact(manifest: dict) -> Path:
-    """The fp32 export of the artifact's source, made once and cached."""
-    return fp32_export(manifest["source"]["spec"], manifest["sdopt_version"])
+def reference_artifact(manifest: dict, model: str | None = None) -> Path:
+    """The fp32 export of the artifact's source, made once and cached: a built-in source by its name, a local
+    folder only when the user names it (`model`, from --model)."""
+    from sdopt.sources import source_to_rebuild
+
+    return fp32_export(source_to_rebuild(manifest, model, "--model"), manifest["sdopt_version"])
 
 
 def fp32_export(spec: str, version: str | None = None) -> Path:
@@ -165,9 +168,10 @@ def clip_score(clip_dir: Path, prompts: list[str], images: list[np.ndarray]) -> 
 def evaluate(artifact: Path, reference: Path | None, pairs, settings: EvalSettings, progress=None,
              grid: Path | None = None, clip: Path | None = None, backend: str = "onnxruntime",
              backend_options: dict | None = None, denoise_overrides: dict | None = None,
-             vae_options: dict | None = None) -> dict:
-    """The artifact runs on `backend` (its denoise strategy changed by `denoise_overrides`); the reference
-    always on ONNX Runtime as its manifest says. `progress(iterable, label)` wraps each generation loop."""
+             vae_options: dict | None = None, model: str | None = None) -> dict:
+    """The artifact runs on `backend` (its denoise strategy changed by `denoise_overrides`); the reference (by
+    default the fp32 export of `model`, else of the artifact's built-in source) always on ONNX Runtime as its
+    manifest says. `progress(iterable, label)` wraps each generation loop."""
     from sdopt.runtime.pipeline import Pipeline
 
     pipe = Pipeline(artifact, backend, denoise_overrides=denoise_overrides, **(vae_options or {}),
@@ -175,9 +179,9 @@ def evaluate(artifact: Path, reference: Path | None, pairs, settings: EvalSettin
     if not pairs:
         raise SdoptError("no prompts to evaluate")
     verify_reference = reference is not None  # the cached reference was verified as it was looked up
-    reference = reference or reference_artifact(pipe.manifest)
+    reference = reference or reference_artifact(pipe.manifest, model)
     ref_pipe = Pipeline(reference, verify=verify_reference)
-    if ref_pipe.manifest["source"]["spec"] != pipe.manifest["source"]["spec"]:
+    if model is None and ref_pipe.manifest["source"]["spec"] != pipe.manifest["source"]["spec"]:
         raise SdoptError(f"reference '{reference}' was made from {ref_pipe.manifest['source']['spec']}, "
                          f"the artifact from {pipe.manifest['source']['spec']}")
     ref_settings = reference_settings(pipe.info, ref_pipe.info, settings)

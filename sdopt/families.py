@@ -15,6 +15,7 @@ from pathlib import Path
 from types import ModuleType
 
 MODELS_DIR = Path(__file__).parent / "models"
+CALIBRATION_HEAD = 64  # prompts of the grammar's own calibration set, first in every larger pool
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,15 @@ class Family:
         return self.module("grammar").heldout_pairs(n)
 
     def calibration_prompts(self, n: int = 64) -> list[str]:
-        return self.module("grammar").calibration_prompts(n)
+        """`n` training prompts. The first 64 are the grammar's calibration set (what quantization calibrates
+        on); more prompts extend it with further distinct training prompts, so a larger pool keeps its head."""
+        grammar = self.module("grammar")
+        head = grammar.calibration_prompts(min(n, CALIBRATION_HEAD))
+        if n <= CALIBRATION_HEAD:
+            return head
+        seen = set(head)
+        more = [p for p in dict.fromkeys(grammar.calibration_prompts(n)) if p not in seen]
+        return (head + more)[:n]
 
     def alignment(self, captions, images) -> dict:
         """{"alignment", "per_attribute": {name: rate}, "n", ...}: the detector's reading against the captions."""

@@ -6,6 +6,7 @@ Torch-free: the CLI and the runtime both check against these.
 from __future__ import annotations
 
 import math
+import os
 
 from .errors import SdoptError
 
@@ -16,6 +17,16 @@ MAX_STEPS = 1000  # and never more than the scheduler's training timesteps
 MAX_MANIFEST_BYTES = 16 << 20
 MAX_TEXT_FILE_BYTES = 16 << 20  # prompts files, recipes, configs read from the user
 MAX_PROMPT_CHARS = 10_000
+MAX_GUIDANCE = 100.0  # |guidance scale|
+MAX_RUNS = 1000  # bench: timed generations per target
+MAX_WARMUP = 100  # bench: warm-up generations
+MAX_EVAL_SEEDS = 64  # eval: seeds per prompt (64 x N held-out pairs for the reference models)
+MAX_WORKSPACE_GIB = 1024.0  # tensorrt builder workspace
+
+
+def max_threads() -> int:
+    """Engine threads: at most this machine's CPUs (more only oversubscribe them; thousands hang the engines)."""
+    return os.cpu_count() or 1
 
 
 def check_image_size(height: int, width: int, multiple: int = 8) -> None:
@@ -30,14 +41,21 @@ def check_image_size(height: int, width: int, multiple: int = 8) -> None:
                          f"(2048x2048) per image")
 
 
+def check_threads(threads: int | None) -> None:
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                or not 1 <= threads <= max_threads()):
+        raise SdoptError(f"threads {threads!r} must be an integer in [1, {max_threads()}] (this machine's CPUs)")
+
+
 def check_seed(seed: int) -> None:
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise SdoptError(f"seed {seed!r} must be an integer in [0, {MAX_SEED}]")
 
 
 def check_guidance(guidance: float) -> None:
-    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance):
-        raise SdoptError(f"guidance {guidance!r} must be a finite number")
+    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance) \
+            or abs(guidance) > MAX_GUIDANCE:
+        raise SdoptError(f"guidance {guidance!r} must be a number in [-{MAX_GUIDANCE:g}, {MAX_GUIDANCE:g}]")
 
 
 def check_text(text: str, what: str) -> None:

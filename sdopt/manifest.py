@@ -67,7 +67,8 @@ _pipeline = s.record(
      "vae_shift_factor": s.nullable(s.number(-1e6, 1e6)), "latent_size_multiple": s.integer(1, 64),
      "max_length": s.integer(1, 4096), "steps": s.integer(1, MAX_STEPS), "guidance": s.number(-1e6, 1e6),
      "denoise": s.record({"strategy": _name}, {"params": s.anything(4)})},
-    {"force_zeros_for_empty_prompt": s.boolean(), "scheduler": s.string(choices=tuple(SCHEDULERS))})
+    {"force_zeros_for_empty_prompt": s.boolean(), "scheduler": s.string(choices=tuple(SCHEDULERS)),
+     "attention_downsample": s.integer(1, 1024)})
 MANIFEST = s.record({
     "schema_version": s.integer(),
     "format": s.string(choices=(FORMAT,)),
@@ -162,6 +163,13 @@ def in_graph_folder(rel: str, build_name: str, components) -> bool:
 def size_multiple(info: dict) -> int:
     """Pixels that image sides must be a multiple of, from a manifest's pipeline section."""
     return pixel_size_multiple(info["vae_scale_factor"], info["latent_size_multiple"])
+
+
+def check_vae_tile(tile: int, info: dict) -> None:
+    """A tiled VAE decode's tile side in pixels: 0 (whole images) or a multiple of 4 latent pixels."""
+    multiple = info["vae_scale_factor"] * 4
+    if tile and (tile < multiple or tile % multiple or tile > MAX_SIDE):
+        raise SdoptError(f"vae tile {tile}: a multiple of {multiple} pixels up to {MAX_SIDE} (0: no tiling)")
 
 
 def listed_files(m: dict) -> dict[str, dict]:

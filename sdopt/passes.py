@@ -39,6 +39,7 @@ class Pass:
     requires: tuple[str, ...] = ()  # passes that must come before this one in the recipe
     excludes: tuple[str, ...] = ()  # passes that cannot be in the same recipe
     shortcuts: tuple[Shortcut, ...] = ()
+    repeatable: bool = False  # may stand in a recipe more than once (a LoRA per file); others apply once
 
 
 _PASSES: dict[str, Pass] = {}
@@ -66,6 +67,8 @@ def check_order(names: list[str], passes: dict[str, Pass], where: str) -> None:
     """Refuse a recipe whose pass order breaks a constraint a pass declared."""
     for i, name in enumerate(names):
         spec = passes[name]
+        if not spec.repeatable and name in names[:i]:
+            raise SdoptError(f"{where}: the {name} pass stands in it twice; it applies once")
         for needed in spec.requires:
             if needed not in names[:i]:
                 raise SdoptError(f"{where}: {name} needs a {needed} pass before it")

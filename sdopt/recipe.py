@@ -61,17 +61,52 @@ class Override:
 
 def parse_set(text: str) -> Override:
     """`PASS.KEY=VALUE` (KEY may be dotted; VALUE is read as YAML: 4, 0.5, true, [a, b], text)."""
-    import yaml
-
     target, eq, raw = text.partition("=")
     pass_name, dot, key = target.partition(".")
     if not eq or not dot or not pass_name or not key or any(not part for part in key.split(".")):
         raise SdoptError(f"--set {text}: expected PASS.KEY=VALUE, for example quantize.calibration.intervals=4")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        raise SdoptError(f"--set {text}: the value is not valid YAML") from None
+    shown = text if len(text) <= 60 else text[:57] + "..."
+    value = parse_yaml(raw, f"--set {shown}: the value") if raw.strip() else ""
     return Override(pass_name, key, value, f"--set {text}")
+
+
+MAX_YAML_DEPTH = 16  # a recipe's options nest a few levels; deeper is not a recipe
+
+
+def parse_yaml(text: str, where: str):
+    """YAML from the user (a recipe file, a --set value): safe_load, one error line for any malformed input."""
+    import yaml
+
+    try:
+        data = yaml.load(text, Loader=_loader())
+    except yaml.YAMLError as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise SdoptError(f"{where}: invalid YAML ({first})") from None
+    except RecursionError:
+        raise SdoptError(f"{where}: nested too deeply (more than {MAX_YAML_DEPTH} levels)") from None
+    if _depth(data) > MAX_YAML_DEPTH:
+        raise SdoptError(f"{where}: nested too deeply (more than {MAX_YAML_DEPTH} levels)")
+    return data
+
+
+def _loader():
+    """YAML's safe loader, reading 1e-5 as the number people mean (YAML 1.1 wants 1.0e-5 and gives a string)."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9]+(\.[0-9]*)?[eE][-+]?[0-9]+$"),
+                                 list("-+0123456789"))
+    return Loader
+
+
+def _depth(value, limit: int = MAX_YAML_DEPTH + 1) -> int:
+    if limit <= 0 or not isinstance(value, (dict, list)):
+        return 0
+    children = value.values() if isinstance(value, dict) else value
+    return 1 + max((_depth(v, limit - 1) for v in children), default=0)
 
 
 def resolve(spec: str, overrides: tuple | list = (), inserted: tuple | list = ()) -> Recipe:
@@ -196,19 +231,11 @@ def _shown(value) -> str:
 
 
 def _load_yaml(spec: str):
-    import yaml
-
     path = Path(spec)
     if not path.is_file():
         raise SdoptError(f"recipe file '{spec}' does not exist")
     text = read_text(path, "recipe file", max_bytes=1 << 20)
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise SdoptError(f"recipe file '{spec}': invalid YAML ({first})") from None
-    except RecursionError:
-        raise SdoptError(f"recipe file '{spec}': nested too deeply") from None
+    data = parse_yaml(text, f"recipe file '{spec}'")
     if not isinstance(data, dict):
         raise SdoptError(f"recipe file '{spec}': expected a mapping with a 'passes' list")
     unknown = [k for k in data if k not in RECIPE_KEYS]

@@ -6,11 +6,13 @@ Torch-free: the runtime writes images with it.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
 import shutil
 import socket
+import stat
 import tempfile
 from pathlib import Path
 
@@ -18,24 +20,78 @@ from . import interrupts
 from .errors import SdoptError
 from .limits import MAX_TEXT_FILE_BYTES, check_text
 
-STAGING_MARKER = ".sdopt-staging"  # inside a staging folder: {"pid", "host"} of the process writing it
+STAGING_MARKER = ".sdopt-staging"  # in every folder sdopt makes beside an output: {"pid", "host", "kind", "name"}
+
+
+def open_regular(path: Path, what: str):
+    """A user's file opened for reading (binary), or one clear error: it must be a regular file. A FIFO, a device
+    or a folder is refused without blocking (opened non-blocking, then checked on the open descriptor)."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as err:
+        if err.errno == errno.ENOENT:
+            raise SdoptError(f"{what} {path}: no such file") from None
+        raise SdoptError(f"{what} {path}: cannot read it ({err.strerror or err})") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise SdoptError(f"{what} {path}: " + ("a folder, not a file" if stat.S_ISDIR(mode)
+                                                   else "not a regular file (a FIFO, device or socket)"))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_bytes(path: Path, what: str, max_bytes: int) -> bytes:
+    """A user's regular file, whole, if it holds at most `max_bytes`."""
+    with open_regular(path, what) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > max_bytes:
+            raise SdoptError(f"{what} {path}: larger than {_size_text(max_bytes)}")
+        try:
+            data = f.read(max_bytes + 1)
+        except OSError as err:
+            raise SdoptError(f"{what} {path}: cannot read it ({err.strerror or err})") from None
+    if len(data) > max_bytes:  # grew while being read
+        raise SdoptError(f"{what} {path}: larger than {_size_text(max_bytes)}")
+    return data
+
+
+def _size_text(size: int) -> str:
+    return f"{size >> 20} MiB" if size >= 1 << 20 else f"{size:,} bytes"
 
 
 def read_text(path: Path, what: str, max_bytes: int = MAX_TEXT_FILE_BYTES) -> str:
     """A UTF-8 text file given by the user, or one clear error."""
-    path = Path(path)
-    try:
-        if not path.is_file():
-            raise SdoptError(f"{what} {path}: no such file" if not path.exists() else f"{what} {path}: not a file")
-        if path.stat().st_size > max_bytes:
-            raise SdoptError(f"{what} {path}: larger than {max_bytes >> 20} MiB")
-        data = path.read_bytes()
-    except OSError as err:
-        raise SdoptError(f"{what} {path}: cannot read it ({err.strerror or err})") from err
+    data = read_bytes(path, what, max_bytes)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise SdoptError(f"{what} {path}: not UTF-8 text (byte {err.start})") from None
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """`a` and `b` name one file (the same path once resolved, or the same existing file)."""
+    a, b = Path(a), Path(b)
+    if Path(os.path.realpath(a)) == Path(os.path.realpath(b)):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_outside(path: Path, folders, flag: str) -> None:
+    """Before any work: an output file does not lie inside one of `folders` (artifacts are never written by
+    run, eval or bench)."""
+    where = Path(os.path.realpath(Path(path).parent))
+    for folder in folders:
+        if folder is not None and (Path(folder) / "manifest.json").is_file() \
+                and where.is_relative_to(os.path.realpath(folder)):
+            raise SdoptError(f"{flag} {path}: inside the artifact {folder}; write it elsewhere")
 
 
 def nearest_existing(path: Path) -> Path:
@@ -47,7 +103,13 @@ def nearest_existing(path: Path) -> Path:
 
 def check_output_file(path: Path, flag: str, suffix: str | None = None) -> Path:
     """Before any work: `path` can be written (its folder exists and is writable; it is not a folder)."""
-    path = Path(path)
+    try:
+        return _check_output_file(Path(path), flag, suffix)
+    except OSError as err:  # a name too long, a loop of links
+        raise SdoptError(f"{flag} {path}: {err.strerror or type(err).__name__}") from None
+
+
+def _check_output_file(path: Path, flag: str, suffix: str | None) -> Path:
     if suffix is not None and path.suffix.lower() != suffix:
         raise SdoptError(f"{flag} {path}: must be a {suffix} file")
     parent = Path(os.path.abspath(path)).parent
@@ -66,20 +128,40 @@ def _temp_pattern(name: str, kind: str) -> re.Pattern:
     return re.compile(rf"\.{re.escape(name)}\.{kind}-(\d+)-[A-Za-z0-9_]+")
 
 
+def marked_folder(parent: Path, name: str, kind: str) -> Path:
+    """A new hidden folder `.NAME.KIND-PID-XXXX` in `parent` carrying sdopt's marker: the only kind of thing
+    that a later run's clean-up (`remove_stale`) may remove."""
+    try:
+        folder = Path(tempfile.mkdtemp(prefix=f".{name}.{kind}-{os.getpid()}-", dir=parent))
+    except OSError as err:
+        raise SdoptError(f"cannot write in {parent}: {err.strerror or type(err).__name__}") from None
+    try:
+        (folder / STAGING_MARKER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                                         "kind": kind, "name": name}))
+    except BaseException as err:
+        shutil.rmtree(folder, ignore_errors=True)
+        if isinstance(err, OSError):
+            raise SdoptError(f"cannot write in {parent}: {err.strerror or type(err).__name__}") from None
+        raise
+    return folder
+
+
 def write_atomically(path: Path, write) -> None:
-    """`write(tmp)` writes a temporary file beside `path`, renamed into place only when it succeeds."""
+    """`write(tmp)` writes a file in a marked temporary folder beside `path`; it is renamed into place only
+    when the write succeeds."""
     path = Path(path)
     remove_stale(path.parent, path.name)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent)
-    os.close(fd)
+    folder = marked_folder(path.parent, path.name, "tmp")
+    tmp = folder / path.name
     try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~umask())  # mkstemp made it private
+        write(str(tmp))
+        os.chmod(tmp, 0o666 & ~umask())
         interrupts.raise_if_interrupted()
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except OSError as err:  # a full disk, a quota: named by the file the user asked for
+        raise SdoptError(f"cannot write {path}: {err.strerror or type(err).__name__}") from None
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)  # our own folder, made above
 
 
 def umask() -> int:
@@ -91,20 +173,18 @@ def umask() -> int:
 def staging_folder(parent: Path, name: str) -> Path:
     """A hidden folder `.NAME.partial-PID-XXXX` in `parent`, marked as ours until it is committed."""
     remove_stale(parent, name)
-    folder = Path(tempfile.mkdtemp(prefix=f".{name}.partial-{os.getpid()}-", dir=parent))
-    (folder / STAGING_MARKER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
-    return folder
+    return marked_folder(Path(parent), name, "partial")
 
 
 def commit_folder(staging: Path, target: Path) -> None:
     """Rename `staging` to `target`; an existing `target` (the caller has checked that it may be replaced)
-    is moved aside first and removed after."""
+    is moved aside into a marked folder first and removed after."""
     interrupts.raise_if_interrupted()
     (staging / STAGING_MARKER).unlink(missing_ok=True)
     os.chmod(staging, 0o777 & ~umask())  # mkdtemp made it private
     old = None
     if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-{os.getpid()}-", dir=target.parent))
+        old = marked_folder(target.parent, target.name, "old")
         os.rename(target, old / "content")
     os.rename(staging, target)
     if old is not None:
@@ -112,8 +192,9 @@ def commit_folder(staging: Path, target: Path) -> None:
 
 
 def remove_stale(parent: Path, name: str) -> list[Path]:
-    """Remove what killed runs left beside `parent/name`: staging folders carrying our marker, aside-moved
-    old copies and temporary files, each named with the pid of a process that no longer runs here."""
+    """Remove what killed runs left beside `parent/name`: folders carrying sdopt's marker for this name and
+    kind, written on this host by a process that no longer runs. Nothing without the marker is touched, whatever
+    its name."""
     removed = []
     try:
         entries = list(Path(parent).iterdir())
@@ -124,25 +205,23 @@ def remove_stale(parent: Path, name: str) -> list[Path]:
         pattern = _temp_pattern(name, kind)
         for entry in entries:
             match = pattern.fullmatch(entry.name)
-            if match is None or _alive(int(match.group(1))) or entry.is_symlink():
+            if match is None or entry.is_symlink() or not entry.is_dir() or _alive(int(match.group(1))):
                 continue
-            if kind == "tmp" and entry.is_file():
-                entry.unlink(missing_ok=True)
-            elif kind == "partial" and entry.is_dir() and _marker_host(entry) == host:
-                shutil.rmtree(entry, ignore_errors=True)
-            elif kind == "old" and entry.is_dir() and {p.name for p in entry.iterdir()} <= {"content"}:
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
+            marker = _marker(entry)
+            if marker.get("host") != host or marker.get("pid") != int(match.group(1)) \
+                    or marker.get("kind", kind) != kind or marker.get("name", name) != name:
                 continue
+            shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry)
     return removed
 
 
-def _marker_host(folder: Path) -> str | None:
+def _marker(folder: Path) -> dict:
     try:
-        return json.loads((folder / STAGING_MARKER).read_text()).get("host")
-    except (OSError, ValueError, AttributeError):
-        return None
+        marker = json.loads((folder / STAGING_MARKER).read_text())
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return marker if isinstance(marker, dict) else {}
 
 
 def _alive(pid: int) -> bool:

@@ -63,12 +63,16 @@ GENERIC_PROMPTS = (
 )
 
 
-def calibration_prompt_pool(family: str) -> tuple[str, ...]:
-    """The built-in calibration prompts of a model family."""
+PROMPT_POOL = 1024  # training prompts a reference family offers calibration and distillation (at most)
+
+
+def calibration_prompt_pool(family: str, size: int = 64) -> tuple[str, ...]:
+    """The built-in calibration prompts of a model family: up to `size` distinct training prompts of a reference
+    family (a larger pool starts with the smaller one), or the generic set."""
     from sdopt.families import family as reference_family
 
     reference = reference_family(family)
-    return tuple(reference.calibration_prompts(64)) if reference else GENERIC_PROMPTS
+    return tuple(reference.calibration_prompts(size)) if reference else GENERIC_PROMPTS
 
 
 def consistency_timesteps(num_train_timesteps: int, schedule_steps: int) -> np.ndarray:
@@ -97,3 +101,25 @@ def guidance_embedding(guidance, dim: int) -> np.ndarray:
     angles = w[:, None] * freqs[None, :]
     emb = np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
     return np.pad(emb, ((0, 0), (0, dim % 2))).astype(np.float32)
+
+
+def first_non_finite(module) -> str | None:
+    """The name of a torch module's first parameter or floating buffer that holds NaN or Inf, or None."""
+    for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+        if tensor.is_floating_point() and not bool(tensor.detach().isfinite().all()):
+            return name
+    return None
+
+
+def weights_key(modules, settings: dict) -> str:
+    """A cache key: 24 hex digits of the sha256 of torch modules' weights (names and values) and the settings (as
+    JSON), for anything computed from these weights with these settings."""
+    import json
+
+    digest = hashlib.sha256()
+    for module in modules:
+        for name, tensor in module.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:24]

@@ -27,6 +27,19 @@ SUPPORTED_PIPELINES = {"StableDiffusionPipeline": "sd", "StableDiffusionXLPipeli
 DEFAULT_MODEL = "tiny-shapes" if FAMILIES["tiny-shapes"].shipped else "arch:tiny"
 
 
+def source_to_rebuild(manifest: dict, named: str | None, flag: str) -> str:
+    """The model source to remake an artifact's reference (or its bench peers) from. sdopt follows no path
+    written in a manifest: a source it builds from its name (a reference family, arch:NAME) is taken from the
+    manifest; a local folder only when the user names it again (`named`, given with `flag`)."""
+    if named is not None:
+        return named
+    spec = manifest["source"]["spec"]
+    if spec in FAMILIES or (spec.startswith("arch:") and spec[len("arch:"):] in ARCHS):
+        return spec
+    raise SdoptError(f"the artifact was made from a local model folder ('{spec[:200]}'); sdopt does not open "
+                     f"folders a manifest names: give the folder again with {flag} FOLDER")
+
+
 @dataclass
 class Source:
     spec: str

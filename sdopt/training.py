@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from sdopt.shared import cache_root
+from sdopt.shared import cache_root, weights_key
 
 
 def step_seed(seed: int, stage: int, step: int) -> int:
@@ -39,17 +39,9 @@ def world_and_rank() -> tuple[int, int]:
 
 def checkpoint_path(kind: str, modules, settings: dict, rank: int = 0) -> Path:
     """`$SDOPT_CACHE/KIND/KEY.safetensors`, KEY hashing the modules' weights and the settings; one file per rank."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for module in modules:
-        for name, tensor in module.state_dict().items():
-            digest.update(name.encode())
-            digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
-    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
     root = cache_root() / kind
     root.mkdir(parents=True, exist_ok=True)
-    return root / f"{digest.hexdigest()[:24]}{'' if rank == 0 else f'.rank{rank}'}.safetensors"
+    return root / f"{weights_key(modules, settings)}{'' if rank == 0 else f'.rank{rank}'}.safetensors"
 
 
 def save_checkpoint(path: str, modules: dict, optimizer, meta: dict) -> None:
@@ -221,3 +213,21 @@ def run_stage(stage: Stage, modules: dict, optimizer, params: list, loss_fn: Cal
             break
     bar.close()
     return {"step": step, "total": total, "seconds": elapsed + time.time() - t_start}
+
+
+def check_budget(name: str, train_steps: int | None, minutes: float | None) -> None:
+    """A training pass's length: a step count, or a time budget in minutes, not both."""
+    from sdopt.errors import SdoptError
+
+    if train_steps is not None and minutes is not None:
+        raise SdoptError(f"{name}: give train_steps or minutes, not both")
+    if minutes is not None and not 0 < minutes <= 24 * 60:
+        raise SdoptError(f"{name}: minutes {minutes} must lie in (0, 1440]")
+    if train_steps is not None and not 1 <= train_steps <= 10_000_000:
+        raise SdoptError(f"{name}: train_steps {train_steps} must lie in [1, 10000000]")
+
+
+def fixed_steps(train_steps: int | None, minutes: float | None, default: int) -> int | None:
+    """The step count a pass trains for: the given one, the default when neither it nor a time budget is given
+    (the same model on any CPU), or None under a budget (the count is then set from the first steps' pace)."""
+    return train_steps if train_steps is not None or minutes is not None else default

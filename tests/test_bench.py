@@ -108,3 +108,16 @@ def test_other_tools_peers(tmp_path, capsys):
     first = rows["openvino-int8"]["build"]["seconds"]
     assert main(argv) == 0  # the builds come from the cache now
     assert json.loads(out.read_text())["rows"][1]["build"]["seconds"] == first
+
+
+def test_every_target_failing_is_a_table_of_failures_and_no_plot(tmp_path):
+    from sdopt.bench import format_table
+
+    rows = with_speedups([summarize(Target(name, "artifact", "/x", peer=name == "peer"), {"error": f"{name} broke"})
+                          for name in ("ours", "peer")])
+    result = {"rows": rows, "source": "tiny-shapes", "random_weights": False, "machine": {"cpus": 2},
+              "settings": {"steps": 2, "width": 64, "height": 64, "guidance": 2.0, "runs": 1, "warmup": 1}}
+    for wide in (False, True):
+        table = format_table(result, wide=wide)
+        assert "failed: ours broke" in table and "failed: peer broke" in table
+    assert write_plot(result, tmp_path / "plot.png") is False and not (tmp_path / "plot.png").exists()

@@ -2,6 +2,8 @@
 has `inputs` / `outputs` ({name: (dtype name, rank)}) and `run(feeds: dict[str, np.ndarray]) ->
 dict[str, np.ndarray]`; engine failures come out as one-line SdoptErrors."""
 
+import re
+
 from sdopt.errors import SdoptError
 
 BACKENDS = ("onnxruntime", "openvino", "tensorrt")
@@ -23,7 +25,20 @@ def load(backend: str, path, **options):
     raise SdoptError(f"unknown backend '{backend}'; available: " + ", ".join(BACKENDS))
 
 
+_ALLOCATION = re.compile(r"(?:Failed to allocate memory for requested buffer of size|bad_alloc|"
+                         r"[Oo]ut of memory|Cannot allocate memory)(?: (\d+))?")
+
+
 def engine_message(err: BaseException) -> str:
+    """One line of an engine's exception: an allocation failure as "out of memory", with the size asked for."""
+    match = _ALLOCATION.search(str(err))
+    if match:
+        size = f" ({int(match.group(1)) / 2**30:.1f} GiB for one tensor)" if match.group(1) else ""
+        return f"out of memory{size}: generate a smaller image (--height/--width)"
+    return _engine_line(err)
+
+
+def _engine_line(err: BaseException) -> str:
     """The line of an engine's exception that says what went wrong. ONNX Runtime puts it first, after
     "[ONNXRuntimeError] : N : CODE :"; OpenVINO stacks "Exception from src/...cpp:N:" and "Check ... failed"
     frames above it and puts it last."""

@@ -38,17 +38,23 @@ _DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(dou
            "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(bool)": "bool"}
 
 
+RUN_OPTIONS = ort.RunOptions()
+RUN_OPTIONS.log_severity_level = 4
+
+
 class OrtModel:
     def __init__(self, path: Path, providers: list[str] | None = None, threads: int = 0,
-                 int8_weight_bits: int | None = None, io_names: tuple | None = None):
+                 int8_weight_bits: int | None = None, io_names: tuple | None = None, model_bytes: bytes | None = None):
+        """`model_bytes`: the graph at `path` as already read (and verified); the engine takes them instead of
+        reading the file again."""
         options = ort.SessionOptions()
-        options.log_severity_level = 3
+        options.log_severity_level = 4  # fatal only: its errors come back as exceptions, said in one line
         if threads:
             options.intra_op_num_threads = threads
         disabled = [] if integer_kernels_are_exact(int8_weight_bits) else EXACT_INT8_OPTIONS
         self.path = Path(path)
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"],
+            self.session = ort.InferenceSession(str(path) if model_bytes is None else model_bytes, options, providers=providers or ["CPUExecutionProvider"],
                                                 disabled_optimizers=disabled)
         except Exception as err:  # onnxruntime raises its own exception types for broken graphs
             raise SdoptError(f"{path}: ONNX Runtime cannot load it ({engine_message(err)})") from err
@@ -58,7 +64,7 @@ class OrtModel:
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
-            outputs = self.session.run(None, {k: v for k, v in feeds.items() if k in self.inputs})
+            outputs = self.session.run(None, {k: v for k, v in feeds.items() if k in self.inputs}, RUN_OPTIONS)
         except Exception as err:  # e.g. an allocation failure or a shape the graph refuses
             raise SdoptError(f"{self.path}: ONNX Runtime failed to run it ({engine_message(err)})") from err
         return dict(zip(self.output_names, outputs))

@@ -21,6 +21,10 @@ from sdopt.limits import MAX_PIXELS
     (["--prompt", "caf\udce9"], "--prompt is not valid UTF-8"),
     (["--negative-prompt", "\udcff"], "--negative-prompt is not valid UTF-8"),
     (["--prompt", "x" * 10_001], "longer than 10000 characters"),
+    (["--threads", "2147483648"], "more than this machine's"), (["--threads", "2000"], "more than this machine's"),
+    (["--threads", "0"], "not a positive integer"), (["--guidance", "101"], "over the limit of 100"),
+    (["--vae-tile", "-8"], "not in [0, 4096]"), (["--vae-tile", "7"], "a multiple of"),
+    (["--height", "2048", "--width", "2048"], "GiB for one score matrix"),
 ])
 def test_run_arguments(capsys, tiny_fp32, png, flags, message):
     prompt = [] if "--prompt" in flags else ["--prompt", "a red circle"]
@@ -44,14 +48,15 @@ def test_eval_prompts_file(capsys, tiny_fp32, tmp_path, content, message):
 
 @pytest.mark.parametrize("flags, message", [
     (["--steps", "5000"], "over the limit of 1000 steps"), (["--guidance", "nan"], "not a finite number"),
-    (["--reference", "nowhere"], "does not exist"),
+    (["--reference", "nowhere"], "does not exist"), (["--seeds", "65"], "not in [1, 64]"),
+    (["--threads", "4096"], "more than this machine's"), (["--model", "arch:tiny", "--reference", "x"], "not both"),
 ])
 def test_eval_arguments(capsys, tiny_fp32, flags, message):
     assert message in fails(capsys, ["eval", tiny_fp32, *flags])
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--format", "tensorrt", "--workspace", "-1"], "--workspace -1.0: must be a positive number"),
+    (["--format", "tensorrt", "--workspace", "-1"], "--workspace: -1.0 is not in (0, 1024]"),
     (["--format", "tensorrt", "--height", "10:5:1"], "0 < MIN <= OPT <= MAX"),
     (["--format", "openvino", "--timing-cache", "t.cache"], "--timing-cache applies to --format tensorrt"),
     (["--format", "openvino", "--height", "64"], "(or to --format openvino with --static)"),
@@ -63,6 +68,9 @@ def test_build_arguments(capsys, tiny_fp32, flags, message):
 @pytest.mark.parametrize("flags, message", [
     (["--height", "8192"], "over the limit of 4096 pixels"), (["--backends", "cuda"], "unknown backend 'cuda'"),
     (["--peers", "onnxstream"], "unknown peer 'onnxstream'"), (["--peers", "none"], "nothing to measure"),
+    (["--backends", ","], "name at least one of"), (["--vae-tile", "-8"], "not in [0, 4096]"),
+    (["--vae-tile", "7"], "a multiple of"), (["--runs", "1001"], "not in [1, 1000]"),
+    (["--warmup", "0"], "not in [1, 100]"), (["--threads", "100000"], "more than this machine's"),
 ])
 def test_bench_arguments(capsys, tiny_fp32, flags, message):
     artifacts = [] if flags == ["--peers", "none"] else [tiny_fp32]
@@ -96,3 +104,33 @@ def test_not_an_artifact(capsys, tmp_path, png):
     assert "does not exist" in fails(capsys, ["run", tmp_path / "nope", "--prompt", "x", "--out", png])
     os.mkfifo(tmp_path / "manifest.json")
     assert "not an sdopt artifact" in fails(capsys, ["run", tmp_path, "--prompt", "x", "--out", png])
+
+
+LONG = "x" * 300  # over the 255 bytes a file name may have
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["run", "ART", "--prompt", "x", "--out", f"{LONG}.png"], "--out"), (["run", LONG, "--prompt", "x"], ""),
+    (["compress", "--model", "arch:tiny", "--out", LONG], ""),
+    (["compress", "--model", "arch:tiny", "--lora", f"{LONG}.safetensors"], "lora"),
+    (["compress", "--model", "arch:tiny", "--recipe", f"{LONG}.yaml"], ""),
+    (["bench", "ART", "--peers", "none", "--json", f"{LONG}.json"], ""),
+])
+def test_names_too_long_are_one_line(capsys, tiny_fp32, tmp_path, argv, flag):
+    argv = [str(tiny_fp32) if a == "ART" else str(tmp_path / a) if a.startswith(LONG) else a for a in argv]
+    if argv[0] == "run" and "--out" not in argv:
+        argv += ["--out", str(tmp_path / "o.png")]
+    if argv[0] == "compress" and "--out" not in argv:
+        argv += ["--out", str(tmp_path / "o")]
+    line = fails(capsys, argv)
+    assert "too long" in line.lower() and flag in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--recipe", "int8+int8"], "the quantize pass stands in it twice"),
+    (["--recipe", "int8", "--set", "quantize.skip=" + "[" * 5000 + "]" * 5000], "nested too deeply"),
+    (["--recipe", "int8", "--set", "quantize.skip=" + "[" * 17 + "]" * 17], "nested too deeply"),
+])
+def test_recipes_refused_before_work(capsys, tmp_path, argv, message):
+    assert message in fails(capsys, ["compress", "--model", "arch:tiny", *argv, "--out", tmp_path / "o"])

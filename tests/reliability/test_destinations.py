@@ -92,22 +92,39 @@ def test_leftovers_of_dead_processes_are_removed(capsys, tmp_path):
     dead, live = _dead_pid(), os.getpid()
     host = socket.gethostname()
 
-    def staging(name, pid, marker=True):
-        folder = tmp_path / f".art.partial-{pid}-{name}"
+    def leftover(kind, name, pid, marker=True):
+        folder = tmp_path / f".art.{kind}-{pid}-{name}"
         folder.mkdir()
         (folder / "unet").mkdir()
         if marker:
-            (folder / STAGING_MARKER).write_text(json.dumps({"pid": pid, "host": host}))
+            (folder / STAGING_MARKER).write_text(json.dumps({"pid": pid, "host": host, "kind": kind, "name": "art"}))
         return folder
 
-    stale, alive, unmarked = staging("a1", dead), staging("b2", live), staging("c3", dead, marker=False)
-    stale_tmp = tmp_path / f".art.tmp-{dead}-x7"
-    stale_tmp.write_text("half")
+    stale, alive, unmarked = leftover("partial", "a1", dead), leftover("partial", "b2", live), \
+        leftover("partial", "c3", dead, marker=False)
+    stale_tmp, stale_old = leftover("tmp", "t1", dead), leftover("old", "o1", dead)
     users = tmp_path / ".art.partial-notes"  # not our naming: a user's
     users.mkdir()
     assert main(["compress", *QUICK, "--out", str(tmp_path / "art")]) == 0
-    assert not stale.exists() and not stale_tmp.exists()
+    assert not stale.exists() and not stale_tmp.exists() and not stale_old.exists()
     assert alive.exists() and unmarked.exists() and users.exists()
+
+
+@pytest.mark.parametrize("command", ["run", "compress"])
+def test_files_named_like_leftovers_but_unmarked_are_never_deleted(capsys, tiny_fp32, tmp_path, command):
+    """A user's files whose names look like sdopt's temporary ones (dead pid, our pattern) carry no marker: kept."""
+    dead = _dead_pid()
+    name = "pic.png" if command == "run" else "art"
+    (tmp_path / f".{name}.tmp-{dead}-mine").write_text("n")
+    content = tmp_path / f".{name}.old-{dead}-x" / "content"
+    content.mkdir(parents=True)
+    (content / "thesis.txt").write_text("p")
+    (tmp_path / f".{name}.partial-{dead}-y").mkdir()
+    before = {k: v for k, v in tree(tmp_path).items() if k.startswith(".")}
+    argv = ["run", tiny_fp32, "--prompt", "x", "--steps", "1", "--out", tmp_path / name] if command == "run" \
+        else ["compress", *QUICK, "--out", tmp_path / name]
+    assert main([str(a) for a in argv]) == 0
+    assert {k: v for k, v in tree(tmp_path).items() if k.startswith(".")} == before
 
 
 def test_sigkill_leftovers_are_removed_by_the_next_run(tmp_path):
@@ -148,3 +165,60 @@ def test_bench_outputs_checked_before_measuring(capsys, tiny_fp32, tmp_path, fla
 def test_eval_grid_checked_before_generating(capsys, tiny_fp32, tmp_path):
     line = fails(capsys, ["eval", tiny_fp32, "--grid", tmp_path / "grid.jpg"])
     assert "--grid" in line and "must be a .png" in line
+
+
+@pytest.mark.parametrize("json_name, plot", [("res.png", None), ("res.png", "res.png"), ("a.png", "b/../a.png")])
+def test_bench_never_writes_one_output_over_another(capsys, tiny_fp32, tmp_path, json_name, plot):
+    (tmp_path / "b").mkdir()
+    argv = ["bench", tiny_fp32, "--peers", "none", "--runs", "1", "--json", tmp_path / json_name]
+    line = fails(capsys, argv + (["--plot", tmp_path / plot] if plot else []))
+    assert "would be written over it" in line and not (tmp_path / json_name).exists()
+
+
+@pytest.mark.parametrize("command", ["run", "eval", "bench"])
+def test_outputs_never_land_inside_an_artifact(capsys, artifact_copy, command):
+    before = tree(artifact_copy)
+    target = artifact_copy / "unet" / "x.png"
+    argv = {"run": ["run", artifact_copy, "--prompt", "x", "--out", target],
+            "eval": ["eval", artifact_copy, "--reference", artifact_copy, "--grid", target],
+            "bench": ["bench", artifact_copy, "--peers", "none", "--json", artifact_copy / "r.json"]}[command]
+    assert "inside the artifact" in fails(capsys, argv)
+    assert tree(artifact_copy) == before
+
+
+def test_a_symlink_appearing_at_out_during_compress_is_left_alone(capsys, tmp_path, monkeypatch):
+    """The destination is checked again before the rename: a link placed there meanwhile is refused, not
+    followed or replaced."""
+    from sdopt import artifact
+
+    out = tmp_path / "art"
+    commit = artifact.ArtifactWriter.commit
+
+    def commit_after_a_link_appears(self, manifest):
+        os.symlink(tmp_path / "nowhere", out)
+        return commit(self, manifest)
+    monkeypatch.setattr(artifact.ArtifactWriter, "commit", commit_after_a_link_appears)
+    assert "is a symbolic link" in fails(capsys, ["compress", *QUICK, "--out", out])
+    assert out.is_symlink() and not (tmp_path / "nowhere").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]
+
+
+@pytest.mark.parametrize("command", ["run", "compress"])
+def test_a_full_disk_is_one_line_naming_the_output(tmp_path, tiny_fp32, command):
+    """The system's refusal to write (here a file size limit: EFBIG, as ENOSPC on a full disk) ends in one line
+    naming what was being written, with nothing left behind."""
+    import resource
+    import signal
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+    out = tmp_path / ("o.png" if command == "run" else "art")
+    argv = ["run", str(tiny_fp32), "--prompt", "x", "--steps", "1", "--height", "256", "--width", "256", "--out",
+            str(out)] if command == "run" else ["compress", *QUICK, "--out", str(out)]
+    proc = subprocess.run([sys.executable, "-m", "sdopt.cli", *argv], capture_output=True, text=True,
+                          preexec_fn=limit, timeout=300)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[-1].startswith(f"sdopt {command}: error: cannot write") and "File too large" in lines[-1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -134,7 +134,7 @@ def test_graph_an_engine_cannot_load(capsys, artifact_copy, png):
     (artifact_copy / "unet" / "model.onnx").write_bytes(b"not a graph" * 10)
     rehash(artifact_copy, "unet/model.onnx")
     line = run_fails(capsys, artifact_copy, png)
-    assert "unet/model.onnx: ONNX Runtime cannot load it" in line and "Protobuf parsing failed" in line
+    assert "unet/model.onnx: ONNX Runtime cannot load it" in line and "protobuf parsing failed" in line.lower()
 
 
 def test_old_schema_is_named(capsys, artifact_copy, png):
@@ -266,3 +266,48 @@ def test_listed_symlink_outside(capsys, artifact_copy, png, tmp_path):
     write_manifest(artifact_copy, manifest)
     os.symlink(secret, artifact_copy / "tokenizer" / "secret")
     assert "tokenizer/secret resolves outside" in run_fails(capsys, artifact_copy, png)
+
+
+@pytest.mark.parametrize("low_memory", [True, False])
+def test_a_graph_swapped_after_the_artifact_was_opened_is_refused_when_loaded(artifact_copy, tmp_path, low_memory):
+    """Each load verifies what it loads: --low-memory loads every generation, so a swap between generations (or
+    a folder replaced by a concurrent compress) is caught; without it the load at start is verified."""
+    import shutil
+
+    from sdopt.cli import main
+    from sdopt.errors import SdoptError
+    from sdopt.runtime.pipeline import Pipeline
+
+    other = tmp_path / "batched"
+    assert main(["compress", "--model", "arch:tiny", "--attention", "batched", "--out", str(other)]) == 0
+    pipe = Pipeline(artifact_copy, low_memory=True) if low_memory else None
+    if pipe is not None:
+        pipe("x", steps=1)
+    shutil.copyfile(other / "unet" / "model.onnx", artifact_copy / "unet" / "model.onnx")  # valid, other bytes
+    with pytest.raises(SdoptError, match="unet/model.onnx is corrupt"):
+        (pipe or Pipeline(artifact_copy))("x", steps=1)
+
+
+def test_support_files_are_verified_as_read(capsys, artifact_copy, png):
+    path = artifact_copy / "scheduler" / "scheduler_config.json"
+    config = json.loads(path.read_text())
+    config["beta_end"] = 0.02  # valid, but not what the manifest lists
+    path.write_text(json.dumps(config)[: path.stat().st_size].ljust(path.stat().st_size))
+    assert "scheduler/scheduler_config.json is corrupt" in run_fails(capsys, artifact_copy, png)
+
+
+@pytest.mark.parametrize("command", ["eval", "bench"])
+def test_a_local_folder_named_in_a_manifest_is_never_opened(capsys, artifact_copy, tmp_path, monkeypatch, command):
+    """A manifest's source.spec names where the model came from; eval and bench remake a reference or peers
+    only from built-in sources, or from a folder the user names again (--model)."""
+    from sdopt.families import FAMILIES
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("SDOPT_CACHE", str(cache))
+    manifest = manifest_of(artifact_copy)
+    manifest["source"]["spec"] = str(FAMILIES["tiny-shapes"].model_dir)  # a diffusers folder elsewhere
+    write_manifest(artifact_copy, manifest)
+    argv = [command, artifact_copy] + (["--peers", "ort-fp32", "--runs", "1"] if command == "bench" else [])
+    line = fails(capsys, argv)
+    assert "give the folder again with --model FOLDER" in line
+    assert not cache.exists() or not any(cache.rglob("*.onnx"))

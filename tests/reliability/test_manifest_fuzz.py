@@ -89,8 +89,38 @@ def fuzz_folder(tiny_fp32, tmp_path_factory):
     return folder
 
 
-def test_mutated_manifests_raise_only_sdopt_errors(fuzz_folder):
-    original = json.loads((fuzz_folder / "manifest.json").read_text())
+@pytest.fixture(scope="module")
+def newer_folder(tiny_fp32, tmp_path_factory):
+    """An artifact holding the fields added since the fuzz was first written, each real: a static OpenVINO build,
+    a full decoder beside the default one, the LCM-LoRA file, the attention form, the attention size the runtime
+    checks memory with, a scheduler of the model's own."""
+    import hashlib
+
+    from sdopt.cli import main
+
+    folder = tmp_path_factory.mktemp("fuzz-newer") / "artifact"
+    shutil.copytree(tiny_fp32, folder)
+    assert main(["build", str(folder), "--format", "openvino", "--static"]) == 0
+    m = json.loads((folder / "manifest.json").read_text())
+    shutil.copytree(folder / "vae_decoder", folder / "vae_decoder_full")  # graph, config and its IR
+    m["components"]["vae_decoder_full"] = {**copy.deepcopy(m["components"]["vae_decoder"]), "role": "vae_decoder_full"}
+    ir = m["builds"]["openvino"]["files"]
+    ir.update({f"vae_decoder_full/{f}": ir[f"vae_decoder/{f}"] for f in ("openvino_model.xml", "openvino_model.bin")})
+    (folder / "lcm_lora").mkdir()
+    (folder / "lcm_lora" / "pytorch_lora_weights.safetensors").write_bytes(b"lora")
+    m["files"]["lcm_lora/pytorch_lora_weights.safetensors"] = {"sha256": hashlib.sha256(b"lora").hexdigest(),
+                                                               "bytes": 4}
+    m["components"]["unet"]["attention"] = "head-sliced"
+    m["pipeline"].update(scheduler="euler", attention_downsample=1)
+    (folder / "manifest.json").write_text(json.dumps(m))
+    return folder
+
+
+@pytest.mark.parametrize("fields", ["as written", "with the newer fields"])
+def test_mutated_manifests_raise_only_sdopt_errors(request, fuzz_folder, fields):
+    source = request.getfixturevalue("tiny_fp32" if fields == "as written" else "newer_folder")
+    original = json.loads((source / "manifest.json").read_text())
+    folder = fuzz_folder if fields == "as written" else source
     outcomes = {"refused": 0, "accepted": 0}
 
     @seed(SEED)
@@ -98,10 +128,12 @@ def test_mutated_manifests_raise_only_sdopt_errors(fuzz_folder):
               suppress_health_check=list(HealthCheck))
     @given(st.data())
     def check(data):
-        (fuzz_folder / "manifest.json").write_bytes(_mutate(copy.deepcopy(original), data))
+        (folder / "manifest.json").write_bytes(_mutate(copy.deepcopy(original), data))
+        backend = data.draw(st.sampled_from(["onnxruntime", "openvino"]), label="backend") \
+            if folder != fuzz_folder else "onnxruntime"
         try:
-            open_artifact(fuzz_folder, verify=False)
-            Pipeline(fuzz_folder, verify=False)("x", steps=1)
+            open_artifact(folder, verify=False)
+            Pipeline(folder, backend, verify=False)("x", steps=1)
         except SdoptError:
             outcomes["refused"] += 1
             return

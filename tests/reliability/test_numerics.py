@@ -37,9 +37,9 @@ def test_non_finite_component_output_stops_the_run(capsys, artifact_copy, png, c
     assert not png.exists()
 
 
-def test_guidance_that_overflows_stops_the_run(capsys, tiny_fp32, png):
+def test_guidance_beyond_its_range_is_refused_before_work(capsys, tiny_fp32, png):
     line = fails(capsys, ["run", tiny_fp32, "--prompt", "x", "--out", png, "--steps", "2", "--guidance", "3e38"])
-    assert "non-finite" in line
+    assert "--guidance: 3e38 is over the limit of 100" in line and "sampling" not in capsys.readouterr().err
     assert not png.exists()
 
 
