@@ -146,7 +146,7 @@ def prepare(request: BenchRequest):
     request.check_outputs()
     if request.plot_path is not None and importlib.util.find_spec("matplotlib") is None:
         raise SdoptError("--plot needs matplotlib: pip install 'sdopt[compress]'")
-    # verified here once: the timed processes open the same files without hashing them again
+    # verified here before anything is measured (the timed processes verify what they load again)
     manifests = [open_artifact(folder).manifest for folder in request.artifacts]
     specs = {m["source"]["spec"] for m in manifests}
     if len(specs) > 1 or (request.model and specs and specs != {request.model}):

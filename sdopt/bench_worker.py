@@ -53,7 +53,9 @@ def artifact_generator(target: dict, settings: dict, clock: StageClock, sizes: d
     from sdopt.runtime.pipeline import Pipeline
 
     threads = {"threads": settings["threads"]} if settings.get("threads") else {}
-    pipe = Pipeline(Path(target["path"]), target["backend"], verify=False, denoise_overrides=target.get("denoise"),
+    # files verified as they load, as `sdopt run` does: the load time (and, with --memory low, each
+    # generation) includes hashing them
+    pipe = Pipeline(Path(target["path"]), target["backend"], denoise_overrides=target.get("denoise"),
                     **target.get("options", {}), **threads)
 
     def timed(name, model):

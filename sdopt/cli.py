@@ -529,7 +529,7 @@ def _main(argv: list[str] | None) -> int:
     except OSError as err:  # what the system refused: a name too long, a full disk, a read-only folder
         if interrupts.interrupted():
             return _interrupted(argv)
-        _last_line(f"sdopt {command or ''}: error: {os_error_text(err)}".replace("sdopt : ", "sdopt: "))
+        _last_line(f"{f'sdopt {command}' if command else 'sdopt'}: error: {os_error_text(err)}")
         return 2
     if interrupts.interrupted():  # raised where Python could only print it (a finalizer): still an interrupt
         return _interrupted(argv)

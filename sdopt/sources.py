@@ -163,6 +163,10 @@ def _folder_source(spec: str, path: Path) -> Source:
     kind = SUPPORTED_PIPELINES.get(class_name)
     if kind is None:
         raise SdoptError(f"'{spec}' holds a {class_name}; supported: " + ", ".join(SUPPORTED_PIPELINES))
+    odd = next((p for p in sorted(path.rglob("*")) if not p.is_dir() and not p.is_file()), None)
+    if odd is not None:  # diffusers would wait on a FIFO or fail on a dangling link
+        raise SdoptError(f"'{spec}': {odd.relative_to(path)} is not a regular file (a FIFO, device, socket or "
+                         f"dangling link)")
     import diffusers
     import torch
 

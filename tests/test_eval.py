@@ -76,6 +76,20 @@ def test_eval_rejects_reference_of_another_model(tiny_fp32, sd21_folder, tmp_pat
     assert "was made from" in capsys.readouterr().err
 
 
+def test_an_artifact_of_a_local_folder_is_evaluated_against_the_folder_named_again(sd21_folder, tmp_path, capsys):
+    """The manifest says which folder the model came from, but eval opens it only when the user names it."""
+    artifact = tmp_path / "art"
+    assert main(["compress", "--model", str(sd21_folder), "--out", str(artifact)]) == 0
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red circle\n")
+    capsys.readouterr()
+    assert main(["eval", str(artifact), "--prompts", str(prompts), "--steps", "2"]) == 2
+    assert "give the folder again with --model FOLDER" in capsys.readouterr().err
+    assert main(["eval", str(artifact), "--model", str(sd21_folder), "--prompts", str(prompts), "--steps", "2",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["psnr"] == 100.0  # the same fp32 export
+
+
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory):
     """A random-weight CLIP model folder with its processor (tokenizer + image processor)."""

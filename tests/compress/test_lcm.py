@@ -14,7 +14,7 @@ from sdopt.cli import main
 from sdopt.compress.denoiser import run_unet
 from sdopt.compress.lcm import EMBEDDING_DIM, LORA_FILE, lora_student, student_unet
 from sdopt.errors import SdoptError
-from sdopt.recipe import resolve
+from sdopt.recipe import parse_set, resolve
 from sdopt.runtime.pipeline import Pipeline
 from sdopt.shared import guidance_embedding
 from sdopt.sources import load_source
@@ -146,3 +146,21 @@ def test_bench_runs_it_at_its_own_sampling_and_the_peer_at_the_models(lcm_artifa
     assert (settings.steps, targets[1].sampling) == (25, {})
     rows = bench(targets, settings, spec, random_weights)["rows"]
     assert [len(r["raw_runs"][0]["unet"]) for r in rows] == [4, 25]
+
+
+def test_the_defaults_train_a_fixed_step_count_at_the_students_learning_rate():
+    """The same student on any CPU: a step count unless a time budget is asked for, never both; the whole UNet
+    trains at 1e-5, LCM-LoRA adapters at 1e-4."""
+    from sdopt.compress.lcm import DEFAULT_TRAIN_STEPS, LcmConfig, learning_rate
+    from sdopt.compress.tiny_vae import TinyVaeConfig
+    from sdopt.training import fixed_steps
+
+    config = LcmConfig()
+    assert fixed_steps(config.train_steps, config.minutes, DEFAULT_TRAIN_STEPS) == DEFAULT_TRAIN_STEPS
+    assert fixed_steps(None, 25.0, DEFAULT_TRAIN_STEPS) is None and fixed_steps(7, None, DEFAULT_TRAIN_STEPS) == 7
+    for make in (LcmConfig, TinyVaeConfig):
+        with pytest.raises(SdoptError, match="give train_steps or minutes, not both"):
+            make(train_steps=10, minutes=5.0)
+    recipe = resolve("lcm-lora", [parse_set("lcm.lr=2e-4")])
+    assert learning_rate(recipe.passes[0][1]) == 2e-4
+    assert (learning_rate(LcmConfig()), learning_rate(LcmConfig(lora_rank=8))) == (1e-5, 1e-4)

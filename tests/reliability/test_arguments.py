@@ -24,7 +24,6 @@ from sdopt.limits import MAX_PIXELS
     (["--threads", "2147483648"], "more than this machine's"), (["--threads", "2000"], "more than this machine's"),
     (["--threads", "0"], "not a positive integer"), (["--guidance", "101"], "over the limit of 100"),
     (["--vae-tile", "-8"], "not in [0, 4096]"), (["--vae-tile", "7"], "a multiple of"),
-    (["--height", "2048", "--width", "2048"], "GiB for one score matrix"),
 ])
 def test_run_arguments(capsys, tiny_fp32, png, flags, message):
     prompt = [] if "--prompt" in flags else ["--prompt", "a red circle"]
@@ -134,3 +133,12 @@ def test_names_too_long_are_one_line(capsys, tiny_fp32, tmp_path, argv, flag):
 ])
 def test_recipes_refused_before_work(capsys, tmp_path, argv, message):
     assert message in fails(capsys, ["compress", "--model", "arch:tiny", *argv, "--out", tmp_path / "o"])
+
+
+def test_a_size_whose_attention_cannot_fit_is_refused_before_work(capsys, tinyshapes_fp32, png):
+    """tiny-shapes at 2048x2048 (within the pixel limits): its first attention level holds 262,144 tokens, a
+    512 GiB score matrix for the guided batch; refused before sampling, in one line, not by the engine's log."""
+    line = fails(capsys, ["run", tinyshapes_fp32, "--prompt", "x", "--height", "2048", "--width", "2048",
+                          "--out", png])
+    assert "needs 512.0 GiB for one score matrix (262,144 tokens)" in line
+    assert "sampling" not in capsys.readouterr().err and not png.exists()

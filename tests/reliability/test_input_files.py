@@ -124,3 +124,16 @@ def test_bad_lora_files_are_one_line(capsys, tmp_path, case, message):
                           tmp_path / "out"])
     assert message in line, line  # (fails: one error line, so no logged key lists from the loaders)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_fifo_inside_a_model_folder_is_refused_before_loading(capsys, tmp_path):
+    import shutil
+
+    from sdopt.families import FAMILIES
+
+    folder = tmp_path / "model"
+    shutil.copytree(FAMILIES["tiny-shapes"].model_dir, folder)
+    os.mkfifo(folder / "unet" / "extra.safetensors")
+    start = time.perf_counter()
+    line = fails(capsys, ["compress", "--model", folder, "--out", tmp_path / "out"])
+    assert "unet/extra.safetensors is not a regular file" in line and time.perf_counter() - start < 30
