@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from sdopt.errors import SdoptError
+from sdopt.prediction import training_target, x0_and_noise
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 MAX_IMAGES = 100_000
@@ -31,17 +32,15 @@ class Objective:
     def x0_eps(self, sample, timestep, prediction):
         """(clean latent, noise) a prediction at (sample, timestep) implies."""
         a = self.alphas[timestep.long()].view(-1, 1, 1, 1)
-        if self.kind == "epsilon":
-            return (sample - (1 - a).sqrt() * prediction) / a.sqrt(), prediction
-        return a.sqrt() * sample - (1 - a).sqrt() * prediction, a.sqrt() * prediction + (1 - a).sqrt() * sample
+        return x0_and_noise(self.kind, prediction, sample, a.sqrt(), (1 - a).sqrt())
 
     def noised(self, x0, generator):
         """(noisy sample, timesteps as floats, target) at random timesteps."""
         t = torch.randint(0, len(self.alphas), (x0.shape[0],), generator=generator)
         a = self.alphas[t].view(-1, 1, 1, 1)
         noise = torch.randn(x0.shape, generator=generator)
-        target = noise if self.kind == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * x0
-        return a.sqrt() * x0 + (1 - a).sqrt() * noise, t.float(), target
+        alpha, sigma = a.sqrt(), (1 - a).sqrt()
+        return alpha * x0 + sigma * noise, t.float(), training_target(self.kind, x0, noise, alpha, sigma)
 
 
 def list_images(folder: str) -> list[Path]:

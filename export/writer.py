@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from sdopt import __version__
 from sdopt.artifact import ArtifactWriter
+from sdopt.backbones import backbone_of
 from sdopt.export import onnx as onnx_export
 from sdopt.export import qdq
 from sdopt.export.attention import attention_form
@@ -66,11 +67,13 @@ def write_artifact(source, recipe: dict, out: Path, command: list[str] | None = 
             del model
 
         writer.write_json("model_index.json", model_index(source.pipeline), strict=False)
+        info = pipeline_info(source)
+        info["denoiser"] = backbone_of(source.pipeline.unet).denoiser_spec(source, writer.components)
         return writer.commit({
             "source": source.describe(),
             "recipe": recipe,
             "passes": source.records,
-            "pipeline": pipeline_info(source),
+            "pipeline": info,
             "produced_by": produced_by(command),
         })
 

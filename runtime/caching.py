@@ -21,8 +21,9 @@ import numpy as np
 
 from sdopt import interrupts
 from sdopt.errors import SdoptError
+from sdopt.graphs import DENOISER
 
-from .denoise import advance
+from .strategies import Strategy, advance, register
 
 SCHEDULES = ("uniform", "nonuniform", "adaptive")
 SHALLOW_ROLE = "denoiser_shallow"
@@ -113,3 +114,7 @@ def feature_cache(denoiser, scheduler, latents, timesteps, step_hook=None, progr
         latents = advance(scheduler, eps, t, latents, i, where, step_hook)
     denoiser.stats = stats
     return latents
+
+
+register("feature_cache", Strategy(feature_cache, (SHALLOW_ROLE,), check_params,
+                                   ((DENOISER, "outputs", FEATURE), (SHALLOW_ROLE, "inputs", FEATURE))))

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
+from sdopt import denoiser_spec
 from sdopt.artifact import open_artifact
 from sdopt.errors import SdoptError
 from sdopt.graphs import (DENOISER, IMAGE_IO, LATENT_INPUT, POOLED_OUTPUT, TEXT_ENCODER, VAE_DECODER,
@@ -29,12 +30,13 @@ from sdopt.graphs import (DENOISER, IMAGE_IO, LATENT_INPUT, POOLED_OUTPUT, TEXT_
 from sdopt.limits import MAX_MANIFEST_BYTES as MAX_SUPPORT_FILE_BYTES
 from sdopt.limits import MAX_STEPS, check_guidance, check_image_size, check_seed, check_text, check_threads
 from sdopt.manifest import GRAPH_FOLDER_BUILDS, check_vae_tile, size_multiple
-from sdopt.shared import guidance_embedding
 
 from . import backends, denoise, images
 from .components import Components, available_memory
-from .tiling import decode_tiled
+from .guidance import choose as choose_guidance
 from .schedulers import make_scheduler
+from .strategies import require_finite
+from .tiling import decode_tiled
 
 
 @dataclass
@@ -43,6 +45,20 @@ class Generation:
     latents: np.ndarray  # final latents, (1, C, h, w) float32
     image_float: np.ndarray  # (H, W, 3) float32 in [0, 1], before rounding to uint8
     stats: dict  # what the denoise strategy reports, e.g. {"full": 7, "shallow": 13} for feature caching
+
+    def save(self, path, metadata: dict | None = None) -> Path:
+        """The image as a PNG at `path` (written whole or not at all), `metadata` as its text chunks."""
+        from PIL import Image, PngImagePlugin
+
+        from sdopt.safe_io import check_output_file, write_atomically
+
+        path = Path(path)
+        check_output_file(path, "the output", ".png")
+        info = PngImagePlugin.PngInfo()
+        for key, value in (metadata or {}).items():
+            info.add_text(key, str(value))
+        write_atomically(path, lambda tmp: Image.fromarray(self.image).save(tmp, format="PNG", pnginfo=info))
+        return path
 
 
 class Pipeline:
@@ -113,9 +129,11 @@ class Pipeline:
         self.vae_tile = vae_tile // self.info["vae_scale_factor"]  # in latent pixels
         sample = next(i for i in components[self.denoiser]["inputs"] if i["name"] == "sample")
         self.denoiser_channels = sample["shape"][1] if isinstance(sample["shape"][1], int) else None
-        embedded = next((i for i in components[self.denoiser]["inputs"] if i["name"] == "timestep_cond"), None)
-        self.guidance_dim = None if embedded is None else embedded["shape"][1]  # guidance is an input (LCM)
         self.scheduler_config = self._scheduler_config()
+        self.spec = denoiser_spec.read(self.manifest, self.scheduler_config)
+        embedded = denoiser_spec.input_of(self.spec, "guidance_scale")
+        self.guidance_dim = embedded and next(i["shape"][1] for i in components[self.denoiser]["inputs"]
+                                              if i["name"] == embedded["name"])
 
     def _engine_files(self, name: str, backend: str, built: dict) -> list[str]:
         """The artifact's files a backend opens to load graph `name` (relative paths)."""
@@ -210,6 +228,15 @@ class Pipeline:
     def check_size(self, height: int, width: int) -> None:
         check_image_size(height, width, size_multiple(self.info))
 
+    def guidance(self, scale: float):
+        """How the scale reaches the denoiser (`guidance.Guidance`), by the kind the denoiser spec names."""
+        return choose_guidance(scale, self.spec["guidance"], self.guidance_dim)
+
+    def sampling(self, steps: int | None = None, guidance: float | None = None, scheduler: str | None = None):
+        """(steps, guidance, scheduler): those given, else the artifact's own."""
+        return (steps or self.info["steps"], self.info["guidance"] if guidance is None else guidance,
+                scheduler or self.info.get("scheduler", "ddim"))
+
     def check_request(self, *, steps: int, guidance: float, scheduler: str, height: int | None = None,
                       width: int | None = None, seed: int = 0, prompt: str = "", negative_prompt: str = "",
                       image: np.ndarray | None = None, strength: float | None = None,
@@ -232,7 +259,7 @@ class Pipeline:
         self.check_size(height or self.info["height"], width or self.info["width"])
         check_guidance(guidance)
         self._check_attention_memory(height or self.info["height"], width or self.info["width"],
-                                     guidance > 1.0 and self.guidance_dim is None)
+                                     self.guidance(guidance).branches)
         if self.static:
             self._check_static(height or self.info["height"], width or self.info["width"], guidance)
         check_seed(seed)
@@ -244,7 +271,7 @@ class Pipeline:
                              f"(steps x strength must be at least 1)")
         return sched
 
-    def _check_attention_memory(self, height: int, width: int, guided: bool) -> None:
+    def _check_attention_memory(self, height: int, width: int, branches: int) -> None:
         """Refuse a size whose finest self-attention needs one score matrix (tokens² per head and image) larger
         than the memory this machine has free: the engine would fail in the first step, or be killed."""
         downsample = self.info.get("attention_downsample")
@@ -253,7 +280,7 @@ class Pipeline:
             return
         side = self.info["vae_scale_factor"] * downsample
         tokens = (height // side) * (width // side)
-        need = tokens**2 * 4 * (2 if guided else 1)
+        need = tokens**2 * 4 * branches
         if need > available:
             raise SdoptError(f"{width}x{height}: the denoiser's self-attention at this size needs {need / 2**30:.1f} "
                              f"GiB for one score matrix ({tokens:,} tokens), more than the {available / 2**30:.1f} GiB "
@@ -282,7 +309,7 @@ class Pipeline:
         for name, tokenizer, output in self.text_encoders:
             ids = np.array([tokenizer.encode(text).ids], dtype=np.int64)  # (1, 77)
             out = self.models[name].run({"input_ids": ids})
-            denoise.require_finite(out, f"the {name}", "encoding the prompt")
+            require_finite(out, f"the {name}", "encoding the prompt")
             hidden.append(out[output])
             pooled = out.get(POOLED_OUTPUT, pooled)
         return np.concatenate(hidden, axis=-1), pooled  # (1, 77, D), (1, P) or None
@@ -295,43 +322,43 @@ class Pipeline:
     def encode_image(self, image: np.ndarray) -> np.ndarray:
         """(1, 3, H, W) float32 in [-1, 1] -> scaled latents (1, C, h, w), the VAE posterior's mean."""
         out = self.models[self.vae_encoder].run({self.image_input: image.astype(np.float32)})
-        denoise.require_finite(out, f"the {self.vae_encoder}", "encoding the image")
+        require_finite(out, f"the {self.vae_encoder}", "encoding the image")
         z = images.posterior_mean(out["latent_parameters"])
         if self.info.get("vae_shift_factor"):
             z = z - np.float32(self.info["vae_shift_factor"])
         return (z * np.float32(self.info["vae_scaling_factor"])).astype(np.float32)
 
-    def __call__(self, prompt: str, *, seed: int = 0, steps: int = 20, guidance: float = 7.5,
-                 scheduler: str = "ddim", height: int | None = None, width: int | None = None,
+    def __call__(self, prompt: str, *, seed: int = 0, steps: int | None = None, guidance: float | None = None,
+                 scheduler: str | None = None, height: int | None = None, width: int | None = None,
                  negative_prompt: str = "", noise: np.ndarray | None = None, progress=None,
                  image: np.ndarray | None = None, strength: float | None = None,
                  mask: np.ndarray | None = None) -> Generation:
         """Text-to-image; with `image` (H, W, 3) uint8 img2img from `strength` (default 0.8); with `mask`
-        (H, W) uint8 as well, inpainting of the mask's white part (strength default 1)."""
+        (H, W) uint8 as well, inpainting of the mask's white part (strength default 1). Steps, guidance and
+        scheduler default to the artifact's own (what the recipe chose, for example 4 steps for a few-step model)."""
+        steps, guidance, scheduler = self.sampling(steps, guidance, scheduler)
         sched = self.check_request(steps=steps, guidance=guidance, scheduler=scheduler, height=height, width=width,
                                    seed=seed, prompt=prompt, negative_prompt=negative_prompt, image=image,
                                    strength=strength, mask=mask)
         if image is not None:
             height, width = image.shape[:2]
         height, width = height or self.info["height"], width or self.info["width"]
-        guided = guidance > 1.0 and self.guidance_dim is None
-        embeds, pooled = self.encode_prompt(prompt, negative_prompt, guided)
+        guide = self.guidance(guidance)
+        embeds, pooled = self.encode_prompt(prompt, negative_prompt, guide.branches > 1)
         self.models.release(*(name for name, _, _ in self.text_encoders))
         batch = embeds.shape[0]
         conditioning = {"encoder_hidden_states": embeds}
-        if self.guidance_dim is not None:  # no negative branch: the UNet takes the guidance scale embedded
-            conditioning["timestep_cond"] = guidance_embedding([guidance] * batch, self.guidance_dim)
         if self.sdxl:
             time_ids = np.array([[height, width, 0, 0, height, width]], dtype=np.float32)  # original, crop, target
             conditioning.update(text_embeds=pooled, time_ids=np.repeat(time_ids, batch, axis=0))
         noise = self.initial_noise(seed, height, width) if noise is None else noise.astype(np.float32)
 
-        timesteps, latents, hook, extra = self._prepare(sched, noise, image, strength, mask, batch if guided else 1)
+        timesteps, latents, hook, extra = self._prepare(sched, noise, image, strength, mask, guide.branches)
         if self.vae_encoder is not None:
             self.models.release(self.vae_encoder)
         graphs = {role: (name, self.models[name]) for role in (DENOISER, *self.strategy.roles)
                   for name in [self._named(role)]}
-        denoiser = denoise.GuidedDenoiser(graphs, conditioning, batch, guidance if guided else 1.0, sched, extra)
+        denoiser = denoise.GuidedDenoiser(graphs, conditioning, guide, sched, extra)
         if hasattr(sched, "seed_noise"):  # a sampler that noises afresh each step (LCM)
             sched.seed_noise([seed, 1])
         latents = self.strategy.loop(denoiser, sched, latents, timesteps, hook, progress, self.denoise_params)
@@ -383,7 +410,7 @@ class Pipeline:
     def _decode(self, z: np.ndarray) -> np.ndarray:
         latent, image = self.vae_io[self.vae_decoder]
         out = self.models[self.vae_decoder].run({latent: z})
-        denoise.require_finite(out, f"the {self.vae_decoder}", "decoding the latents")
+        require_finite(out, f"the {self.vae_decoder}", "decoding the latents")
         return out[image]  # (1, 3, H, W)
 
 

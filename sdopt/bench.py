@@ -24,6 +24,7 @@ from pathlib import Path
 
 from sdopt import bench_peers
 from sdopt.artifact import write_atomically
+from sdopt.callable_module import make_callable
 from sdopt.errors import SdoptError
 
 PEERS = ("diffusers", "ort-fp32", "openvino", "optimum-ort", "openvino-int8", "sdcpp-f16", "sdcpp-q8_0")
@@ -474,3 +475,6 @@ def check_peers(text: str) -> list[str]:
         raise SdoptError(f"--peers: unknown peer '{unknown[0]}'; choose from " + ", ".join(PEERS) + ", "
                          + ", ".join(PEER_GROUPS) + " or none")
     return list(dict.fromkeys(peers))
+
+
+make_callable(__name__, "bench")  # sdopt.bench(...) is the Python API's bench

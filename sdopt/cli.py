@@ -6,9 +6,7 @@ Every user error is one line on stderr and exit code 2; nothing half-written is 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import time
 from pathlib import Path
 
 from . import interrupts
@@ -259,33 +257,17 @@ def cmd_eval(args) -> None:
 
     from tqdm.auto import tqdm
 
-    from .artifact import open_artifact
-    from .evaluate import EvalSettings, default_pairs, evaluate, format_table
-    from .safe_io import check_outside, check_output_file, read_prompts
+    from .api import evaluate
+    from .evaluate import format_table
+    from .safe_io import read_prompts
     from .schema import json_safe
 
-    manifest = open_artifact(args.artifact, verify=False).manifest
     prompts = read_prompts(args.prompts, "--prompts") if args.prompts else None
-    pairs = default_pairs(manifest, prompts, args.seeds)
-    info = manifest["pipeline"]
-    settings = EvalSettings(args.steps or info["steps"], _guidance(args, info), _scheduler(args, info))
-    if args.grid is not None:
-        check_output_file(args.grid, "--grid", ".png")
-        check_outside(args.grid, [args.artifact, args.reference], "--grid")
-    if args.clip is not None and not (args.clip / "config.json").is_file():
-        raise SdoptError(f"--clip {args.clip}: not a model folder (no config.json)")
-    if args.reference is not None:
-        if args.model is not None:
-            raise SdoptError("--model names the source of the default reference: give it or --reference, not both")
-        open_artifact(args.reference, verify=False)
-    else:
-        from .sources import source_to_rebuild
-
-        source_to_rebuild(manifest, args.model, "--model")  # before any work: a local folder must be named
-    result = evaluate(args.artifact, args.reference, pairs, settings, model=args.model,
-                      progress=lambda it, label: tqdm(it, desc=label, unit="image"), grid=args.grid, clip=args.clip,
-                      backend=args.backend, backend_options=_backend_options(args),
-                      denoise_overrides=_denoise_overrides(args), vae_options=_vae_options(args))
+    result = evaluate(args.artifact, reference=args.reference, model=args.model, prompts=prompts, seeds=args.seeds,
+                      steps=args.steps, guidance=args.guidance, scheduler=args.scheduler, backend=args.backend,
+                      grid=args.grid, clip=args.clip, denoise=_denoise_overrides(args),
+                      progress=lambda it, label: tqdm(it, desc=label, unit="image"), **_vae_options(args),
+                      **_backend_options(args))
     print(json.dumps(json_safe(result), allow_nan=False) if args.json else format_table(result))
 
 
@@ -350,36 +332,21 @@ def _static_shape(args, info: dict) -> dict:
 
 
 def cmd_bench(args) -> None:
-    from .bench import BenchRequest, bench, format_table, prepare, write_json, write_plot
+    from .api import bench
+    from .bench import format_table
 
-    request = BenchRequest(args.artifacts, args.model, args.backends, args.peers, args.steps, args.height,
-                           args.width, args.runs, args.warmup, args.json, args.plot, args.device, args.precision,
-                           args.scheduler, _denoise_overrides(args), args.memory, args.vae_tile, args.threads)
-    targets, settings, spec, random_weights, notes = prepare(request)
-    for note in notes:
-        _say(note)
-    result = bench(targets, settings, spec, random_weights)
-    print(format_table(result, wide=args.wide))
-    if request.json:
-        write_json(result, request.json)
-        _say(f"wrote {request.json}")
-    if request.plot_path and write_plot(result, request.plot_path):
-        _say(f"wrote {request.plot_path}")
+    result = bench(args.artifacts, model=args.model, backends=args.backends, peers=args.peers, steps=args.steps,
+                   height=args.height, width=args.width, runs=args.runs, warmup=args.warmup, json=args.json,
+                   plot=args.plot, device=args.device, precision=args.precision, scheduler=args.scheduler,
+                   denoise=_denoise_overrides(args), memory=args.memory, vae_tile=args.vae_tile,
+                   threads=args.threads, say=_say, table=lambda result: print(format_table(result, wide=args.wide)))
     failed = [r["name"] for r in result["rows"] if "error" in r]
     if failed:
         raise SdoptError(f"{len(failed)} of {len(result['rows'])} targets failed: " + ", ".join(failed))
 
 
-def _guidance(args, info: dict) -> float:
-    return args.guidance if args.guidance is not None else info["guidance"]
-
-
-def _scheduler(args, info: dict) -> str:
-    return args.scheduler or info.get("scheduler", "ddim")
-
-
 def cmd_compress(args) -> None:
-    from .artifact import check_writable_destination
+    from .api import compress_recipe
     from .passes import registry
     from .recipe import Override, parse_set, resolve
 
@@ -396,25 +363,8 @@ def cmd_compress(args) -> None:
                 overrides.append(Override(spec.name, shortcut.key, value, shortcut.flag))
     overrides += [parse_set(text) for text in args.set or []]
     recipe = resolve(args.recipe, overrides, inserted)
-    check_writable_destination(args.out)
-
-    from sdopt.export.writer import write_artifact
-
-    from .recipe import apply, check
-    from .sources import load_source
-
-    start = time.perf_counter()
-    source = load_source(args.model)
-    check(source, recipe)
-    if source.random_weights:
-        _say(f"note: {args.model} has random weights: its artifact is for speed measurements only")
-    source = apply(source, recipe)
-    if source.secondary:
-        _say(f"process {os.environ.get('RANK')}: done; the main process writes {args.out}")
-        return
-    out = write_artifact(source, recipe.to_dict(), args.out, command=sys.argv, external_data=args.external_data,
-                        attention=args.attention, float16=args.float16)
-    _say(f"wrote {out} ({recipe.name}, {source.label}) in {time.perf_counter() - start:.1f} s")
+    compress_recipe(args.model, recipe, args.out, command=sys.argv, external_data=args.external_data,
+                    attention=args.attention, float16=args.float16, say=_say)
 
 
 def _shortcut_dest(pass_name: str, shortcut) -> str:
@@ -422,13 +372,12 @@ def _shortcut_dest(pass_name: str, shortcut) -> str:
 
 
 def cmd_run(args) -> None:
-    from PIL import Image, PngImagePlugin
     from tqdm.auto import tqdm
 
     from sdopt.runtime.pipeline import Pipeline
 
     from .limits import check_text
-    from .safe_io import check_outside, check_output_file, write_atomically
+    from .safe_io import check_outside, check_output_file
 
     check_output_file(args.out, "--out", ".png")
     check_outside(args.out, [args.artifact], "--out")
@@ -439,8 +388,7 @@ def cmd_run(args) -> None:
     pipe = Pipeline(args.artifact, args.backend, denoise_overrides=_denoise_overrides(args), **_vae_options(args),
                     **options)
     source = pipe.manifest["source"]
-    steps, guidance = args.steps or pipe.info["steps"], _guidance(args, pipe.info)
-    scheduler = _scheduler(args, pipe.info)
+    steps, guidance, scheduler = pipe.sampling(args.steps, args.guidance, args.scheduler)
     request = dict(seed=args.seed, steps=steps, guidance=guidance, scheduler=scheduler, height=args.height,
                    width=args.width, negative_prompt=args.negative_prompt, image=image, strength=args.strength,
                    mask=mask)
@@ -448,14 +396,11 @@ def cmd_run(args) -> None:
     if source["random_weights"]:
         _say(f"note: {source['spec']} has random weights: the image is noise (speed measurements only)")
     result = pipe(args.prompt, progress=lambda it: tqdm(it, desc="sampling", unit="step"), **request)
-    meta = PngImagePlugin.PngInfo()
-    for key, value in {"prompt": args.prompt, "negative_prompt": args.negative_prompt, "seed": args.seed,
-                       "steps": steps, "guidance": guidance, "scheduler": scheduler,
-                       "recipe": pipe.manifest["recipe"]["name"], "model": source["spec"],
-                       "random_weights": source["random_weights"], "generator": f"sdopt {_version()}",
-                       **{k: getattr(args, k) for k in ("image", "strength", "mask") if getattr(args, k)}}.items():
-        meta.add_text(key, str(value))
-    write_atomically(args.out, lambda tmp: Image.fromarray(result.image).save(tmp, format="PNG", pnginfo=meta))
+    result.save(args.out, {"prompt": args.prompt, "negative_prompt": args.negative_prompt, "seed": args.seed,
+                           "steps": steps, "guidance": guidance, "scheduler": scheduler,
+                           "recipe": pipe.manifest["recipe"]["name"], "model": source["spec"],
+                           "random_weights": source["random_weights"], "generator": f"sdopt {_version()}",
+                           **{k: getattr(args, k) for k in ("image", "strength", "mask") if getattr(args, k)}})
     _say(f"wrote {args.out}")
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .callable_module import make_callable
 from .errors import SdoptError
 
 GENERIC_SEEDS = 2
@@ -211,15 +212,18 @@ def evaluate(artifact: Path, reference: Path | None, pairs, settings: EvalSettin
         **unet_size(pipe.manifest, ref_pipe.manifest),
     }
     reference = reference_family_of(pipe.manifest)
-    if reference is not None:
-        captions = [p for p, _ in pairs]
+    captions = [p for p, _ in pairs]
+    foreign = [c for c in captions if reference is not None and not reference.describes(c)]
+    if foreign:  # prompts of the user's own: the images still compare, the detector cannot read them
+        result["alignment_not_measured"] = f"{len(foreign)} prompts are not {reference.name} captions " \
+                                           f"(first: {foreign[0][:60]!r})"
+    elif reference is not None:
         ours, ref = reference.alignment(captions, images), reference.alignment(captions, ref_images)
         result.update(alignment=ours["alignment"], per_attribute=ours["per_attribute"],
                       reference_alignment=ref["alignment"], reference_per_attribute=ref["per_attribute"])
         if "binding_error" in ours:
             result.update(binding_error=ours["binding_error"], reference_binding_error=ref["binding_error"])
     if clip is not None:
-        captions = [p for p, _ in pairs]
         result.update(clip_score=clip_score(clip, captions, images),
                       reference_clip_score=clip_score(clip, captions, ref_images))
     if grid is not None:
@@ -296,6 +300,8 @@ def format_table(result: dict) -> str:
         rows.append(("prompt alignment", f"{result['reference_alignment']:.1%}", f"{result['alignment']:.1%}"))
         rows += [(f"  {k}", f"{result['reference_per_attribute'][k]:.1%}", f"{v:.1%}")
                  for k, v in result["per_attribute"].items()]
+    if "alignment_not_measured" in result:
+        rows.append(("prompt alignment", "-", "not measured"))
     if "binding_error" in result:
         rows.append(("  binding errors", f"{result['reference_binding_error']:.1%}",
                      f"{result['binding_error']:.1%}"))
@@ -317,6 +323,11 @@ def format_table(result: dict) -> str:
              ("images/s", f"{result['reference_images_per_s']:.2f}", f"{result['images_per_s']:.2f}")]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = [header] + [f"{a:<{widths[0]}}  {b:>{widths[1]}}  {c:>{widths[2]}}" for a, b, c in rows]
+    if "alignment_not_measured" in result:
+        lines.append(f"prompt alignment not measured: {result['alignment_not_measured']}")
     if "grid" in result:
         lines.append(f"grid of the first prompts (reference | {result['recipe']}): {result['grid']}")
     return "\n".join(lines)
+
+
+make_callable(__name__, "evaluate")  # sdopt.evaluate(...) is the Python API's evaluate

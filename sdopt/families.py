@@ -58,6 +58,14 @@ class Family:
         more = [p for p in dict.fromkeys(grammar.calibration_prompts(n)) if p not in seen]
         return (head + more)[:n]
 
+    def describes(self, caption: str) -> bool:
+        """Whether `caption` is one of the grammar's (the detector can read alignment only for those)."""
+        try:
+            self.module("grammar").parse(caption)
+        except ValueError:
+            return False
+        return True
+
     def alignment(self, captions, images) -> dict:
         """{"alignment", "per_attribute": {name: rate}, "n", ...}: the detector's reading against the captions."""
         return self.module("evaluate").alignment(captions, images)

@@ -1,4 +1,4 @@
-"""The documented limits of what sdopt accepts, checked before any work starts (README: Limits).
+"""The documented limits of what sdopt accepts, checked before any work starts (docs/guarantees.md: Limits).
 
 Torch-free: the CLI and the runtime both check against these.
 """
@@ -56,6 +56,11 @@ def check_guidance(guidance: float) -> None:
     if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance) \
             or abs(guidance) > MAX_GUIDANCE:
         raise SdoptError(f"guidance {guidance!r} must be a number in [-{MAX_GUIDANCE:g}, {MAX_GUIDANCE:g}]")
+
+
+def check_count(value, low: int, high: int, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise SdoptError(f"{what} {value!r} must be an integer in [{low}, {high}]")
 
 
 def check_text(text: str, what: str) -> None:

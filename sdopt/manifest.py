@@ -7,6 +7,7 @@ Torch-free.
 
 from __future__ import annotations
 
+from . import denoiser_spec
 from . import schema as s
 from .errors import SdoptError
 from .graphs import ATTENTION_FORMS, DENOISER, TEXT_ENCODER, VAE_DECODER, VAE_ENCODER
@@ -68,7 +69,7 @@ _pipeline = s.record(
      "max_length": s.integer(1, 4096), "steps": s.integer(1, MAX_STEPS), "guidance": s.number(-1e6, 1e6),
      "denoise": s.record({"strategy": _name}, {"params": s.anything(4)})},
     {"force_zeros_for_empty_prompt": s.boolean(), "scheduler": s.string(choices=tuple(SCHEDULERS)),
-     "attention_downsample": s.integer(1, 1024)})
+     "attention_downsample": s.integer(1, 1024), "denoiser": denoiser_spec.SCHEMA})
 MANIFEST = s.record({
     "schema_version": s.integer(),
     "format": s.string(choices=(FORMAT,)),

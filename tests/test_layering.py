@@ -84,3 +84,30 @@ def test_no_code_outside_the_pass_modules_branches_on_a_pass_name():
 @pytest.mark.parametrize("layer", FOLDERS.values())
 def test_every_layer_is_walked(layer):
     assert any(m[0] == layer for m in _modules())
+
+
+def test_no_import_cycle_inside_the_runtime():
+    """Module by module, lazy imports included: strategies and guidance register themselves, nothing imports
+    back."""
+    folder = ROOT / "runtime"
+    modules = {}
+    for path in sorted(folder.rglob("*.py")):
+        parts = list(path.relative_to(folder).with_suffix("").parts)
+        name = ".".join(["sdopt", "runtime", *(parts[:-1] if parts[-1] == "__init__" else parts)])
+        package = ["sdopt", "runtime", *path.relative_to(folder).parent.parts]
+        modules[name] = {m for m in _imports(path, package)}
+    graph = {name: {m for m in imported if m in modules and m != name} for name, imported in modules.items()}
+
+    def cycle_from(start):
+        stack, seen = [(start, (start,))], set()
+        while stack:
+            node, path = stack.pop()
+            for nxt in graph[node]:
+                if nxt == start:
+                    return path
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, (*path, nxt)))
+        return None
+
+    assert [cycle_from(m) for m in graph if cycle_from(m)] == []

@@ -9,7 +9,7 @@ import onnxruntime as ort
 
 from sdopt.errors import SdoptError
 
-from . import engine_message
+from .messages import engine_message
 
 
 # ONNX Runtime converts signed-int8 Q/DQ to unsigned before fusing integer kernels. On x86 CPUs

@@ -8,7 +8,7 @@ import numpy as np
 
 from sdopt.errors import SdoptError
 
-from . import engine_message
+from .messages import engine_message
 
 PRECISIONS = ("fp32", "bf16", "fp16")  # spelled as sdopt spells precisions elsewhere (--recipe fp32)
 OPENVINO_SPELLING = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}  # INFERENCE_PRECISION_HINT's values

@@ -10,7 +10,7 @@ import numpy as np
 from sdopt.errors import SdoptError
 from sdopt.shared import interval_index
 
-from . import engine_message
+from .messages import engine_message
 
 
 def interval_of(timestep: float, per_timestep: float, intervals: int) -> int:

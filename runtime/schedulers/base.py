@@ -106,16 +106,6 @@ def _sigmas(timesteps: np.ndarray, alphas_cumprod: np.ndarray, final_sigmas_type
     return np.append(sigmas, sigma_last).astype(np.float32)
 
 
-def predicted_x0_eps(kind: str, output: np.ndarray, sample: np.ndarray, alpha, sigma):
-    """(x0, eps) from a model output of `prediction_type` `kind`, for x_t = alpha x0 + sigma eps (the
-    variance-preserving form; DDIM's sqrt(abar), sqrt(1 - abar), DPM-Solver's alpha_t, sigma_t)."""
-    if kind == "epsilon":
-        return (sample - sigma * output) / alpha, output
-    if kind == "v_prediction":
-        return alpha * sample - sigma * output, alpha * output + sigma * sample
-    return output, (sample - alpha * output) / sigma  # sample
-
-
 class Scheduler:
     """Common config handling and state. Subclasses set `_defaults` (every config key the matching diffusers
     class reads that matters here, with its default) and `_supported` (key -> implemented values)."""

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import _COMMON_DEFAULTS, _COMMON_SUPPORTED, _NOT_SET, Scheduler, _f32, _spaced_timesteps, predicted_x0_eps
+from sdopt.prediction import x0_and_noise
+
+from .base import _COMMON_DEFAULTS, _COMMON_SUPPORTED, _NOT_SET, Scheduler, _f32, _spaced_timesteps
 
 
 class DDIMScheduler(Scheduler):
@@ -39,7 +41,7 @@ class DDIMScheduler(Scheduler):
         abar_prev = self.alphas_cumprod[t_prev] if t_prev >= 0 else self.final_alpha_cumprod
         sqrt_abar, sqrt_1m_abar = np.sqrt(abar_t), np.sqrt(1 - abar_t)
 
-        x0, eps = predicted_x0_eps(self.config["prediction_type"], out, x, sqrt_abar, sqrt_1m_abar)
+        x0, eps = x0_and_noise(self.config["prediction_type"], out, x, sqrt_abar, sqrt_1m_abar)
         if self.config["clip_sample"]:
             r = self.config["clip_sample_range"]
             x0 = np.clip(x0, -r, r)  # eps is deliberately not recomputed from the clipped x0, as in diffusers

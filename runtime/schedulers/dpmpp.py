@@ -6,7 +6,9 @@ import math
 
 import numpy as np
 
-from .base import (_COMMON_DEFAULTS, _COMMON_SUPPORTED, _NOT_SET, Scheduler, _f32, _sigmas, predicted_x0_eps)
+from sdopt.prediction import x0_and_noise
+
+from .base import (_COMMON_DEFAULTS, _COMMON_SUPPORTED, _NOT_SET, Scheduler, _f32, _sigmas)
 
 
 def _alpha_sigma_lambda(sigma):
@@ -81,7 +83,7 @@ class DPMSolverPPScheduler(Scheduler):
         x, out = _f32(sample), _f32(model_output)
 
         alpha_s0, sigma_s0, lambda_s0 = _alpha_sigma_lambda(self.sigmas[i])
-        x0, _ = predicted_x0_eps(c["prediction_type"], out, x, alpha_s0, sigma_s0)
+        x0, _ = x0_and_noise(c["prediction_type"], out, x, alpha_s0, sigma_s0)
         self._x0_preds = [*self._x0_preds[-1:], x0]
 
         alpha_t, sigma_t, lambda_t = _alpha_sigma_lambda(self.sigmas[i + 1])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from sdopt.prediction import from_sigma, x0_and_noise
+
 from .base import _COMMON_DEFAULTS, _COMMON_SUPPORTED, _NOT_SET, Scheduler, _f32, _sigmas, _spaced_timesteps
 
 
@@ -51,13 +53,8 @@ class EulerScheduler(Scheduler):
         i = self._index(timestep)
         x, out = _f32(sample), _f32(model_output)
         sigma, sigma_next = self.sigmas[i], self.sigmas[i + 1]
-        kind = self.config["prediction_type"]
-        if kind == "epsilon":
-            x0 = x - sigma * out
-        elif kind == "v_prediction":
-            x0 = out * (-sigma / np.sqrt(sigma**2 + 1)) + x / (sigma**2 + 1)
-        else:  # sample
-            x0 = out
+        alpha, sigma_vp = from_sigma(sigma)
+        x0, _ = x0_and_noise(self.config["prediction_type"], out, x * alpha, alpha, sigma_vp)
         d = (x - x0) / sigma
         self._step_index += 1
         return _f32(x + d * (sigma_next - sigma))

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from sdopt.prediction import x0_and_noise
 from sdopt.shared import consistency_scalings, consistency_timesteps
 
-from .base import _COMMON_DEFAULTS, _COMMON_SUPPORTED, _NOT_SET, Scheduler, _f32, predicted_x0_eps
+from .base import _COMMON_DEFAULTS, _COMMON_SUPPORTED, _NOT_SET, Scheduler, _f32
 
 
 class LCMScheduler(Scheduler):
@@ -66,7 +67,7 @@ class LCMScheduler(Scheduler):
         abar_t = self.alphas_cumprod[t]
         abar_prev = self.alphas_cumprod[prev] if prev >= 0 else self.final_alpha_cumprod
         c_skip, c_out = consistency_scalings(t, self.config["timestep_scaling"])
-        x0, _ = predicted_x0_eps(self.config["prediction_type"], out, x, np.sqrt(abar_t), np.sqrt(1 - abar_t))
+        x0, _ = x0_and_noise(self.config["prediction_type"], out, x, np.sqrt(abar_t), np.sqrt(1 - abar_t))
         if self.config["clip_sample"]:
             r = self.config["clip_sample_range"]
             x0 = np.clip(x0, -r, r)

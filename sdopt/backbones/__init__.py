@@ -1,0 +1,11 @@
+"""Backbone adapters: everything model-specific about a denoiser, one module per family, registered by the
+diffusers classes it handles (`registry`). Passes and the exporter ask the adapter instead of assuming a UNet.
+
+An adapter today writes the manifest's denoiser spec (`denoiser_spec(source, components)`, the contract in
+`sdopt.denoiser_spec`); docs/backbones.md says what a new backbone provides.
+"""
+
+from . import unet  # noqa: F401  (registers itself)
+from .registry import backbone_of, register
+
+__all__ = ["backbone_of", "register"]

@@ -1,0 +1,20 @@
+"""The adapters by the diffusers class names they handle."""
+
+from __future__ import annotations
+
+from sdopt.errors import SdoptError
+
+_ADAPTERS: dict[str, object] = {}
+
+
+def register(adapter) -> None:
+    for class_name in adapter.handles:
+        _ADAPTERS[class_name] = adapter
+
+
+def backbone_of(model):
+    """The adapter of a denoiser module (by its class or a base class), or one error naming the class."""
+    for cls in type(model).__mro__:
+        if cls.__name__ in _ADAPTERS:
+            return _ADAPTERS[cls.__name__]
+    raise SdoptError(f"no backbone adapter handles a {type(model).__name__}; known: " + ", ".join(_ADAPTERS))
