@@ -103,6 +103,24 @@ def validate(manifest: object, where: str) -> dict:
     return manifest
 
 
+def _check_denoiser_spec(spec: dict, components: dict, where: str) -> None:
+    """The spec speaks of the artifact's own graphs: each input one of the denoiser's, one input per role, each
+    text encoder one of its text-encoder graphs."""
+    denoiser = next(c for c in components.values() if c["role"] == DENOISER)
+    names = [i["name"] for i in denoiser["inputs"]]
+    roles = [i["role"] for i in spec["inputs"]]
+    for entry in spec["inputs"]:
+        if entry["name"] not in names:
+            raise SdoptError(f"{where}: pipeline.denoiser.inputs: {entry['name']} is not an input of the denoiser graph")
+        if roles.count(entry["role"]) > 1:
+            raise SdoptError(f"{where}: pipeline.denoiser.inputs: more than one input of role {entry['role']}")
+    for encoder in spec["text_encoders"]:
+        if components.get(encoder["graph"], {}).get("role") != TEXT_ENCODER:
+            raise SdoptError(f"{where}: pipeline.denoiser.text_encoders: {encoder['graph']} is not a text encoder graph")
+    if spec["guidance"] == "embedded" and "guidance_scale" not in roles:
+        raise SdoptError(f"{where}: pipeline.denoiser: embedded guidance needs an input of role guidance_scale")
+
+
 def _check_consistency(m: dict, where: str) -> None:
     kind = m["pipeline"]["kind"]
     if m["source"]["kind"] != kind:
@@ -130,6 +148,8 @@ def _check_consistency(m: dict, where: str) -> None:
         if "/" in rel and top not in SUPPORT_FOLDERS:
             raise SdoptError(f"{where}: files.{rel}: outside {', '.join(SUPPORT_FOLDERS)} and the top level")
     info = m["pipeline"]
+    if "denoiser" in info:
+        _check_denoiser_spec(info["denoiser"], components, where)
     multiple = size_multiple(info)
     if info["vae_scale_factor"] & (info["vae_scale_factor"] - 1):
         raise SdoptError(f"{where}: pipeline.vae_scale_factor {info['vae_scale_factor']} is not a power of 2")

@@ -32,7 +32,14 @@ def test_an_older_artifact_is_read_as_its_unet_convention_implies(tiny_fp32):
 
 @pytest.mark.parametrize("key, value", [("guidance", "telepathic"), ("prediction", "x0"),
                                         ("inputs", [{"name": "sample", "role": "latent", "axes": ["B" * 40]}]),
-                                        ("timestep_domain", [0])])
+                                        ("timestep_domain", [0]), ("guidance", "embedded"),
+                                        ("inputs", [{"name": "noise", "role": "latent", "axes": ["batch"]}]),
+                                        ("inputs", [{"name": "sample", "role": "latent", "axes": []},
+                                                    {"name": "timestep", "role": "latent", "axes": []}]),
+                                        ("text_encoders", [{"graph": "unet", "tokenizer": "tokenizer",
+                                                            "kind": "clip", "max_length": 77,
+                                                            "output": "last_hidden_state",
+                                                            "combine": "concat-features"}])])
 def test_a_doctored_spec_is_refused(tiny_fp32, key, value):
     manifest = copy.deepcopy(open_artifact(tiny_fp32).manifest)
     manifest["pipeline"]["denoiser"][key] = value
