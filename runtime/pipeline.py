@@ -132,9 +132,9 @@ class Pipeline:
         self.scheduler_config = self._scheduler_config()
         self.spec = denoiser_spec.read(self.manifest, self.scheduler_config)
         embedded = denoiser_spec.input_of(self.spec, "guidance_scale")
-        shape = embedded and next(i["shape"] for i in components[self.denoiser]["inputs"]
-                                  if i["name"] == embedded["name"])  # the schema checked the name is one
-        if shape and (len(shape) != 2 or not isinstance(shape[1], int)):
+        shape = embedded and next((i["shape"] for i in components[self.denoiser]["inputs"]
+                                   if i["name"] == embedded["name"]), [])
+        if embedded and (len(shape) != 2 or not isinstance(shape[1], int)):
             raise SdoptError(f"artifact '{self.folder}': its guidance-scale input {embedded['name']} must be "
                              f"(batch, width), not {shape}")
         self.guidance_dim = shape[1] if shape else None

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from .errors import SdoptError
-from .graphs import DEFAULT_ATTENTION
+from .graphs import ATTENTION_FORMS, DEFAULT_ATTENTION
 from .limits import MAX_EVAL_SEEDS, MAX_RUNS, MAX_WARMUP, check_count
 
 DEFAULT_RECIPE = "fp32"
@@ -70,6 +70,8 @@ def compress(model: str, recipe: str, out, *, lora=(), external_data: bool = Fal
     from .passes import registry
     from .recipe import resolve
 
+    if attention not in ATTENTION_FORMS:
+        raise SdoptError(f"attention {attention!r}: choose " + " or ".join(ATTENTION_FORMS))
     loras = [lora] if isinstance(lora, (str, Path)) else list(lora)
     (shortcut,) = [s for s in registry()["lora"].shortcuts if s.key is None]
     inserted = [("lora", shortcut.convert(str(item))) for item in loras]

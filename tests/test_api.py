@@ -47,6 +47,7 @@ def test_the_functions_are_callable_after_their_modules_are_imported():
     (lambda out: sdopt.compress("tiny-shapes", "int8", out, quantize=3), "give a pass's options as quantize="),
     (lambda out: sdopt.compress("tiny-shapes", "int8", out, quantize={"colour": 1}), "colour"),
     (lambda out: sdopt.compress("tiny-shapes", "int9", out), "int9"),
+    (lambda out: sdopt.compress("tiny-shapes", "fp32", out, attention="sliced"), "attention 'sliced': choose"),
     (lambda out: sdopt.bench([], peers="none", runs=0), "runs 0 must be an integer in [1, 1000]"),
     (lambda out: sdopt.evaluate(out, seeds=65), "seeds 65 must be an integer in [1, 64]"),
 ])

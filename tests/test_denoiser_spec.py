@@ -33,7 +33,6 @@ def test_an_older_artifact_is_read_as_its_unet_convention_implies(tiny_fp32):
 @pytest.mark.parametrize("key, value", [("guidance", "telepathic"), ("prediction", "x0"),
                                         ("inputs", [{"name": "sample", "role": "latent", "axes": ["B" * 40]}]),
                                         ("timestep_domain", [0]), ("guidance", "embedded"),
-                                        ("inputs", [{"name": "noise", "role": "latent", "axes": ["batch"]}]),
                                         ("inputs", [{"name": "sample", "role": "latent", "axes": []},
                                                     {"name": "timestep", "role": "latent", "axes": []}]),
                                         ("text_encoders", [{"graph": "unet", "tokenizer": "tokenizer",
@@ -45,3 +44,19 @@ def test_a_doctored_spec_is_refused(tiny_fp32, key, value):
     manifest["pipeline"]["denoiser"][key] = value
     with pytest.raises(SdoptError, match="denoiser"):
         validate(manifest, "doctored")
+
+
+def test_a_spec_input_the_graph_lacks_is_refused_before_work(tiny_fp32, tmp_path):
+    import json
+    import shutil
+
+    from sdopt.runtime.pipeline import Pipeline
+
+    artifact = tmp_path / "art"
+    shutil.copytree(tiny_fp32, artifact)
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    manifest["pipeline"]["denoiser"]["inputs"].append({"name": "w", "role": "guidance_scale", "axes": ["batch"]})
+    manifest["pipeline"]["denoiser"]["guidance"] = "embedded"
+    (artifact / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(SdoptError, match="its guidance-scale input w must be"):
+        Pipeline(artifact)
