@@ -17,8 +17,6 @@ import numpy as np
 
 from sdopt.shared import guidance_embedding
 
-EMBEDDED_INPUT = "timestep_cond"
-
 
 @dataclass(frozen=True)
 class Guidance:
@@ -47,9 +45,10 @@ class ClassifierFree(Guidance):
 @dataclass(frozen=True)
 class Embedded(Guidance):
     dim: int = 0  # width of the scale's embedding
+    name: str = "timestep_cond"  # the denoiser input that takes it (the spec's guidance_scale input)
 
     def conditioning(self, batch: int) -> dict:
-        return {EMBEDDED_INPUT: guidance_embedding([self.scale] * batch, self.dim)}
+        return {self.name: guidance_embedding([self.scale] * batch, self.dim)}
 
 
 @dataclass(frozen=True)
@@ -60,11 +59,11 @@ class Unguided(Guidance):
 KINDS = {"classifier-free": ClassifierFree, "embedded": Embedded, "none": Unguided}
 
 
-def choose(scale: float, kind: str = "classifier-free", dim: int | None = None) -> Guidance:
+def choose(scale: float, kind: str = "classifier-free", dim: int | None = None, name: str | None = None) -> Guidance:
     """The guidance of the artifact's `kind` (its denoiser spec) at `scale`; classifier-free guidance at a scale
     <= 1 is the positive prompt alone."""
     if kind == "embedded":
-        return Embedded(scale, dim or 0)
+        return Embedded(scale, dim or 0, name or "timestep_cond")
     if kind == "none":
         return Unguided(scale)
     return ClassifierFree(scale) if scale > 1.0 else Unguided(scale)

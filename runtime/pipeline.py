@@ -29,7 +29,7 @@ from sdopt.graphs import (DENOISER, IMAGE_IO, LATENT_INPUT, POOLED_OUTPUT, TEXT_
                           VAE_DECODER_FULL, VAE_ENCODER, io_name, is_denoiser, prompt_output)
 from sdopt.limits import MAX_MANIFEST_BYTES as MAX_SUPPORT_FILE_BYTES
 from sdopt.limits import MAX_STEPS, check_guidance, check_image_size, check_seed, check_text, check_threads
-from sdopt.manifest import GRAPH_FOLDER_BUILDS, check_vae_tile, size_multiple
+from sdopt.manifest import GRAPH_FOLDER_BUILDS, check_vae_tile, default_sampling, size_multiple
 
 from . import backends, denoise, images
 from .components import Components, available_memory
@@ -234,12 +234,12 @@ class Pipeline:
 
     def guidance(self, scale: float):
         """How the scale reaches the denoiser (`guidance.Guidance`), by the kind the denoiser spec names."""
-        return choose_guidance(scale, self.spec["guidance"], self.guidance_dim)
+        embedded = denoiser_spec.input_of(self.spec, "guidance_scale")
+        return choose_guidance(scale, self.spec["guidance"], self.guidance_dim, embedded and embedded["name"])
 
     def sampling(self, steps: int | None = None, guidance: float | None = None, scheduler: str | None = None):
         """(steps, guidance, scheduler): those given, else the artifact's own."""
-        return (steps or self.info["steps"], self.info["guidance"] if guidance is None else guidance,
-                scheduler or self.info.get("scheduler", "ddim"))
+        return default_sampling(self.info, steps, guidance, scheduler)
 
     def check_request(self, *, steps: int, guidance: float, scheduler: str, height: int | None = None,
                       width: int | None = None, seed: int = 0, prompt: str = "", negative_prompt: str = "",

@@ -121,6 +121,7 @@ def evaluate(artifact, *, reference=None, model: str | None = None, prompts: lis
     from .artifact import open_artifact
     from .evaluate import EvalSettings, default_pairs
     from .evaluate import evaluate as run_evaluation
+    from .manifest import default_sampling
     from .safe_io import check_outside, check_output_file
 
     artifact = Path(artifact)
@@ -130,8 +131,7 @@ def evaluate(artifact, *, reference=None, model: str | None = None, prompts: lis
     manifest = open_artifact(artifact, verify=False).manifest
     pairs = default_pairs(manifest, prompts, seeds)
     info = manifest["pipeline"]
-    settings = EvalSettings(steps or info["steps"], info["guidance"] if guidance is None else guidance,
-                            scheduler or info.get("scheduler", "ddim"))
+    settings = EvalSettings(*default_sampling(info, steps, guidance, scheduler))
     if grid is not None:
         grid = Path(grid)
         check_output_file(grid, "--grid", ".png")

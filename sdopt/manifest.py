@@ -177,6 +177,13 @@ def in_graph_folder(rel: str, build_name: str, components) -> bool:
     return folder in components and name in GRAPH_FOLDER_BUILDS.get(build_name, ())
 
 
+def default_sampling(info: dict, steps: int | None = None, guidance: float | None = None,
+                     scheduler: str | None = None) -> tuple:
+    """(steps, guidance, scheduler): those given, else the artifact's own (its `pipeline` section)."""
+    return (steps or info["steps"], info["guidance"] if guidance is None else guidance,
+            scheduler or info.get("scheduler", "ddim"))
+
+
 def size_multiple(info: dict) -> int:
     """Pixels that image sides must be a multiple of, from a manifest's pipeline section."""
     return pixel_size_multiple(info["vae_scale_factor"], info["latent_size_multiple"])
