@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from sdopt.bench import machine
-from sdopt.cli import main as sdopt
-from sdopt.evaluate import psnr, ssim
-from sdopt.families import FAMILIES, headline
-from sdopt.graphs import is_denoiser
+from sdopt.app.bench import machine
+from sdopt.app.cli import main as sdopt
+from sdopt.app.evaluate import psnr, ssim
+from sdopt.contract.graphs import is_denoiser
+from sdopt.reference.families import FAMILIES, headline
 from sdopt.runtime.pipeline import Pipeline
 
 STEPS, GUIDANCE, SIZE = 25, 2.0, 32
@@ -82,7 +82,7 @@ def deepcache_images(model: str, pairs, noise, interval: int | None, branch: int
     import torch
     from DeepCache import DeepCacheSDHelper
 
-    from sdopt.sources import load_source
+    from sdopt.sources.source import load_source
 
     pipe = load_source(model).pipeline
     helper = None

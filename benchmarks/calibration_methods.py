@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sdopt.cli import main as sdopt
+from sdopt.app.cli import main as sdopt
 
 METHODS = [  # (row, artifact folder, compress options)
     ("naive (one random step)", "naive", ["--calib-sampling", "random-step"]),

@@ -34,7 +34,7 @@ TARGETS = {"lcm": 3.0, "lcm+int8+tiny-vae": 5.0}  # points of alignment a recipe
 def sdopt(argv: list[str], threads: int | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
     print("+ sdopt " + " ".join(argv), file=sys.stderr)
-    return subprocess.run([sys.executable, "-m", "sdopt.cli", *argv], env=env, stdout=subprocess.PIPE, text=True,
+    return subprocess.run([sys.executable, "-m", "sdopt.app.cli", *argv], env=env, stdout=subprocess.PIPE, text=True,
                           check=True)
 
 
@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="seeds compressed at once, one thread each when > 1")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    from sdopt.families import family
+    from sdopt.reference.families import family
 
     reference = family(args.model)
     if reference is None:

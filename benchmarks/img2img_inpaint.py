@@ -28,16 +28,16 @@ from pathlib import Path
 
 import numpy as np
 
-from sdopt.bench import machine
-from sdopt.cli import main as sdopt
-from sdopt.families import FAMILIES
+from sdopt.app.bench import machine
+from sdopt.app.cli import main as sdopt
+from sdopt.reference.families import FAMILIES
+from sdopt.reference.tinyscenes import evaluate as scenes_evaluate
+from sdopt.reference.tinyscenes import grammar as scenes_grammar
+from sdopt.reference.tinyscenes import render as scenes_render
+from sdopt.reference.tinyshapes.detect import detect, matches
+from sdopt.reference.tinyshapes.grammar import COLORS, caption_from, parse
+from sdopt.reference.tinyshapes.render import BACKGROUND, render
 from sdopt.runtime.pipeline import Pipeline
-from sdopt.tinyscenes import evaluate as scenes_evaluate
-from sdopt.tinyscenes import grammar as scenes_grammar
-from sdopt.tinyscenes import render as scenes_render
-from sdopt.tinyshapes.detect import detect, matches
-from sdopt.tinyshapes.grammar import COLORS, caption_from, parse
-from sdopt.tinyshapes.render import BACKGROUND, render
 
 STEPS, GUIDANCE = 25, 2.0
 

@@ -15,10 +15,18 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from sdopt.errors import SdoptError
-from sdopt.evaluate import (EvalSettings, cosine, default_pairs, generate_all, psnr, reference_artifact,
-                            reference_family_of, ssim)
-from sdopt.families import headline
+from sdopt.app.evaluate import (
+    EvalSettings,
+    cosine,
+    default_pairs,
+    generate_all,
+    psnr,
+    reference_artifact,
+    reference_family_of,
+    ssim,
+)
+from sdopt.contract.errors import SdoptError
+from sdopt.reference.families import headline
 from sdopt.runtime.pipeline import Pipeline
 
 

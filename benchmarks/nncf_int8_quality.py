@@ -23,16 +23,16 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from sdopt.bench_peers import versions
-from sdopt.evaluate import fp32_export, psnr, ssim
+from sdopt.app.bench_peers import versions
+from sdopt.app.evaluate import fp32_export, psnr, ssim
+from sdopt.reference.families import FAMILIES, headline
+from sdopt.reference.prompts import calibration_prompt_pool
 from sdopt.runtime.pipeline import Pipeline
-from sdopt.shared import calibration_prompt_pool
-from sdopt.families import FAMILIES, headline
 
 
 def sdopt_int8(model: str, out: Path, prompts: int, steps: int) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "sdopt.cli", "compress", "--model", model, "--recipe", "int8",
+    subprocess.run([sys.executable, "-m", "sdopt.app.cli", "compress", "--model", model, "--recipe", "int8",
                     "--out", str(out), "--calib-num-prompts", str(prompts), "--calib-steps", str(steps)], check=True)
     return time.perf_counter() - start
 

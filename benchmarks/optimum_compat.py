@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sdopt.evaluate import psnr
+from sdopt.app.evaluate import psnr
 from sdopt.runtime.pipeline import Pipeline
 
 PROMPT, SEED = "a red circle on the left", 0

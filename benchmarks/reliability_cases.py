@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 LIMIT_S = 30.0
-SDOPT = [sys.executable, "-m", "sdopt.cli"]
+SDOPT = [sys.executable, "-m", "sdopt.app.cli"]
 
 
 @dataclass
@@ -144,7 +144,7 @@ def _lora_file(model: str, path: Path) -> Path:
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
-    from sdopt.sources import load_source
+    from sdopt.sources.source import load_source
 
     if not path.is_file():
         unet = load_source(model).pipeline.unet
@@ -360,7 +360,7 @@ def _swapped_before_run(w: Work):
 
 
 def _doctored_spec(w: Work, command: str = "eval"):
-    from sdopt.families import FAMILIES
+    from sdopt.reference.families import FAMILIES
 
     folder = w.copy(f"spec-{command}")
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -373,7 +373,7 @@ def _doctored_spec(w: Work, command: str = "eval"):
 
 
 def _sixteen_bit(w: Work):
-    from sdopt.image_files import read_image
+    from sdopt.contract.image_files import read_image
 
     out = w.scratch("sixteen") / "o.png"
     outcome = sdopt("run", w.art, "--prompt", "x", "--image", w.root / "gray16.png", "--strength", "0.5",
@@ -383,7 +383,7 @@ def _sixteen_bit(w: Work):
 
 
 def _exif(w: Work):
-    from sdopt.image_files import read_image
+    from sdopt.contract.image_files import read_image
 
     out = w.scratch("exif") / "o.png"
     outcome = sdopt("run", w.art, "--prompt", "x", "--image", w.root / "exif.jpg", "--strength", "0.5", "--steps",

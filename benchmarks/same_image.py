@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from sdopt.evaluate import psnr, ssim
+from sdopt.app.evaluate import psnr, ssim
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from sdopt.artifact import load_manifest
+from sdopt.contract.artifact import load_manifest
 from sdopt.runtime.backends.onnxruntime import OrtModel
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sdopt.graphs import IMAGE_IO, LATENT_INPUT
+from sdopt.contract.graphs import IMAGE_IO, LATENT_INPUT
 
 MODES = {"tiny": ("vae_decoder", 0), "full": ("vae_decoder_full", 0), "full-tiled": ("vae_decoder_full", None)}
 
@@ -33,7 +33,7 @@ def rss_bytes() -> int:
 
 
 def worker(artifact: Path, mode: str, size: int, tile: int, runs: int, out: Path) -> None:
-    from sdopt.artifact import load_manifest
+    from sdopt.contract.artifact import load_manifest
     from sdopt.runtime.backends.onnxruntime import OrtModel
     from sdopt.runtime.tiling import decode_tiled
 
@@ -115,7 +115,7 @@ def main() -> None:
 
 
 def _machine() -> dict:
-    from sdopt.bench import machine
+    from sdopt.app.bench import machine
 
     return machine()
 

@@ -1,7 +1,7 @@
 """Per-timestep activation ranges and the scales made from them.
 
-A diffusion UNet's activation ranges move with the timestep, so the range of every activation
-quantizer is recorded per UNet call (each call is one sampling step of one calibration trajectory),
+A diffusion denoiser's activation ranges move with the timestep, so the range of every activation
+quantizer is recorded per denoiser call (each call is one sampling step of one calibration trajectory),
 and the scales are chosen afterwards:
 
 * ``max``: the largest range of any call (what a plain max calibrator does);
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sdopt import shared
-from sdopt.errors import SdoptError
+from sdopt.contract import sampling
+from sdopt.contract.errors import SdoptError
 
 AGGREGATIONS = ("max", "percentile", "min-mean", "mean-max")
 
@@ -110,7 +110,7 @@ class StepStatistics:
 
 def interval_index(timesteps, intervals: int, num_train_timesteps: int) -> np.ndarray:
     """Interval of each timestep: K equal slices of [0, T); the exported graph computes the same."""
-    return shared.interval_index(timesteps, intervals, shared.interval_per_timestep(intervals, num_train_timesteps))
+    return sampling.interval_index(timesteps, intervals, sampling.interval_per_timestep(intervals, num_train_timesteps))
 
 
 def aggregate(values: np.ndarray, steps: np.ndarray, aggregation: Aggregation) -> float:

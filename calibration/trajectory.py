@@ -1,8 +1,8 @@
 """Calibration data: a model's inputs recorded along the fp32 pipeline's own sampling trajectories.
 
-The pass that calibrates hands in a `CallTarget`: the module to record (for example the UNet), how a
+The pass that calibrates hands in a `CallTarget`: the module to record (for example the denoiser), how a
 call's arguments become the exported graph's inputs, and how to run one trajectory. Each record is one
-call exactly as the pipeline made it (for a UNet: the classifier-free-guidance batch, the timestep, the
+call exactly as the pipeline made it (for a denoiser: the classifier-free-guidance batch, the timestep, the
 text embeddings), keyed by graph input names, with its trajectory and step. Seeded: the same weights,
 prompts and config give the same records, so they are cached on disk (``$SDOPT_CACHE/calibration``,
 default ``~/.cache/sdopt``).
@@ -26,9 +26,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from sdopt.errors import SdoptError
-from sdopt.shared import PROMPT_POOL, SCHEDULERS, cache_root, calibration_prompt_pool, weights_key
-from sdopt.limits import MAX_SEED, MAX_SIDE, MAX_STEPS, check_image_size
+from sdopt.contract.cache import cache_root, weights_key
+from sdopt.contract.errors import SdoptError
+from sdopt.contract.limits import MAX_SEED, MAX_SIDE, MAX_STEPS, check_image_size
+from sdopt.contract.sampling import SCHEDULERS
+from sdopt.reference.prompts import PROMPT_POOL, calibration_prompt_pool
 
 SAMPLINGS = ("all", "every", "normal", "random-step")
 # PTQ4DM's normal around 0.4 T; the spread is ours (a fifth of the range)
@@ -143,8 +145,10 @@ def record_calls(source, config: CalibrationConfig, target: CallTarget, use_cach
     return records
 
 
-def select_calls(records: list[dict], config: CalibrationConfig) -> list[dict]:
-    """The recorded calls the `sampling` option keeps (seeded)."""
+def select_calls(records: list[dict], config: CalibrationConfig, *, timestep: str | None = None,
+                 span: float | None = None) -> list[dict]:
+    """The recorded calls the `sampling` option keeps (seeded). `timestep`: the input holding the call's timestep,
+    `span`: the length of its domain (the backbone's `timestep_range`), that `normal` places 0.4 T in."""
     if config.sampling == "all":
         return list(records)
     if config.sampling == "every":
@@ -153,9 +157,11 @@ def select_calls(records: list[dict], config: CalibrationConfig) -> list[dict]:
     if config.sampling == "random-step":
         step = int(rng.integers(min(len(calls) for calls in _by_trajectory(records).values())))
         return [r for r in records if int(r["step"]) == step]
+    if timestep is None or not span:
+        raise ValueError("select_calls: `normal` sampling needs the timestep input and its domain's span")
     chosen = []
     for calls in _by_trajectory(records).values():
-        t = np.array([float(r["timestep"][0]) for r in calls]) / 1000.0
+        t = np.array([float(r[timestep][0]) for r in calls]) / float(span)
         weight = np.exp(-0.5 * ((t - NORMAL_MEAN) / NORMAL_STD) ** 2)
         picks = rng.choice(len(calls), size=max(1, len(calls) // 2), replace=False, p=weight / weight.sum())
         chosen += [calls[i] for i in sorted(picks)]
@@ -198,7 +204,7 @@ def trajectory_settings(source, config: CalibrationConfig) -> tuple[int, float]:
 def _cache_path(source, config: CalibrationConfig, target: CallTarget) -> Path:
     from importlib.metadata import version
 
-    from sdopt import __version__
+    from sdopt.contract.version import __version__
 
     settings = {key: asdict(config)[key] for key in _RECORDING_FIELDS}
     settings["steps"], settings["guidance"] = trajectory_settings(source, config)

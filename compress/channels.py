@@ -1,4 +1,4 @@
-"""Channel pruning of the UNet's ResNet blocks with torch-pruning (Diff-Pruning's structured pruning).
+"""Channel pruning of the denoiser's ResNet blocks with torch-pruning (Diff-Pruning's structured pruning).
 
 What is removed is the inner width of every ResNet block: `conv1`'s output channels, with the channels of
 `norm2`, `conv2`'s inputs and the time projection that torch-pruning's dependency graph ties to them. A block's
@@ -14,28 +14,26 @@ from __future__ import annotations
 
 import torch
 
-from sdopt.errors import SdoptError
+from sdopt.backbones import backbone_of
+from sdopt.contract.errors import SdoptError
 
 IMPORTANCE = ("magnitude", "taylor")
 MAX_RATIO = 0.75  # at most this share of a block's inner groups goes
 
 
-def resnet_blocks(unet) -> dict[str, torch.nn.Module]:
-    """The UNet's ResNet blocks whose inner width can go (the time embedding added, not scale-shift)."""
-    from diffusers.models.resnet import ResnetBlock2D
-
-    return {name: m for name, m in unet.named_modules()
-            if isinstance(m, ResnetBlock2D) and m.time_embedding_norm == "default" and m.norm2.num_groups > 1}
+def resnet_blocks(model) -> dict[str, torch.nn.Module]:
+    """The model's ResNet blocks whose inner width can go (the time embedding added, not scale-shift), as its
+    backbone adapter names them."""
+    return backbone_of(model).resnet_blocks(model)
 
 
-def block_calls(unet, inputs: dict) -> tuple[dict, dict, int]:
-    """From one UNet call on `inputs`: each ResNet block's call arguments (hidden states, time embedding), the
-    MACs of its two convolutions (whose cost scales with the inner width) and the MACs of the whole call."""
+def block_calls(model, inputs: dict) -> tuple[dict, dict, int]:
+    """From one denoiser call on `inputs`: each ResNet block's call arguments (hidden states, time embedding),
+    the MACs of its two convolutions (whose cost scales with the inner width) and the MACs of the whole call."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from sdopt.compress.denoiser import run_unet
-
-    blocks, args, macs, handles = resnet_blocks(unet), {}, {}, []
+    backbone = backbone_of(model)
+    blocks, args, macs, handles = backbone.resnet_blocks(model), {}, {}, []
 
     def capture(name):
         def hook(module, call_args, call_kwargs):
@@ -57,33 +55,34 @@ def block_calls(unet, inputs: dict) -> tuple[dict, dict, int]:
         handles.append(blocks[name].register_forward_hook(measure(name)))
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            run_unet(unet, inputs)
+            backbone.call(model, inputs)
     finally:
         for handle in handles:
             handle.remove()
     return args, macs, counter.get_total_flops() // 2  # the counter counts 2 FLOPs per MAC
 
 
-def denoising_gradients(unet, teacher, records: list[dict], scheduler_config: dict, seed: int = 0) -> None:
-    """Accumulate on `unet`'s weights the gradient of the denoising loss on latents the teacher generated:
+def denoising_gradients(model, teacher, records: list[dict], scheduler_config: dict, seed: int = 0) -> None:
+    """Accumulate on `model`'s weights the gradient of the denoising loss on latents the teacher generated:
     each recorded call's x0 estimate (from the teacher's prediction) noised afresh at a random timestep."""
-    from sdopt.compress.denoiser import run_unet
     from sdopt.compress.denoising import Objective
 
+    backbone = backbone_of(model)
+    latent, timestep = backbone.latent_input, backbone.timestep_input
     objective = Objective(scheduler_config)
     generator = torch.Generator().manual_seed(seed)
-    unet.requires_grad_(True).zero_grad(set_to_none=True)
+    model.requires_grad_(True).zero_grad(set_to_none=True)
     for record in records:
         inputs = {k: v for k, v in record.items() if isinstance(v, torch.Tensor)}
         with torch.no_grad():
-            x0 = objective.x0(inputs["sample"], inputs["timestep"], run_unet(teacher, inputs))
-        sample, timestep, target = objective.noised(x0, generator)
-        loss = torch.nn.functional.mse_loss(run_unet(unet, {**inputs, "sample": sample, "timestep": timestep}),
+            x0 = objective.x0(inputs[latent], inputs[timestep], backbone.call(teacher, inputs))
+        sample, noised_at, target = objective.noised(x0, generator)
+        loss = torch.nn.functional.mse_loss(backbone.call(model, {**inputs, latent: sample, timestep: noised_at}),
                                             target)
         (loss / len(records)).backward()
 
 
-def prune_channels(unet, block_args: dict, ratio: float, importance: str) -> dict[str, int]:
+def prune_channels(model, block_args: dict, ratio: float, importance: str) -> dict[str, int]:
     """Remove `ratio` of every ResNet block's inner GroupNorm groups (at least one kept), the least important
     first; `block_args` are the blocks' call arguments from `block_calls`. Gradients must already be on the
     weights for `taylor`. Returns each block's new inner width."""
@@ -91,7 +90,7 @@ def prune_channels(unet, block_args: dict, ratio: float, importance: str) -> dic
 
     if not 0 <= ratio <= MAX_RATIO:
         raise SdoptError(f"prune: channel ratio {ratio:.3f} outside [0, {MAX_RATIO}]")
-    blocks = resnet_blocks(unet)
+    blocks = resnet_blocks(model)
     scorer = (tp.importance.GroupMagnitudeImportance(p=2) if importance == "magnitude"
               else tp.importance.GroupTaylorImportance())
     widths = {}
@@ -111,18 +110,18 @@ def prune_channels(unet, block_args: dict, ratio: float, importance: str) -> dic
             graph.get_pruning_group(block.conv1, tp.prune_conv_out_channels, idxs=idxs).prune()
             block.norm2.num_groups = groups - drop
         widths[name] = block.conv1.out_channels
-    unet.zero_grad(set_to_none=True)
-    unet.requires_grad_(False)
+    model.zero_grad(set_to_none=True)
+    model.requires_grad_(False)
     return widths
 
 
-def apply_widths(unet, widths: dict[str, int]) -> None:
-    """Give a freshly built UNet the inner widths a channel-pruned one has, so that its state dict loads
+def apply_widths(model, widths: dict[str, int]) -> None:
+    """Give a freshly built denoiser the inner widths a channel-pruned one has, so that its state dict loads
     (the shapes are set here; the weights come from the state dict)."""
-    blocks = resnet_blocks(unet)
+    blocks = resnet_blocks(model)
     unknown = sorted(set(widths) - set(blocks))
     if unknown:
-        raise SdoptError(f"prune: channel widths name blocks this UNet lacks: {', '.join(unknown[:3])}")
+        raise SdoptError(f"prune: channel widths name blocks this model lacks: {', '.join(unknown[:3])}")
     for name, width in widths.items():
         block = blocks[name]
         per_group = block.conv1.out_channels // block.norm2.num_groups

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from sdopt.errors import SdoptError
-from sdopt.prediction import training_target, x0_and_noise
+from sdopt.contract.errors import SdoptError
+from sdopt.contract.prediction import training_target, x0_and_noise
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 MAX_IMAGES = 100_000
@@ -66,8 +66,8 @@ def image_latents(source, paths: list[Path], size: tuple[int, int]) -> tuple[tor
     from PIL import Image
     from tqdm.auto import tqdm
 
-    from sdopt.image_files import read_image
-    from sdopt.safe_io import read_text
+    from sdopt.contract.image_files import read_image
+    from sdopt.contract.safe_io import read_text
 
     pipe, latents, captions = source.pipeline, [], []
     for path in tqdm(paths, desc="encoding distillation images", unit="image"):

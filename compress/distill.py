@@ -1,12 +1,12 @@
-"""Data-free distillation of a pruned UNet (the student) from the UNet it was pruned from (the teacher).
+"""Data-free distillation of a pruned denoiser (the student) from the one it was pruned from (the teacher).
 
 The student learns the teacher's noise prediction (output KD) and the outputs of every stage the two share
-(feature KD, BK-SDM's losses) on UNet inputs recorded along the teacher's own sampling trajectories over
-prompts (the calibration recorder: no image dataset). An optional image folder (`images`) adds the denoising
-loss on its VAE latents, captioned by text files beside the images. Each step draws `batch` recorded UNet
-inputs (guidance rows taken singly) with the step's seeded generator, so a run is reproducible and resumable
-from its checkpoint (`$SDOPT_CACHE/distill`, keyed by teacher, student and settings). An EMA of the
-student's weights is what the artifact gets.
+(feature KD, BK-SDM's losses; the backbone adapter names the stages) on denoiser inputs recorded along the
+teacher's own sampling trajectories over prompts (the calibration recorder: no image dataset). An optional
+image folder (`images`) adds the denoising loss on its VAE latents, captioned by text files beside the images.
+Each step draws `batch` recorded denoiser inputs (guidance rows taken singly) with the step's seeded
+generator, so a run is reproducible and resumable from its checkpoint (`$SDOPT_CACHE/distill`, keyed by
+teacher, student and settings). An EMA of the student's weights is what the artifact gets.
 
 Scale-out is accelerate's: under `accelerate launch --num_processes N sdopt compress ...` each process takes
 its share of every step's batch and DDP averages the gradients, so N processes follow the loss curve of
@@ -24,20 +24,19 @@ import numpy as np
 import torch
 
 from sdopt.calibration.trajectory import CalibrationConfig, check_calibration
-from sdopt.compress.denoiser import record_unet_calls, run_unet
 from sdopt.compress.denoising import Objective, image_latents, list_images
-from sdopt.errors import SdoptError
-from sdopt.passes import register
-from sdopt.training import EMA, Stage, checkpoint_path, run_stage, world_and_rank
-
-INPUTS = ("sample", "timestep", "encoder_hidden_states", "text_embeds", "time_ids")
+from sdopt.compress.registry import register
+from sdopt.compress.trajectories import record_denoiser_calls
+from sdopt.contract.errors import SdoptError
+from sdopt.contract.graphs import ADDED_CONDITIONS
+from sdopt.training.loop import EMA, Stage, across_processes, checkpoint_path, run_stage, world_and_rank
 
 
 @dataclass(frozen=True)
 class DistillConfig:
     minutes: float = 20.0  # time budget: the step count is set after timing the first steps
     steps: int | None = None  # a fixed step count instead of the budget
-    batch: int = 16  # recorded UNet inputs per step (all processes together)
+    batch: int = 16  # recorded denoiser inputs per step (all processes together)
     lr: float = 3e-4
     output_weight: float = 1.0  # output KD
     feature_weight: float = 1.0  # feature KD, summed over the shared stages
@@ -66,100 +65,80 @@ class DistillConfig:
 
 
 def check(source, config: DistillConfig) -> None:
+    backbone = source.backbone
+    if getattr(backbone, "stage_features", None) is None or getattr(backbone, "shared_stages", None) is None:
+        raise SdoptError(f"distill: the {backbone.family} backbone names no stages to distil")
     check_calibration(source, config.calibration)
     if config.images:
-        unet = source.pipeline.unet
-        if source.kind != "sd" or unet.config.in_channels != source.pipeline.vae.config.latent_channels:
-            raise SdoptError("distill: images are for text-to-image SD1.x / SD2.x UNets (not SDXL, not inpainting)")
+        if source.kind != "sd" or backbone.takes_masked_image(source):
+            raise SdoptError("distill: images are for text-to-image SD1.x / SD2.x models (not SDXL, not inpainting)")
         list_images(config.images)
 
 
 @contextlib.contextmanager
-def _unet(pipe, unet):
-    student, pipe.unet = pipe.unet, unet
+def _swapped(backbone, pipe, module):
+    """The pipeline with `module` as its denoiser for the block's duration."""
+    student = backbone.denoiser(pipe)
+    backbone.replace(pipe, module)
     try:
         yield
     finally:
-        pipe.unet = student
+        backbone.replace(pipe, student)
 
 
-def stage_features(unet, found: dict):
-    """Hooks recording each stage's output under its name: a down block's before its downsampler (a pruned
-    UNet's new last block has none), a mid or up block's own output."""
-    handles = []
-    for i, block in enumerate(unet.down_blocks):
-        last = (getattr(block, "attentions", None) or block.resnets)[-1]
-        handles.append(last.register_forward_hook(_record(found, f"down_blocks.{i}")))
-    for i, block in enumerate(unet.up_blocks):
-        handles.append(block.register_forward_hook(_record(found, f"up_blocks.{i}")))
-    if unet.mid_block is not None:
-        handles.append(unet.mid_block.register_forward_hook(_record(found, "mid_block")))
-    return handles
-
-
-def _record(found: dict, name: str):
-    def hook(_module, _args, output):
-        found[name] = output[0] if isinstance(output, tuple) else getattr(output, "sample", output)
-    return hook
-
-
-def shared_stages(teacher, student) -> dict[str, str]:
-    """Student stage -> teacher stage with the same role: down blocks by index from the top, up blocks by
-    index from the bottom of the teacher's (pruning removes the innermost up blocks first), the mid block."""
-    pairs = {f"down_blocks.{i}": f"down_blocks.{i}" for i in range(len(student.down_blocks))}
-    removed = len(teacher.up_blocks) - len(student.up_blocks)
-    pairs.update({f"up_blocks.{k}": f"up_blocks.{k + removed}" for k in range(len(student.up_blocks))})
-    if student.mid_block is not None and teacher.mid_block is not None:
-        pairs["mid_block"] = "mid_block"
-    return pairs
+def _training_data(source, teacher, config: DistillConfig):
+    """(the teacher's recorded calls, (record, row) of each guidance row, the image folder's (latents,
+    embeddings) or None, the denoising objective for them or None)."""
+    backbone, pipe = source.backbone, source.pipeline
+    latent = backbone.latent_input
+    with _swapped(backbone, pipe, teacher):
+        records = record_denoiser_calls(source, config.calibration)
+    rows = [(i, r) for i, record in enumerate(records) for r in range(record[latent].shape[0])]
+    if not config.images:
+        return records, rows, None, None
+    latent_hw = records[0][latent].shape[-2:]
+    images = image_latents(source, list_images(config.images), [d * pipe.vae_scale_factor for d in latent_hw])
+    return records, rows, images, Objective(dict(pipe.scheduler.config))
 
 
 def apply(source, config: DistillConfig):
-    teacher = source.teachers.get("unet")
+    backbone = source.backbone
+    teacher = source.outputs.teachers.get(backbone.component)
     if teacher is None:
         raise SdoptError("distill: no teacher (a prune pass before distill makes one)")
     pipe, start = source.pipeline, time.perf_counter()
-    with _unet(pipe, teacher):
-        records = record_unet_calls(source, config.calibration)
-    rows = [(i, r) for i, record in enumerate(records) for r in range(record["sample"].shape[0])]
-    images = None
-    if config.images:
-        latent_hw = records[0]["sample"].shape[-2:]
-        images = image_latents(source, list_images(config.images), [d * pipe.vae_scale_factor for d in latent_hw])
-    objective = Objective(dict(pipe.scheduler.config)) if images is not None else None
-    student = pipe.unet
+    latent = backbone.latent_input
+    keys = (latent, backbone.timestep_input, backbone.text_input, *ADDED_CONDITIONS)  # not an embedded guidance
+    records, rows, images, objective = _training_data(source, teacher, config)
+    student = backbone.denoiser(pipe)
     world, rank = world_and_rank()
-    model = student
-    if world > 1:
-        from accelerate import Accelerator
-
-        model = Accelerator(cpu=not torch.cuda.is_available()).prepare_model(student)
+    model = across_processes(student, world)
     student.train().requires_grad_(True)
     teacher.eval().requires_grad_(False)
     ema = EMA(student) if config.ema > 0 else None
     params = [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
-    pairs = shared_stages(teacher, student)
+    pairs = backbone.shared_stages(teacher, student)
     teacher_found, student_found = {}, {}
-    handles = stage_features(teacher, teacher_found) + stage_features(student, student_found)
+    handles = backbone.stage_features(teacher, teacher_found) + backbone.stage_features(student, student_found)
     losses: list[float] = []
 
     def loss_fn(step, rng, generator):
         picked = rng.choice(len(rows), size=config.batch, replace=len(rows) < config.batch)
         mine = picked[rank::world]  # this process's share of the step's batch
         inputs = {key: torch.stack([records[rows[j][0]][key][rows[j][1]] for j in mine])
-                  for key in INPUTS if key in records[0]}
+                  for key in keys if key in records[0]}
         with torch.no_grad():
-            target = run_unet(teacher, inputs)
+            target = backbone.call(teacher, inputs)
         n, noise_target = len(mine), None
         if images is not None:  # the image rows join the same forward (one DDP forward per step)
             chosen = rng.choice(len(images[0]), size=config.batch, replace=len(images[0]) < config.batch)
             chosen = chosen[rank::world]
             sample, timestep, noise_target = objective.noised(images[0][chosen], generator)
-            inputs = {"sample": torch.cat([inputs["sample"], sample]),
-                      "timestep": torch.cat([inputs["timestep"], timestep]),
-                      "encoder_hidden_states": torch.cat([inputs["encoder_hidden_states"], images[1][chosen]])}
-        out = run_unet(model, inputs)
+            inputs = backbone.inputs(torch.cat([inputs[latent], sample]),
+                                     torch.cat([inputs[backbone.timestep_input], timestep]),
+                                     torch.cat([inputs[backbone.text_input], images[1][chosen]]))
+        out = backbone.call(model, inputs)
         loss = config.output_weight * torch.nn.functional.mse_loss(out[:n], target)
         if config.feature_weight:
             loss = loss + config.feature_weight * sum(
@@ -189,9 +168,9 @@ def apply(source, config: DistillConfig):
             handle.remove()
     final = ema.average if ema else student
     final.eval().requires_grad_(False)
-    pipe.unet = final
-    source.secondary = rank != 0  # only the main process exports
-    source.records.append({"pass": "distill", "steps": done["step"], "seconds": round(done["seconds"], 1),
+    backbone.replace(pipe, final)
+    source.outputs.secondary = rank != 0  # only the main process exports
+    source.outputs.records.append({"pass": "distill", "steps": done["step"], "seconds": round(done["seconds"], 1),
                            "processes": world, "recorded_calls": len(records),
                            "images": 0 if images is None else len(images[0]), "stages": sorted(pairs),
                            "loss_first": losses[0] if losses else None,

@@ -1,19 +1,20 @@
-"""Latent consistency distillation (Luo et al. 2023): a few-step student of the UNet, data-free.
+"""Latent consistency distillation (Luo et al. 2023): a few-step student of the denoiser, data-free.
 
-The student is the teacher's UNet with a guidance embedding added to its time embedding (`timestep_cond`,
-zero-initialised, so training starts from the teacher): it samples without the negative batch. Each step
-noises clean latents to a timestep of the distillation schedule (every k-th training timestep), lets the
-teacher take one guided DDIM step from there to the previous one at a random guidance scale, and trains
-the student's consistency function at the noisier point towards the target network's at the less noisy one
-(skipping-step consistency distillation; the target is an EMA of the student, the artifact gets it). The
-clean latents are the teacher's own generations over prompts: no image dataset.
+The student is the teacher with a guidance embedding added to its time embedding (the backbone's
+`guidance_input`, zero-initialised, so training starts from the teacher): it samples without the negative
+batch. Each step noises clean latents to a timestep of the distillation schedule (every k-th training
+timestep), lets the teacher take one guided DDIM step from there to the previous one at a random guidance
+scale, and trains the student's consistency function at the noisier point towards the target network's at the
+less noisy one (skipping-step consistency distillation; the target is an EMA of the student, the artifact gets
+it). The clean latents are the teacher's own generations over prompts: no image dataset.
 
 With `lora_rank`, the student is an LCM-LoRA instead (Luo et al. 2023b): the teacher plus low-rank adapters
 (peft) on its attention, feed-forward and resnet layers, no guidance embedding; it distils one guidance scale
-(the default) into the adapters, and samples unguided. One UNet is in memory: the teacher is the UNet with its
-adapters off, the target network the UNet with an EMA of the adapters swapped in. The adapters are fused into the
-artifact's UNet and also saved in diffusers' LoRA format (`lcm_lora/pytorch_lora_weights.safetensors`), which
-the `lora` pass (`--lora FILE`) fuses into related models (fine-tunes of the same base).
+(the default) into the adapters, and samples unguided. One denoiser is in memory: the teacher is the denoiser
+with its adapters off, the target network the denoiser with an EMA of the adapters swapped in. The adapters are
+fused into the artifact's denoiser and also saved in diffusers' LoRA format
+(`lcm_lora/pytorch_lora_weights.safetensors`), which the `lora` pass (`--lora FILE`) fuses into related models
+(fine-tunes of the same base).
 
 The artifact records the student's sampler (`lcm`), default steps and guidance. Training is the shared
 loop's (seeded, progress, checkpoints in `$SDOPT_CACHE/lcm`, resume) and runs under `accelerate launch`
@@ -32,26 +33,34 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sdopt.backbones import backbone_of, backbone_of_pipeline
 from sdopt.calibration.trajectory import CalibrationConfig, check_calibration
-from sdopt.compress.denoiser import generate_latents, run_unet
 from sdopt.compress.denoising import Objective
-from sdopt.errors import SdoptError
-from sdopt.limits import MAX_STEPS
-from sdopt.passes import register
-from sdopt.shared import consistency_scalings, consistency_timesteps, guidance_embedding
-from sdopt.training import EMA, Stage, check_budget, checkpoint_path, fixed_steps, run_stage, world_and_rank
+from sdopt.compress.registry import register
+from sdopt.compress.trajectories import generate_latents
+from sdopt.contract.errors import SdoptError
+from sdopt.contract.limits import MAX_STEPS
+from sdopt.contract.sampling import consistency_scalings, consistency_timesteps, guidance_embedding
+from sdopt.training.loop import (
+    EMA,
+    Stage,
+    across_processes,
+    check_budget,
+    checkpoint_path,
+    fixed_steps,
+    run_stage,
+    world_and_rank,
+)
 
 EMBEDDING_DIM = 256  # of the guidance embedding, as LCM's released models
 HUBER_C = 0.001
 DEFAULT_TRAIN_STEPS = 3000  # a fixed count: the same student on any CPU (a time budget is the `minutes` option)
 DEFAULT_PROMPTS = 576  # teacher generations over this many calibration prompts (all of tiny-shapes' training set)
-# Learning rates as diffusers' LCM distillation scripts choose them: small for the whole UNet (its README: 1e-6 for
-# SD; 1e-4, the LoRA rate, made a tiny-shapes student whose 4-step images lose corners: 94.5 % instead of 100 %
-# alignment), larger for low-rank adapters
+# Learning rates as diffusers' LCM distillation scripts choose them: small for the whole denoiser (its README:
+# 1e-6 for SD; 1e-4, the LoRA rate, made a tiny-shapes student whose 4-step images lose corners: 94.5 % instead of
+# 100 % alignment), larger for low-rank adapters (the layers they adapt: the backbone's `lora_targets`)
 STUDENT_LR = 1e-5
 LORA_LR = 1e-4
-LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2", "conv1",
-                "conv2", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv", "time_emb_proj")
 LORA_FILE = "lcm_lora/pytorch_lora_weights.safetensors"
 
 
@@ -90,11 +99,15 @@ class LcmConfig:
 
 
 def check(source, config: LcmConfig) -> None:
-    unet = source.pipeline.unet
-    if source.kind != "sd" or unet.config.in_channels != source.pipeline.vae.config.latent_channels:
-        raise SdoptError("lcm: distils text-to-image SD1.x / SD2.x UNets (not SDXL, not inpainting)")
-    if unet.config.time_cond_proj_dim:
-        raise SdoptError("lcm: the UNet already takes an embedded guidance scale")
+    backbone = source.backbone
+    needed = ("lora_targets", "save_lora") if config.lora_rank else ("guidance_student",)
+    missing = [name for name in needed if getattr(backbone, name, None) is None]
+    if missing:
+        raise SdoptError(f"lcm: the {backbone.family} backbone cannot make this student (no {missing[0]})")
+    if source.kind != "sd" or backbone.takes_masked_image(source):
+        raise SdoptError("lcm: distils text-to-image SD1.x / SD2.x models (not SDXL, not inpainting)")
+    if backbone.embeds_guidance(source.denoiser):
+        raise SdoptError("lcm: the denoiser already takes an embedded guidance scale")
     kind = source.pipeline.scheduler.config.get("prediction_type", "epsilon")
     if kind not in ("epsilon", "v_prediction"):
         raise SdoptError(f"lcm: needs an epsilon or v_prediction model, not {kind}")
@@ -103,17 +116,9 @@ def check(source, config: LcmConfig) -> None:
     check_calibration(source, config.calibration)
 
 
-def student_unet(teacher):
+def guidance_student(teacher):
     """The teacher with a zero-initialised guidance projection in its time embedding: the same outputs."""
-    from diffusers import UNet2DConditionModel
-
-    config = {k: v for k, v in dict(teacher.config).items() if not k.startswith("_")}
-    student = UNet2DConditionModel(**{**config, "time_cond_proj_dim": EMBEDDING_DIM})
-    missing, unexpected = student.load_state_dict(teacher.state_dict(), strict=False)
-    if unexpected or missing != ["time_embedding.cond_proj.weight"]:
-        raise SdoptError(f"lcm: the student does not take the teacher's weights ({(missing + unexpected)[:3]})")
-    torch.nn.init.zeros_(student.time_embedding.cond_proj.weight)
-    return student.eval()
+    return backbone_of(teacher).guidance_student(teacher, EMBEDDING_DIM)
 
 
 class Schedule(Objective):
@@ -132,30 +137,32 @@ class Schedule(Objective):
         return c_skip * sample + c_out * self.x0(sample, t, output)
 
 
-def lora_student(unet, rank: int, seed: int):
-    """The UNet with LoRA adapters whose up-projections start at zero (the same outputs), only they trainable."""
+def lora_student(model, rank: int, seed: int):
+    """The denoiser with LoRA adapters whose up-projections start at zero (the same outputs), only they
+    trainable."""
     from peft import LoraConfig as PeftLoraConfig
 
-    unet.requires_grad_(False)
+    targets = backbone_of(model).lora_targets
+    model.requires_grad_(False)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        unet.add_adapter(PeftLoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
-                                        target_modules=list(LORA_TARGETS)), adapter_name="lcm")
-    return unet
+        model.add_adapter(PeftLoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
+                                         target_modules=list(targets)), adapter_name="lcm")
+    return model
 
 
 @contextlib.contextmanager
-def adapters_off(unet):
-    unet.disable_adapters()
+def adapters_off(model):
+    model.disable_adapters()
     try:
         yield
     finally:
-        unet.enable_adapters()
+        model.enable_adapters()
 
 
 class AdapterTarget(torch.nn.Module):
     """The target network of a LoRA student: an EMA of its adapter weights, swapped into the student for the
-    target's forward (a copy of the adapters, not of the UNet)."""
+    target's forward (a copy of the adapters, not of the denoiser)."""
 
     def __init__(self, params: list):
         super().__init__()
@@ -187,9 +194,9 @@ class AdapterTarget(torch.nn.Module):
 
 
 def lora_file_bytes(pipe, state: dict) -> bytes:
-    """UNet adapters (peft keys) as a diffusers LoRA file, as bytes."""
+    """The denoiser's adapters (peft keys) as a diffusers LoRA file, as bytes."""
     with tempfile.TemporaryDirectory() as folder:
-        type(pipe).save_lora_weights(folder, unet_lora_layers=state, safe_serialization=True)
+        backbone_of_pipeline(pipe).save_lora(pipe, folder, state)
         return (Path(folder) / Path(LORA_FILE).name).read_bytes()
 
 
@@ -205,9 +212,39 @@ def learning_rate(config: LcmConfig) -> float:
     return config.lr or (LORA_LR if config.lora_rank > 0 else STUDENT_LR)
 
 
+def _student(teacher, config: LcmConfig, world: int):
+    """(student, the module that trains it (DDP-wrapped across processes), its trained parameters, the target
+    network's keeper, (teacher mode, target network, target mode)): a LoRA student's teacher is itself with the
+    adapters off and its target the EMA adapters swapped in; a full student's target is its EMA copy."""
+    lora = config.lora_rank > 0
+    student = lora_student(teacher, config.lora_rank, config.seed) if lora else guidance_student(teacher)
+    model = across_processes(student, world)
+    student.train()
+    if not lora:  # a LoRA student trains its adapters only
+        student.requires_grad_(True)
+    params = [p for p in student.parameters() if p.requires_grad]
+    if lora:
+        target = AdapterTarget(params)
+        return student, model, params, target, ((lambda: adapters_off(student)), student, target.swapped_in)
+    target = EMA(student)
+    return student, model, params, target, (contextlib.nullcontext, target.average, contextlib.nullcontext)
+
+
+def _adopt_student(source, teacher, student, target, config: LcmConfig, main_process: bool) -> dict:
+    """The trained student becomes the pipeline's denoiser (a LoRA student's adapters fused, its file kept);
+    the record's entries."""
+    backbone = source.backbone
+    if config.lora_rank > 0:
+        target.commit()
+        return fuse_lcm_lora(source, student, config.lora_rank, main_process)
+    source.outputs.teachers.setdefault(backbone.component, teacher)
+    backbone.replace(source.pipeline, target.average.eval().requires_grad_(False))
+    return {}
+
+
 def apply(source, config: LcmConfig):
-    pipe, start = source.pipeline, time.perf_counter()
-    teacher = pipe.unet.eval().requires_grad_(False)
+    pipe, backbone, start = source.pipeline, source.backbone, time.perf_counter()
+    teacher = backbone.denoiser(pipe).eval().requires_grad_(False)
     default, low, high = guidance_range(source, config)
     latents, embeddings, uncond = generate_latents(source, config.calibration, config.seeds)
     schedule = Schedule(dict(pipe.scheduler.config), config.schedule_steps)
@@ -218,23 +255,8 @@ def apply(source, config: LcmConfig):
     settings = {k: v for k, v in asdict(config).items() if k not in ("resume", "minutes", "steps", "guidance")}
     settings.update(train_steps=steps, lr=lr)
     checkpoint = checkpoint_path("lcm", (teacher,), {**settings, "spec": source.spec, "range": [low, high]}, rank)
-    student = lora_student(teacher, config.lora_rank, config.seed) if lora else student_unet(teacher)
-    model = student
-    if world > 1:
-        from accelerate import Accelerator
-
-        model = Accelerator(cpu=not torch.cuda.is_available()).prepare_model(student)
-    student.train()
-    if not lora:  # a LoRA student trains its adapters only
-        student.requires_grad_(True)
-    params = [p for p in student.parameters() if p.requires_grad]
-    if lora:
-        target = AdapterTarget(params)
-        teacher_mode, target_net, target_mode = (lambda: adapters_off(student)), student, target.swapped_in
-    else:
-        target = EMA(student)
-        teacher_mode, target_net, target_mode = contextlib.nullcontext, target.average, contextlib.nullcontext
-    # one tensor at a time: the multi-tensor step holds a temporary the size of the model (a fourth SD UNet)
+    student, model, params, target, (teacher_mode, target_net, target_mode) = _student(teacher, config, world)
+    # one tensor at a time: the multi-tensor step holds a temporary the size of the model (a fourth of SD's)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, foreach=False)
     losses: list[float] = []
 
@@ -254,19 +276,17 @@ def apply(source, config: LcmConfig):
         with torch.no_grad():  # first: a LoRA target swaps the student's adapters, which the backward must not see
             n = len(picked)
             with teacher_mode():
-                both = run_unet(teacher, {"sample": torch.cat([x_t, x_t]), "timestep": torch.cat([t, t]).float(),
-                                          "encoder_hidden_states": torch.cat([uncond.expand(n, -1, -1), text])})
+                both = backbone.call(teacher, backbone.inputs(torch.cat([x_t, x_t]), torch.cat([t, t]).float(),
+                                                              torch.cat([uncond.expand(n, -1, -1), text])))
             (x0_u, eps_u), (x0_c, eps_c) = (schedule.x0_eps(x_t, t, o) for o in both.chunk(2))
             w = torch.from_numpy(scales - 1).view(-1, 1, 1, 1)
             x0_g, eps_g = x0_c + w * (x0_c - x0_u), eps_c + w * (eps_c - eps_u)
             a_prev = schedule.alphas[t_prev].view(-1, 1, 1, 1)
             x_prev = a_prev.sqrt() * x0_g + (1 - a_prev).sqrt() * eps_g
             with target_mode():
-                out_prev = run_unet(target_net, {"sample": x_prev, "timestep": t_prev.float(),
-                                                 "encoder_hidden_states": text, "timestep_cond": cond})
+                out_prev = backbone.call(target_net, backbone.inputs(x_prev, t_prev.float(), text, cond))
             goal = schedule.consistency(out_prev, x_prev, t_prev)
-        out = run_unet(model, {"sample": x_t, "timestep": t.float(), "encoder_hidden_states": text,
-                               "timestep_cond": cond})
+        out = backbone.call(model, backbone.inputs(x_t, t.float(), text, cond))
         prediction = schedule.consistency(out, x_t, t)
         loss = (torch.sqrt((prediction - goal) ** 2 + HUBER_C**2) - HUBER_C).mean()
         if not torch.isfinite(loss):
@@ -284,18 +304,13 @@ def apply(source, config: LcmConfig):
     modules = {"student": student, "target": target if lora else target.average}
     done = run_stage(stage, modules, optimizer, params, loss_fn, after_step=lambda _s: target.update(config.target_ema),
                      log=lambda message: print(message, file=sys.stderr))
-    extra = {}
+    extra = _adopt_student(source, teacher, student, target, config, rank == 0)
     if lora:
-        target.commit()
-        extra = fuse_lcm_lora(source, student, config.lora_rank, rank == 0)
         default = 1.0  # the guidance is in the adapters
-    else:
-        source.teachers.setdefault("unet", teacher)
-        pipe.unet = target.average.eval().requires_grad_(False)
     _use_lcm_scheduler(pipe, config.schedule_steps)
     source.steps, source.guidance, source.scheduler = config.steps, default, "lcm"
-    source.secondary = rank != 0  # only the main process exports
-    source.records.append({"pass": "lcm", "train_steps": done["step"], "seconds": round(done["seconds"], 1),
+    source.outputs.secondary = rank != 0  # only the main process exports
+    source.outputs.records.append({"pass": "lcm", "train_steps": done["step"], "seconds": round(done["seconds"], 1),
                            "processes": world, "latents": len(latents), "guidance_range": [low, high],
                            "default_steps": config.steps, "default_guidance": default, **extra,
                            "loss_first": losses[0] if losses else None,
@@ -306,7 +321,7 @@ def apply(source, config: LcmConfig):
 
 
 def fuse_lcm_lora(source, student, lora_rank: int, main_process: bool) -> dict:
-    """Fuses the trained adapters into the pipeline's UNet through the `lora` pass's loader (the route the
+    """Fuses the trained adapters into the pipeline's denoiser through the `lora` pass's loader (the route the
     saved file takes into other models) and keeps the file for the artifact; the record's entries."""
     import copy
 
@@ -314,17 +329,18 @@ def fuse_lcm_lora(source, student, lora_rank: int, main_process: bool) -> dict:
 
     from sdopt.compress.lora import fuse_lora
 
-    pipe = source.pipeline
+    pipe, backbone = source.pipeline, source.backbone
+    name = backbone.component
     state = {k: v.detach() for k, v in get_peft_model_state_dict(student, adapter_name="lcm").items()}
     parameters = sum(v.numel() for v in state.values())
     student.unload_lora()
-    pipe.unet = student.eval().requires_grad_(False)
-    source.teachers.setdefault("unet", copy.deepcopy(pipe.unet))
-    fused = fuse_lora(pipe, {f"unet.{k}": v for k, v in state.items()}, 1.0, "lcm_lora", label="lcm-lora")
+    backbone.replace(pipe, student.eval().requires_grad_(False))
+    source.outputs.teachers.setdefault(name, copy.deepcopy(backbone.denoiser(pipe)))
+    fused = fuse_lora(pipe, {f"{name}.{k}": v for k, v in state.items()}, 1.0, "lcm_lora", label="lcm-lora")
     if main_process:
-        source.files[LORA_FILE] = lora_file_bytes(pipe, state)
+        source.outputs.files[LORA_FILE] = lora_file_bytes(pipe, state)
     return {"lora_rank": lora_rank, "lora_parameters": parameters, "lora_file": LORA_FILE,
-            "lora_fused_layers": fused["unet"]}
+            "lora_fused_layers": fused[name]}
 
 
 def _use_lcm_scheduler(pipe, schedule_steps: int) -> None:

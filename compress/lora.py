@@ -1,4 +1,4 @@
-"""LoRA fusing: a LoRA file's low-rank updates added into the UNet's and text encoders' weights, before the
+"""LoRA fusing: a LoRA file's low-rank updates added into the denoiser's and text encoders' weights, before the
 other passes, so that quantization, export and the runtime see one ordinary model.
 
 diffusers' loader reads the file (diffusers / PEFT and kohya formats; safetensors only, never pickle),
@@ -16,11 +16,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sdopt.errors import SdoptError
-from sdopt.passes import Shortcut, register
-from sdopt.safe_io import open_regular, read_bytes
-from sdopt.shared import first_non_finite
-
+from sdopt.compress.registry import Shortcut, register
+from sdopt.contract.cache import first_non_finite
+from sdopt.contract.errors import SdoptError
+from sdopt.contract.safe_io import open_regular, read_bytes
 
 MAX_SCALE = 100.0  # |scale|: beyond it a LoRA overwhelms any weight it is added to
 MAX_FILE_BYTES = 4 << 30
@@ -70,19 +69,22 @@ def apply(source, config: LoraConfig):
     start = time.perf_counter()
     pipe = source.pipeline
     state, digest = read_lora(config.file)  # read again: what is fused is what was checked
-    fused = fuse_lora(pipe, state, config.scale, f"sdopt_lora_{len(source.records)}", label=config.file)
-    source.records.append({"pass": "lora", "file": Path(config.file).name, "sha256": digest,
+    fused = fuse_lora(pipe, state, config.scale, f"sdopt_lora_{len(source.outputs.records)}", label=config.file)
+    source.outputs.records.append({"pass": "lora", "file": Path(config.file).name, "sha256": digest,
                            "scale": config.scale, "fused_layers": fused,
                            "seconds": round(time.perf_counter() - start, 2)})
     return source
 
 
 def fuse_lora(pipe, weights, scale: float, adapter: str, label: str) -> dict:
-    """Fuses a LoRA (a state dict) into the pipeline's UNet and text encoders; the LoRA layers fused per
+    """Fuses a LoRA (a state dict) into the pipeline's denoiser and text encoders; the LoRA layers fused per
     component. A LoRA that does not fit the model, or whose fused weights are not finite, is one error."""
     import torch
 
-    components = ["unet", *(f"text_encoder{s}" for s in ("", "_2") if getattr(pipe, f"text_encoder{s}", None))]
+    from sdopt.backbones import backbone_of_pipeline
+
+    denoiser = backbone_of_pipeline(pipe).component
+    components = [denoiser, *(f"text_encoder{s}" for s in ("", "_2") if getattr(pipe, f"text_encoder{s}", None))]
     try:
         with _quiet_loaders():
             pipe.load_lora_weights(weights, adapter_name=adapter)
@@ -159,6 +161,6 @@ def _file_and_scale(text: str) -> dict:
 
 register("lora", LoraConfig, apply, check=check, before=("*",), repeatable=True, shortcuts=(
     Shortcut("--lora", None, {"action": "append", "metavar": "FILE[:SCALE]",
-                              "help": "fuse this LoRA (.safetensors, diffusers or kohya format) into the UNet and text "
-                                      "encoders before the recipe's passes, at SCALE (default 1); repeatable"},
+                              "help": "fuse this LoRA (.safetensors, diffusers or kohya format) into the denoiser and "
+                                      "text encoders before the recipe's passes, at SCALE (default 1); repeatable"},
              _file_and_scale),))

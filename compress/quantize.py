@@ -1,7 +1,7 @@
-"""Post-training quantization of the UNet with nvidia-modelopt (fake quant in torch).
+"""Post-training quantization of the denoiser with nvidia-modelopt (fake quant in torch).
 
 `apply(source, config)` records calibration data along the fp32 pipeline's trajectories
-(`sdopt.calibration`), inserts modelopt quantizers into the UNet's Conv2d/Linear layers and
+(`sdopt.calibration`), inserts modelopt quantizers into the denoiser's Conv2d/Linear layers and
 calibrates them with a forward loop over those records. The exporter (`sdopt.export.qdq`) turns
 the calibrated quantizers into standard Q/DQ nodes.
 """
@@ -18,25 +18,29 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from sdopt import argtypes
 from sdopt.calibration.statistics import AGGREGATIONS, Aggregation, RangeRecorder, StepStatistics, interval_index
-from sdopt.calibration.trajectory import (SAMPLINGS, CalibrationConfig, calibration_prompts, check_calibration,
-                                         select_calls)
-from sdopt.compress.denoiser import record_unet_calls, run_unet
-from sdopt.compress.quantizers import (INTERVAL_TABLE, activation_quantizers, collect_layers, float_layer_names,
-                                      quantized_layer_names, quantizers_disabled)
-from sdopt.compress.split import split_skip_convs
-from sdopt.errors import SdoptError
-from sdopt.passes import Shortcut, register
-from sdopt.quantized import GraphQuantization, IntervalIndex
-from sdopt.safe_io import read_prompts
+from sdopt.calibration.trajectory import (
+    SAMPLINGS,
+    CalibrationConfig,
+    calibration_prompts,
+    check_calibration,
+    select_calls,
+)
+from sdopt.compress.modelopt_state import (
+    INTERVAL_TABLE,
+    activation_quantizers,
+    collect_layers,
+    float_layer_names,
+    quantized_layer_names,
+    quantizers_disabled,
+)
+from sdopt.compress.registry import Shortcut, register
+from sdopt.compress.trajectories import record_denoiser_calls
+from sdopt.contract import argtypes
+from sdopt.contract.errors import SdoptError
+from sdopt.contract.quantization import GraphQuantization, IntervalIndex
+from sdopt.contract.safe_io import read_prompts
 
-# Layers that stay in floating point (as ModelOpt's diffusion recipe): the first and last convs
-# and the 1x1 shortcut convs carry the signal where quantization error costs the most.
-DEFAULT_SKIP = ("conv_in", "conv_out", "conv_shortcut", "add_embedding")
-# The time embedding and its per-block projections see tiny, timestep-dependent inputs (TFMQ-DM keeps
-# them in higher precision); `time_embedding: quantized` quantizes them in the recipe's format.
-TIME_EMBEDDING = ("time_embedding", "time_emb_proj")
 FORMATS = ("int8", "fp8", "w4a8")
 
 
@@ -48,8 +52,12 @@ class QuantizeConfig:
     AWQ covers Linear only, convolutions keep max-calibrated groups), INT8 activations."""
 
     format: str = "int8"
-    skip: tuple[str, ...] = DEFAULT_SKIP  # substrings of module names kept in floating point
-    time_embedding: str = "float"  # "float" (skipped) or "quantized"
+    # substrings of module names kept in floating point (None: the backbone's own list; SD's and SDXL's:
+    # conv_in, conv_out, conv_shortcut, add_embedding: where quantization error costs the most)
+    skip: tuple[str, ...] | None = None
+    # the time embedding and its per-block projections see tiny, timestep-dependent inputs (TFMQ-DM keeps them
+    # in higher precision): "float" (skipped) or "quantized" in the recipe's format
+    time_embedding: str = "float"
     # Quantize convolution outputs too (default: int8 only). ONNX Runtime runs a convolution as an
     # integer kernel only when its output is quantized as well; otherwise it dequantizes the weights
     # on every call and the INT8 graph is slower than fp32.
@@ -62,7 +70,7 @@ class QuantizeConfig:
     awq: bool = True  # w4a8: AWQ (modelopt awq_lite) weight scaling of linear layers
     smoothquant: float | None = None  # int8: SmoothQuant alpha for linear layers (None: off)
     split_shortcuts: bool = False  # own activation scales for the two halves of concatenated skip inputs
-    auto_skip: float | None = None  # keep the most sensitive layers in float until the UNet-output PSNR (dB) holds
+    auto_skip: float | None = None  # keep the most sensitive layers in float until the output PSNR (dB) holds
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
 
     def __post_init__(self):
@@ -76,7 +84,7 @@ class QuantizeConfig:
             raise SdoptError(f"group_size must be >= 1, got {self.group_size}")
         if self.group_size > 1 << 16:
             raise SdoptError(f"group_size must be <= 65536, got {self.group_size}")
-        if any(not pattern for pattern in self.skip):
+        if self.skip is not None and any(not pattern for pattern in self.skip):
             raise SdoptError("skip patterns must be non-empty")
         if self.auto_skip is not None and not 0 < self.auto_skip <= 200:
             raise SdoptError(f"auto_skip {self.auto_skip} dB must lie in (0, 200]")
@@ -90,12 +98,13 @@ class QuantizeConfig:
     def quantize_conv_outputs(self) -> bool:
         return self.format == "int8" if self.conv_outputs is None else self.conv_outputs
 
-    @property
-    def skipped(self) -> tuple[str, ...]:
-        return self.skip + (TIME_EMBEDDING if self.time_embedding == "float" else ())
+    def skipped(self, backbone) -> tuple[str, ...]:
+        """The name patterns kept in floating point on this backbone."""
+        skip = backbone.quantization_skip if self.skip is None else self.skip
+        return tuple(skip) + (tuple(backbone.time_embedding_layers) if self.time_embedding == "float" else ())
 
 
-def modelopt_config(config: QuantizeConfig) -> dict:
+def modelopt_config(config: QuantizeConfig, backbone) -> dict:
     weight: list[dict] = {
         # modelopt smooths only 8-bit layers; the range is the same at 7 bits (set after calibration)
         "int8": [{"quantizer_name": "*weight_quantizer",
@@ -112,7 +121,7 @@ def modelopt_config(config: QuantizeConfig) -> dict:
                  {"quantizer_name": "*input_quantizer", "cfg": activation}]
     if config.quantize_conv_outputs:
         quant_cfg.append({"quantizer_name": "*output_quantizer", "parent_class": "nn.Conv2d", "cfg": activation})
-    quant_cfg += [{"quantizer_name": f"*{pattern}*", "enable": False} for pattern in config.skipped]
+    quant_cfg += [{"quantizer_name": f"*{pattern}*", "enable": False} for pattern in config.skipped(backbone)]
     if config.format == "w4a8" and config.awq:
         algorithm = {"method": "awq_lite", "alpha_step": 0.1}
     elif config.smoothquant is not None:
@@ -123,10 +132,14 @@ def modelopt_config(config: QuantizeConfig) -> dict:
 
 
 def check(source, config: QuantizeConfig) -> None:
-    unet = source.pipeline.unet
-    if unet.config.in_channels != source.pipeline.vae.config.latent_channels:
-        raise SdoptError(f"the UNet takes {unet.config.in_channels} input channels (an inpainting UNet): calibrating "
-                         f"it needs inpainting trajectories, which sdopt does not record yet")
+    backbone = source.backbone
+    if backbone.takes_masked_image(source):
+        raise SdoptError(f"the {backbone.family} denoiser takes {backbone.latent_channels_in(source.denoiser)} input "
+                         f"channels (an inpainting model): calibrating it needs inpainting trajectories, which sdopt "
+                         f"does not record yet")
+    if config.split_shortcuts and getattr(backbone, "split_shortcuts", None) is None:
+        raise SdoptError(f"quantize: split_shortcuts needs concatenated skip inputs, which a {backbone.family} "
+                         f"denoiser does not have")
     check_calibration(source, config.calibration)
 
 
@@ -135,65 +148,66 @@ def apply(source, config: QuantizeConfig):
 
     start = time.perf_counter()
     cal = config.calibration
-    records = record_unet_calls(source, cal)
-    calls = select_calls(records, cal)
+    backbone = source.backbone
+    records = record_denoiser_calls(source, cal)
+    span = backbone.timestep_range(source)
+    calls = select_calls(records, cal, timestep=backbone.timestep_input, span=span)
     recorded = time.perf_counter()
-    unet = source.pipeline.unet
-    split = split_skip_convs(unet, lambda model: run_unet(model, calls[0])) if config.split_shortcuts else []
-    if not any(isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and not any(p in name for p in config.skipped)
-               for name, m in unet.named_modules()):
+    model = source.denoiser
+    split = backbone.split_shortcuts(model, lambda m: backbone.call(m, calls[0])) if config.split_shortcuts else []
+    skipped = config.skipped(backbone)
+    if not any(isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and not any(p in name for p in skipped)
+               for name, m in model.named_modules()):
         raise SdoptError("quantization matched no layer: check the skip patterns")
-    quant_config = modelopt_config(config)
+    quant_config = modelopt_config(config, backbone)
     algorithm = quant_config["algorithm"] if isinstance(quant_config["algorithm"], str) \
         else quant_config["algorithm"]["method"]
     single_pass = algorithm == "max"
     statistics = []
 
-    def forward_loop(model):
+    def forward_loop(calibrated):
         # Per-call ranges are recorded in modelopt's own pass when it makes exactly one (max); AWQ and
         # SmoothQuant make several and change the layers' input scaling, so they are recorded after.
         if single_pass:
-            statistics.append(_record_calls(model, calls, "calibrating quantizers"))
+            statistics.append(_record_calls(backbone, calibrated, calls, "calibrating quantizers"))
         else:
             for inputs in tqdm(calls, desc="calibrating quantizers", unit="call"):
-                run_unet(model, inputs)
+                backbone.call(calibrated, inputs)
 
     with torch.no_grad(), contextlib.redirect_stdout(sys.stderr):  # modelopt prints progress on stdout
-        mtq.quantize(unet, quant_config, forward_loop)
+        mtq.quantize(model, quant_config, forward_loop)
     if config.format == "int8":
-        for name in quantized_layer_names(unet):
-            unet.get_submodule(name).weight_quantizer.num_bits = config.weight_bits
-    stats = statistics[-1] if single_pass else record_ranges(unet, calls)
+        for name in quantized_layer_names(model):
+            model.get_submodule(name).weight_quantizer.num_bits = config.weight_bits
+    stats = statistics[-1] if single_pass else record_ranges(backbone, model, calls)
     aggregation = Aggregation(cal.aggregation, cal.percentile, cal.fraction)
-    num_train_timesteps = int(source.pipeline.scheduler.config.num_train_timesteps)
     if cal.intervals > 1:
-        set_interval_ranges(unet, stats.interval_ranges(aggregation, cal.intervals, num_train_timesteps),
-                            num_train_timesteps)
+        _check_intervals_reached(stats, cal.intervals, span, backbone)
+        set_interval_ranges(backbone, model, stats.interval_ranges(aggregation, cal.intervals, span), span)
     else:
-        set_ranges(unet, stats.aggregate(aggregation))
+        set_ranges(model, stats.aggregate(aggregation))
     calibrated = time.perf_counter()
     sensitivity = None
     if config.auto_skip is not None:
         from sdopt.compress.sensitivity import keep_sensitive_layers_in_float
 
-        sensitivity = keep_sensitive_layers_in_float(unet, calls, config.auto_skip)
-    layers = collect_layers(unet)
-    timesteps = int(source.pipeline.scheduler.config.num_train_timesteps)
-    source.quantization["unet"] = GraphQuantization(layers, IntervalIndex("timestep", cal.intervals, timesteps),
-                                                    trace=quantizers_disabled)
-    source.records.append({
+        sensitivity = keep_sensitive_layers_in_float(backbone, model, calls, config.auto_skip)
+    layers = collect_layers(model)
+    source.outputs.quantization[backbone.component] = GraphQuantization(
+        layers, IntervalIndex(backbone.timestep_input, cal.intervals, span), trace=quantizers_disabled)
+    source.outputs.records.append({
         "pass": "quantize",
         "format": config.format,
         "calibration_prompts": calibration_prompts(source, cal),
-        "calibration_unet_calls": len(calls),
-        "recorded_unet_calls": len(records),
+        f"calibration_{backbone.component}_calls": len(calls),
+        f"recorded_{backbone.component}_calls": len(records),
         "sampling": cal.sampling,
         "aggregation": cal.aggregation,
         "activation_scales": f"{cal.intervals} timestep intervals" if cal.intervals > 1 else "one per tensor",
         "algorithm": algorithm,
         "split_convs": split,
-        "quantized_layers": len(quantized_layer_names(unet)),
-        "float_layers": sorted(float_layer_names(unet)),
+        "quantized_layers": len(quantized_layer_names(model)),
+        "float_layers": sorted(float_layer_names(model)),
         **({"sensitivity": sensitivity} if sensitivity is not None else {}),
         "seconds": {"record": round(recorded - start, 2), "calibrate": round(calibrated - recorded, 2),
                     **({"sensitivity": round(time.perf_counter() - calibrated, 2)} if sensitivity is not None else {})},
@@ -201,33 +215,44 @@ def apply(source, config: QuantizeConfig):
     return source
 
 
-def record_ranges(unet, calls: list[dict]) -> StepStatistics:
+def record_ranges(backbone, model, calls: list[dict]) -> StepStatistics:
     """Per-call activation ranges of the calibrated model, its quantizers passing values through."""
-    with torch.no_grad(), quantizers_disabled(unet):
-        return _record_calls(unet, calls, "recording activation ranges")
+    with torch.no_grad(), quantizers_disabled(model):
+        return _record_calls(backbone, model, calls, "recording activation ranges")
 
 
-def _record_calls(unet, calls: list[dict], description: str) -> StepStatistics:
-    with RangeRecorder(activation_quantizers(unet)) as recorder:
+def _record_calls(backbone, model, calls: list[dict], description: str) -> StepStatistics:
+    with RangeRecorder(activation_quantizers(model)) as recorder:
         for inputs in tqdm(calls, desc=description, unit="call"):
-            recorder.start_call(float(inputs["timestep"][0]), int(inputs["step"]))
-            run_unet(unet, inputs)
+            recorder.start_call(float(inputs[backbone.timestep_input][0]), int(inputs["step"]))
+            backbone.call(model, inputs)
     return recorder.statistics()
 
 
-def set_ranges(unet, ranges: dict[str, float]) -> None:
-    quantizers = activation_quantizers(unet)
+def _check_intervals_reached(stats: StepStatistics, intervals: int, span: float, backbone) -> None:
+    """Calls spread over a trajectory fall into more than one interval; all in one means the timestep domain the
+    backbone states is not the one its model is called with (t/1000 against a span of 1000, say)."""
+    reached = np.unique(interval_index(stats.timesteps, intervals, span))
+    if len(reached) == 1 and len(np.unique(stats.timesteps)) > 1:
+        raise SdoptError(f"quantize: every calibration call fell into timestep interval {int(reached[0])} of "
+                         f"{intervals}: the {backbone.family} denoiser's timesteps "
+                         f"({float(np.min(stats.timesteps)):g} to {float(np.max(stats.timesteps)):g}) do not span "
+                         f"its stated domain [0, {span:g})")
+
+
+def set_ranges(model, ranges: dict[str, float]) -> None:
+    quantizers = activation_quantizers(model)
     for name, value in ranges.items():
         if not np.isfinite(value):
             raise SdoptError(f"{name} was never reached by the calibration calls")
         quantizers[name].amax = torch.tensor(value, dtype=torch.float32)
 
 
-def set_interval_ranges(unet, tables: dict[str, np.ndarray], num_train_timesteps: int) -> None:
+def set_interval_ranges(backbone, model, tables: dict[str, np.ndarray], num_train_timesteps: int) -> None:
     """Per-interval ranges: kept on each quantizer (the exporter writes them as a table indexed by the
-    timestep), and a forward pre-hook on the UNet switches the fake-quant ranges to the timestep's
+    timestep), and a forward pre-hook on the denoiser switches the fake-quant ranges to the timestep's
     interval, so the torch model computes what the exported graph does."""
-    quantizers = activation_quantizers(unet)
+    quantizers = activation_quantizers(model)
     for name, table in tables.items():
         if not np.isfinite(table).all():
             raise SdoptError(f"{name} was never reached by the calibration calls")
@@ -238,13 +263,13 @@ def set_interval_ranges(unet, tables: dict[str, np.ndarray], num_train_timesteps
     def select(_module, args, kwargs):
         if torch.jit.is_tracing():  # the exporter traces the float graph and adds the tables itself
             return
-        timestep = args[1] if len(args) > 1 else kwargs["timestep"]
+        timestep = backbone.timestep_argument(args, kwargs)
         k = int(interval_index(torch.as_tensor(timestep).reshape(-1)[:1].float().numpy(), intervals,
                                num_train_timesteps)[0])
         for quantizer, table in ranges:
             quantizer.amax = table[k]
 
-    unet.register_forward_pre_hook(select, with_kwargs=True)
+    model.register_forward_pre_hook(select, with_kwargs=True)
 
 
 def _patterns(text: str) -> tuple[str, ...]:
@@ -279,16 +304,17 @@ SHORTCUTS = (
           "in the exported graph from the timestep (default 1)", type=argtypes.steps, metavar="K"),
     _flag("--seed", "calibration.seed", "seed of the calibration trajectories (default: the recipe's, 0)",
           type=argtypes.seed, metavar="N"),
-    _flag("--skip", "skip", "comma-separated substrings of UNet layer names kept in floating point (replaces the "
-          "default: conv_in,conv_out,conv_shortcut,add_embedding)", _patterns, metavar="PATTERNS"),
+    _flag("--skip", "skip", "comma-separated substrings of denoiser layer names kept in floating point (replaces "
+          "the backbone's default; SD's: conv_in,conv_out,conv_shortcut,add_embedding)", _patterns,
+          metavar="PATTERNS"),
     _flag("--time-embedding", "time_embedding", "keep the time embedding and its per-block projections in float "
           "(default) or quantize them", choices=("float", "quantized")),
     _flag("--smoothquant", "smoothquant", "SmoothQuant the linear layers with this alpha (int8)",
           type=argtypes.unit_interval, metavar="ALPHA"),
     _flag("--split-shortcuts", "split_shortcuts", "own activation scales for the two halves (upsampled, skip) of "
-          "up-block ResNet inputs", action="store_true"),
+          "up-block ResNet inputs (SD, SDXL)", action="store_true"),
     _flag("--auto-skip", "auto_skip", "sensitivity analysis: keep the layers that cost the most in float until the "
-          "UNet output reaches this PSNR (dB) vs float on calibration inputs; prints the table",
+          "denoiser's output reaches this PSNR (dB) vs float on calibration inputs; prints the table",
           type=argtypes.finite, metavar="PSNR"),
 )
 register("quantize", QuantizeConfig, apply, check=check, shortcuts=SHORTCUTS)

@@ -1,9 +1,9 @@
 """Sensitivity analysis: which quantized layers cost the most fidelity, and keeping those in float.
 
-Each layer is quantized alone (every other quantizer off) and scored by the PSNR of the UNet's output
-against the float UNet on a spread of calibration calls (peak: the largest |value| of the float
+Each layer is quantized alone (every other quantizer off) and scored by the PSNR of the denoiser's output
+against the float denoiser on a spread of calibration calls (peak: the largest |value| of the float
 outputs). Then, from the worst layer on, layers go back to floating point until the fully quantized
-UNet reaches the target PSNR.
+denoiser reaches the target PSNR.
 """
 
 from __future__ import annotations
@@ -17,24 +17,24 @@ from tqdm.auto import tqdm
 EVALUATION_CALLS = 8
 
 
-def keep_sensitive_layers_in_float(unet, calls: list[dict], target_db: float) -> dict:
-    from sdopt.compress.quantizers import is_quantized, quantized_layer_names, quantizers_disabled
+def keep_sensitive_layers_in_float(backbone, model, calls: list[dict], target_db: float) -> dict:
+    from sdopt.compress.modelopt_state import is_quantized, quantized_layer_names, quantizers_disabled
 
     chosen = [calls[i] for i in np.linspace(0, len(calls) - 1, min(EVALUATION_CALLS, len(calls))).round().astype(int)]
-    if not _has_interval_scales(unet):  # one batch; interval scales follow each call's own timestep
+    if not _has_interval_scales(model):  # one batch; interval scales follow each call's own timestep
         chosen = [{k: torch.cat([c[k] for c in chosen]) for k in chosen[0] if chosen[0][k].dim()}]
-    with quantizers_disabled(unet):
-        reference = _outputs(unet, chosen)
+    with quantizers_disabled(model):
+        reference = _outputs(backbone, model, chosen)
     peak = max(float(r.abs().max()) for r in reference)
-    modules = dict(unet.named_modules())
-    layers = quantized_layer_names(unet)
+    modules = dict(model.named_modules())
+    layers = quantized_layer_names(model)
     quantizers = {name: _enabled_quantizers(modules[name]) for name in layers}
 
     def psnr() -> float:
-        return _psnr(_outputs(unet, chosen), reference, peak)
+        return _psnr(_outputs(backbone, model, chosen), reference, peak)
 
     alone = {}
-    with quantizers_disabled(unet):
+    with quantizers_disabled(model):
         for name in tqdm(layers, desc="layer sensitivity", unit="layer"):
             for q in quantizers[name]:
                 q.enable()
@@ -52,7 +52,7 @@ def keep_sensitive_layers_in_float(unet, calls: list[dict], target_db: float) ->
         kept_float.append(name)
         after = psnr() if len(kept_float) < len(layers) else float("inf")
     report = {
-        "metric": "UNet output PSNR vs float (dB)",
+        "metric": "denoiser output PSNR vs float (dB)",
         "target_db": target_db,
         "psnr_all_quantized_db": round(before, 2),
         "psnr_db": round(after, 2) if np.isfinite(after) else None,
@@ -74,10 +74,10 @@ def format_report(report: dict, rows: int = 10) -> str:
     return "\n".join(lines)
 
 
-def _has_interval_scales(unet) -> bool:
-    from sdopt.compress.quantizers import INTERVAL_TABLE
+def _has_interval_scales(model) -> bool:
+    from sdopt.compress.modelopt_state import INTERVAL_TABLE
 
-    return any(hasattr(m, INTERVAL_TABLE) for m in unet.modules())
+    return any(hasattr(m, INTERVAL_TABLE) for m in model.modules())
 
 
 def _enabled_quantizers(module) -> list:
@@ -85,11 +85,9 @@ def _enabled_quantizers(module) -> list:
             if q is not None and q.is_enabled]
 
 
-def _outputs(unet, calls: list[dict]) -> list[torch.Tensor]:
-    from sdopt.compress.denoiser import run_unet
-
+def _outputs(backbone, model, calls: list[dict]) -> list[torch.Tensor]:
     with torch.no_grad():
-        return [run_unet(unet, inputs) for inputs in calls]
+        return [backbone.call(model, inputs) for inputs in calls]
 
 
 def _psnr(outputs, reference, peak: float) -> float:

@@ -23,11 +23,11 @@ import numpy as np
 import torch
 
 from sdopt.calibration.trajectory import CalibrationConfig, check_calibration
-from sdopt.compress.denoiser import generate_latents
-from sdopt.errors import SdoptError
-from sdopt.graphs import IMAGE_IO, LATENT_INPUT, VAE_DECODER, VAE_DECODER_FULL, GraphSpec
-from sdopt.passes import register
-from sdopt.training import Stage, check_budget, checkpoint_path, fixed_steps, run_stage
+from sdopt.compress.registry import register
+from sdopt.compress.trajectories import generate_latents
+from sdopt.contract.errors import SdoptError
+from sdopt.contract.graphs import IMAGE_IO, LATENT_INPUT, VAE_DECODER, VAE_DECODER_FULL, GraphSpec
+from sdopt.training.loop import Stage, check_budget, checkpoint_path, fixed_steps, run_stage
 
 DECODE_BATCH = 4  # latents per full-decoder call while the targets are made
 DEFAULT_TRAIN_STEPS = 6000
@@ -182,14 +182,14 @@ def apply(source, config: TinyVaeConfig):
                         for i in range(0, len(measured), DECODE_BATCH)])
     example = latents[:1, :, :8, :8].clone()
     axes = {0: "batch", 2: "height", 3: "width"}
-    source.graphs.append(GraphSpec("vae_decoder", VAE_DECODER, "vae_decoder_tiny", student, {LATENT_INPUT[0]: example},
+    source.outputs.graphs.append(GraphSpec("vae_decoder", VAE_DECODER, "vae_decoder_tiny", student, {LATENT_INPUT[0]: example},
                                    [IMAGE_IO[0]], {LATENT_INPUT[0]: axes, IMAGE_IO[0]: axes}, scope="/decoder/"))
     if config.keep_full:
-        source.graphs.append(GraphSpec("vae_decoder_full", VAE_DECODER_FULL, "vae", _FullDecoder(vae),
+        source.outputs.graphs.append(GraphSpec("vae_decoder_full", VAE_DECODER_FULL, "vae", _FullDecoder(vae),
                                        {LATENT_INPUT[0]: example}, [IMAGE_IO[0]],
                                        {LATENT_INPUT[0]: axes, IMAGE_IO[0]: axes},
                                        scope="/vae/"))
-    source.records.append({"pass": "tiny-vae", "parameters": sum(p.numel() for p in params),
+    source.outputs.records.append({"pass": "tiny-vae", "parameters": sum(p.numel() for p in params),
                            "full_decoder_parameters": sum(p.numel() for name, p in vae.named_parameters()
                                                           if name.startswith(("decoder.", "post_quant_conv."))),
                            "latents": len(train), "heldout_latents": held, "train_steps": done["step"],

@@ -1,4 +1,4 @@
-"""ONNX export of a pipeline's graphs (text encoder(s), UNet, VAE decoder and encoder, and graphs passes add).
+"""ONNX export of a pipeline's graphs (text encoder(s), denoiser, VAE decoder and encoder, and graphs passes add).
 
 Graphs have dynamic batch / height / width. Uses the TorchScript-based exporter (`dynamo=False`),
 which keeps each module's path in node names (`/down_blocks.0/resnets.0/conv1/Conv`): the Q/DQ
@@ -15,14 +15,23 @@ from pathlib import Path
 import onnx
 import torch
 
-from sdopt.graphs import (DENOISER, HIDDEN_STATE, IMAGE_IO, LATENT_INPUT, NOISE_OUTPUT, POOLED_OUTPUT, POSTERIOR_OUTPUT,
-                          PROMPT_OUTPUT, TEXT_ENCODER, VAE_DECODER, VAE_ENCODER, GraphSpec, run_unet)
-from sdopt.safe_io import umask
-from sdopt.shared import latent_size_multiple
+from sdopt.contract.graphs import (
+    HIDDEN_STATE,
+    IMAGE_IO,
+    LATENT_INPUT,
+    POOLED_OUTPUT,
+    POSTERIOR_OUTPUT,
+    PROMPT_OUTPUT,
+    TEXT_ENCODER,
+    VAE_DECODER,
+    VAE_ENCODER,
+    GraphSpec,
+)
+from sdopt.contract.safe_io import umask
 
 OPSET = 17
 # bytes of weights above which a graph keeps them in `model.onnx_data`: ONNX Runtime then maps them from the
-# file instead of parsing a copy (SD1.5 UNet int8: load peak 1.07 GB vs 1.76 GB, 2.4 s vs 4.0 s), and
+# file instead of parsing a copy (SD1.5's denoiser int8: load peak 1.07 GB vs 1.76 GB, 2.4 s vs 4.0 s), and
 # protobuf refuses files over 2 GiB anyway; small graphs stay one file
 EXTERNAL_DATA_THRESHOLD = 64_000_000
 EXTERNAL_DATA_NAME = "model.onnx_data"
@@ -47,17 +56,6 @@ def text_encoder_outputs(encoder, all_layers: bool, pooled: bool) -> list[str]:
     return [POOLED_OUTPUT] * pooled + [PROMPT_OUTPUT[0], *layers]
 
 
-class _UNet(torch.nn.Module):
-    """The UNet called with its graph inputs in `names`' order."""
-
-    def __init__(self, unet, names):
-        super().__init__()
-        self.unet, self.names = unet, tuple(names)
-
-    def forward(self, *tensors):
-        return run_unet(self.unet, dict(zip(self.names, tensors)))
-
-
 class _VaeDecoder(torch.nn.Module):
     def __init__(self, vae):
         super().__init__()
@@ -80,7 +78,8 @@ class _VaeEncoder(torch.nn.Module):
 
 
 def default_graphs(source) -> list[GraphSpec]:
-    """The source pipeline's own graphs: text encoder(s), UNet (the denoiser), VAE decoder and encoder."""
+    """The source pipeline's own graphs: text encoder(s), the denoiser (as its backbone adapter describes it),
+    VAE decoder and encoder."""
     sdxl = source.kind == "sdxl"
     graphs = []
     for i, encoder in enumerate(source.text_encoders):
@@ -92,11 +91,7 @@ def default_graphs(source) -> list[GraphSpec]:
         graphs.append(GraphSpec(f"text_encoder{suffix}", TEXT_ENCODER, f"text_encoder{suffix}",
                                 _TextEncoder(encoder, all_layers=sdxl, pooled=pooled), {"input_ids": ids}, outputs,
                                 axes, scope="/encoder/", details={"tokenizer": f"tokenizer{suffix}"}))
-    inputs = source.unet_example_inputs()
-    axes = {name: {0: "batch"} for name in inputs}
-    axes["sample"] = axes[NOISE_OUTPUT[0]] = {0: "batch", 2: "height", 3: "width"}
-    graphs.append(GraphSpec("unet", DENOISER, "unet", _UNet(source.pipeline.unet, inputs), inputs, [NOISE_OUTPUT[0]],
-                            axes, scope="/unet/"))
+    graphs.append(source.backbone.denoiser_graph(source))
     vae = source.pipeline.vae
     g = torch.Generator().manual_seed(0)
     image_axes = {0: "batch", 2: "height", 3: "width"}
@@ -114,14 +109,10 @@ def default_graphs(source) -> list[GraphSpec]:
 
 def graph_set(source) -> list[GraphSpec]:
     """Every graph the artifact will hold: the pipeline's own, then those the passes added; a pass's graph of
-    the same name as one of the pipeline's takes its place (the cache pass's full UNet, for example)."""
-    added = {spec.name: spec for spec in source.graphs}
+    the same name as one of the pipeline's takes its place (the cache pass's full denoiser, for example)."""
+    added = {spec.name: spec for spec in source.outputs.graphs}
     own = [added.pop(spec.name, spec) for spec in default_graphs(source)]
     return own + list(added.values())
-
-
-def unet_size_multiple(unet) -> int:
-    return latent_size_multiple(len(unet.config.block_out_channels))
 
 
 def export_graph(spec: GraphSpec) -> onnx.ModelProto:

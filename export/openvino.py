@@ -15,9 +15,9 @@ from pathlib import Path
 
 import onnx
 
-from sdopt.errors import SdoptError
+from sdopt.contract.errors import SdoptError
+from sdopt.contract.manifest import GRAPH_FOLDER_BUILDS
 from sdopt.export.rewrite import rewritten_copy, to_uint8_activations
-from sdopt.manifest import GRAPH_FOLDER_BUILDS
 
 BUILD_DIR = "openvino"
 IR_FILE = GRAPH_FOLDER_BUILDS[BUILD_DIR][0]  # <graph>/openvino_model.xml (+ .bin): where optimum-intel loads IR
@@ -25,7 +25,7 @@ IR_FILE = GRAPH_FOLDER_BUILDS[BUILD_DIR][0]  # <graph>/openvino_model.xml (+ .bi
 
 def static_shapes(name: str, component: dict, info: dict, static: dict) -> dict[str, tuple]:
     """{input: shape} of a component at `static` = {batch, height, width}: the denoiser at twice the batch when
-    guidance runs as a batch (a UNet with the guidance scale embedded runs it once)."""
+    guidance runs as a batch (a denoiser with the guidance scale embedded runs it once)."""
     from sdopt.export.tensorrt import TensorrtConfig, input_profiles
 
     guided = "timestep_cond" not in [i["name"] for i in component["inputs"]]
@@ -39,7 +39,7 @@ def _convert(onnx_path: Path, out_xml: Path, shapes: dict | None = None) -> int:
     number of rewritten zero points."""
     import openvino as ov
 
-    from sdopt.runtime.backends import engine_message
+    from sdopt.contract.engine_messages import engine_message
 
     model = onnx.load(str(onnx_path), load_external_data=False)
     rewritten = to_uint8_activations(model)
@@ -63,8 +63,8 @@ def build(folder: Path, progress=None, static: dict | None = None) -> dict:
         import openvino as ov
     except ImportError as err:
         raise SdoptError("building for OpenVINO needs the openvino package: pip install 'sdopt[openvino]'") from err
-    from sdopt.artifact import open_artifact, record_build
-    from sdopt.safe_io import staging_folder
+    from sdopt.contract.artifact import open_artifact, record_build
+    from sdopt.contract.safe_io import staging_folder
 
     artifact = open_artifact(folder, verify=False)  # each graph is verified as it is converted
     start = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Quantized layers (`sdopt.quantized.LayerQuant`) -> standard ONNX QuantizeLinear/DequantizeLinear.
+"""Quantized layers (`sdopt.contract.quantization.LayerQuant`) -> standard ONNX QuantizeLinear/DequantizeLinear.
 
 Form: symmetric (zero point 0), the explicit-quantization form TensorRT accepts and ONNX Runtime runs.
 Weights are stored quantized (int8, float8e4m3fn, or int4) with per-output-channel scales, or for
@@ -8,7 +8,7 @@ Nodes are found by the module path the exporter writes into node names.
 
 Timestep-interval scales: an activation with one scale per timestep interval takes its scale from
 a constant table, indexed by the interval of the graph's timestep input, computed in the graph as
-clip(floor(t * K / T), 0, K - 1), with K / T in float32 as `sdopt.shared.interval_per_timestep` gives it.
+clip(floor(t * K / T), 0, K - 1), with K / T in float32 as `sdopt.contract.sampling.interval_per_timestep` gives it.
 """
 
 from __future__ import annotations
@@ -17,15 +17,15 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from sdopt.errors import SdoptError
-from sdopt.quantized import Format, IntervalIndex, LayerQuant
-from sdopt.shared import interval_per_timestep
+from sdopt.contract.errors import SdoptError
+from sdopt.contract.quantization import Format, IntervalIndex, LayerQuant
+from sdopt.contract.sampling import interval_per_timestep
 
 
 def insert_qdq(model: onnx.ModelProto, layers: list[LayerQuant], scope: str,
                interval: IntervalIndex | None = None, require_all: bool = True) -> list[LayerQuant]:
     """Quantize the graph's Conv/MatMul/Gemm nodes of `layers`, in place. `scope` is the node-name prefix
-    of the wrapped module (e.g. "/unet/"); `interval` is needed when layers carry interval tables. A graph
+    of the wrapped module (the backbone's graph scope); `interval` is needed when layers carry interval tables. A graph
     of part of the module (`require_all=False`) quantizes the layers it holds. Returns those layers."""
     graph = model.graph
     if any(layer.input_table is not None for layer in layers) and (interval is None or interval.intervals < 2):

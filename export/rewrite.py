@@ -15,10 +15,10 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from sdopt.artifact import SCRATCH
-from sdopt.errors import SdoptError
+from sdopt.contract.artifact import SCRATCH
+from sdopt.contract.errors import SdoptError
+from sdopt.contract.safe_io import staging_folder
 from sdopt.export.qdq import INTERVAL_INDEX, INTERVAL_PREFIX
-from sdopt.safe_io import staging_folder
 
 
 def to_uint8_activations(model: onnx.ModelProto) -> int:

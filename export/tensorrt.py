@@ -1,6 +1,6 @@
 """`sdopt build DIR --format tensorrt`: one TensorRT engine per ONNX component (TensorRT Python API).
 
-- Optimization profiles from the requested min/opt/max batch and image size (the UNet sees twice the
+- Optimization profiles from the requested min/opt/max batch and image size (the denoiser sees twice the
   batch: classifier-free guidance runs negative and positive prompt together); `static` builds
   min = opt = max, for edge devices.
 - Precision: the artifact's Q/DQ decide int8 / fp8 / int4 regions (explicit quantization). Float layers
@@ -8,7 +8,7 @@
   `precision="fp32"`, as the ONNX types say (strongly typed network: every type from the graph).
 - A timing cache is read before and written after every build, so rebuilds skip layer timing.
 - Interval scales (`--calib-intervals K`) are gathered by timestep in the artifact's graph; TensorRT wants
-  constant scales, so the UNet becomes K engines, each with its interval's constants, and the runtime
+  constant scales, so the denoiser becomes K engines, each with its interval's constants, and the runtime
   picks the engine by timestep.
 """
 
@@ -22,10 +22,10 @@ from pathlib import Path
 
 import onnx
 
-from sdopt.errors import SdoptError
-from sdopt.export.rewrite import (constant_interval_scales, interval_count, interval_per_timestep,
-                                  rewritten_copy)
-from sdopt.graphs import is_denoiser
+from sdopt.contract.denoiser_spec import guidance_branches
+from sdopt.contract.errors import SdoptError
+from sdopt.contract.graphs import is_denoiser
+from sdopt.export.rewrite import constant_interval_scales, interval_count, interval_per_timestep, rewritten_copy
 
 BUILD_DIR = "tensorrt"
 MAX_TIMING_CACHE_BYTES = 1 << 30
@@ -62,8 +62,8 @@ def parse_range(text: str, multiple: int = 1) -> tuple[int, int, int]:
 def config_from_flags(info: dict, *, batch: str | None, height: str | None, width: str | None, static: bool,
                       precision: str, workspace: float | None, timing_cache: Path | None) -> TensorrtConfig:
     """`sdopt build --format tensorrt` flags -> a config, checked against the artifact's pipeline section."""
-    from sdopt.manifest import size_multiple
-    from sdopt.safe_io import check_output_file
+    from sdopt.contract.manifest import size_multiple
+    from sdopt.contract.safe_io import check_output_file
 
     multiple = size_multiple(info)
     if workspace is not None and workspace <= 0:
@@ -77,13 +77,13 @@ def config_from_flags(info: dict, *, batch: str | None, height: str | None, widt
 
 def input_profiles(name: str, component: dict, info: dict, config: TensorrtConfig) -> dict:
     """{input name: (min shape, opt shape, max shape)} from the manifest's symbolic input shapes. Denoiser
-    graphs run at twice the image batch with guidance; a dimension 'height/K' is the latent height over K (a
-    cached UNet feature)."""
+    graphs run at twice the image batch with classifier-free guidance (the denoiser spec's guidance kind); a dimension 'height/K' is the latent height over K (a
+    cached denoiser feature)."""
     height = config.height or (info["height"],) * 3
     width = config.width or (info["width"],) * 3
     batch = config.batch
     if config.guidance and is_denoiser(component["role"]):
-        batch = tuple(2 * b for b in batch)
+        batch = tuple(guidance_branches(info) * b for b in batch)
     f = info["vae_scale_factor"]
     dims = {"batch": batch, "height": tuple(h // f for h in height), "width": tuple(w // f for w in width)}
     profiles = {}
@@ -117,7 +117,7 @@ def network_settings(component: dict, precision: str) -> tuple[bool, list[str]]:
 
 def parser_graphs(folder: Path, name: str) -> list[tuple[str, onnx.ModelProto | None]]:
     """What the ONNX parser gets for a component: [(engine file, graph)], graph None = the artifact's
-    own file as it is; an interval-scale UNet gives one constant-scale graph per interval."""
+    own file as it is; an interval-scale denoiser gives one constant-scale graph per interval."""
     path = Path(folder) / name / "model.onnx"
     model = onnx.load(str(path), load_external_data=False)
     for init in model.graph.initializer:  # TensorRT's explicit quantization is symmetric
@@ -167,7 +167,7 @@ def build_engine(onnx_path: Path, profiles: dict, strongly_typed: bool, flags: l
 
 def plan_build(folder: Path, config: TensorrtConfig) -> dict:
     """Everything about the build that needs no GPU: per component its graphs, profiles and flags."""
-    from sdopt.artifact import open_artifact
+    from sdopt.contract.artifact import open_artifact
 
     artifact = open_artifact(folder, verify=False)
     info = artifact.pipeline
@@ -189,8 +189,8 @@ def build(folder: Path, config: TensorrtConfig, progress=None) -> dict:
     except ImportError as err:
         raise SdoptError("building TensorRT engines needs TensorRT and an NVIDIA GPU: "
                          "pip install 'sdopt[tensorrt]' on a machine with one") from err
-    from sdopt.artifact import open_artifact, record_build
-    from sdopt.safe_io import read_bytes, staging_folder, write_atomically
+    from sdopt.contract.artifact import open_artifact, record_build
+    from sdopt.contract.safe_io import read_bytes, staging_folder, write_atomically
 
     folder = Path(folder)
     artifact = open_artifact(folder)

@@ -4,7 +4,7 @@ config.json, tokenizer files, scheduler config, model_index.json and manifest.js
 The folder is also a diffusers ONNX pipeline as Optimum exports one: `model_index.json` names diffusers and
 transformers classes, each graph folder has its model's `config.json`, the tokenizer folders hold the files
 transformers reads (vocab.json, merges.txt, tokenizer_config.json) beside sdopt's padded tokenizer.json, and
-graph I/O names are Optimum's (`sdopt.graphs`); Optimum's ORT pipelines and optimum-intel's OpenVINO ones
+graph I/O names are Optimum's (`sdopt.contract.graphs`); Optimum's ORT pipelines and optimum-intel's OpenVINO ones
 (after `sdopt build --format openvino`) load it."""
 
 from __future__ import annotations
@@ -17,16 +17,15 @@ from pathlib import Path
 import onnx
 from tqdm.auto import tqdm
 
-from sdopt import __version__
-from sdopt.artifact import ArtifactWriter
-from sdopt.backbones import backbone_of
+from sdopt.backbones.attention import attention_form
+from sdopt.contract.artifact import ArtifactWriter
+from sdopt.contract.cache import first_non_finite
+from sdopt.contract.errors import SdoptError
+from sdopt.contract.graphs import DEFAULT_ATTENTION, TEXT_ENCODER, GraphSpec, is_denoiser
+from sdopt.contract.tokenizer_files import backend_tokenizer
+from sdopt.contract.version import __version__
 from sdopt.export import onnx as onnx_export
 from sdopt.export import qdq
-from sdopt.export.attention import attention_form
-from sdopt.clip_tokenizer import backend_tokenizer
-from sdopt.errors import SdoptError
-from sdopt.graphs import DEFAULT_ATTENTION, TEXT_ENCODER, GraphSpec, is_denoiser
-from sdopt.shared import first_non_finite
 
 MODEL_CONFIG = "config.json"
 
@@ -35,7 +34,7 @@ def write_artifact(source, recipe: dict, out: Path, command: list[str] | None = 
                    external_data: bool = False, attention: str = DEFAULT_ATTENTION, float16: bool = False) -> Path:
     """`external_data`: every graph's weights in a `model.onnx_data` file beside it (default: only graphs
     whose weights pass `onnx.EXTERNAL_DATA_THRESHOLD`). `attention`: the form the attention layers are exported in
-    (`export.attention`). `float16`: graphs in fp16 with float32 inputs and outputs (`onnx.to_float16`)."""
+    (`sdopt.backbones.attention`). `float16`: graphs in fp16 with float32 inputs and outputs (`onnx.to_float16`)."""
     graphs = onnx_export.graph_set(source)
     for spec in graphs:  # every weight is finite before anything is written
         bad = first_non_finite(spec.wrapper)
@@ -46,7 +45,7 @@ def write_artifact(source, recipe: dict, out: Path, command: list[str] | None = 
         for i, tokenizer in enumerate(source.tokenizers):
             save_tokenizer(tokenizer, writer, "tokenizer" if i == 0 else f"tokenizer_{i + 1}")
         writer.write_json("scheduler/scheduler_config.json", dict(source.pipeline.scheduler.config), strict=False)
-        for relative, data in source.files.items():
+        for relative, data in source.outputs.files.items():
             writer.write_file(relative, data)
 
         for spec in tqdm(graphs, desc="exporting ONNX", unit="graph"):
@@ -68,11 +67,11 @@ def write_artifact(source, recipe: dict, out: Path, command: list[str] | None = 
 
         writer.write_json("model_index.json", model_index(source.pipeline), strict=False)
         info = pipeline_info(source)
-        info["denoiser"] = backbone_of(source.pipeline.unet).denoiser_spec(source, writer.components)
+        info["denoiser"] = source.backbone.denoiser_spec(source, writer.components)
         return writer.commit({
             "source": source.describe(),
             "recipe": recipe,
-            "passes": source.records,
+            "passes": source.outputs.records,
             "pipeline": info,
             "produced_by": produced_by(command),
         })
@@ -81,7 +80,7 @@ def write_artifact(source, recipe: dict, out: Path, command: list[str] | None = 
 def export_graph(source, spec: GraphSpec) -> tuple[onnx.ModelProto, dict]:
     """The graph, with Q/DQ on the quantized layers it holds when a pass quantized its component; and what
     the manifest records about its quantization."""
-    quantization = source.quantization.get(spec.component)
+    quantization = source.outputs.quantization.get(spec.component)
     if quantization is None:
         return onnx_export.export_graph(spec), {}
     with quantization.trace(getattr(source.pipeline, spec.component)):
@@ -143,18 +142,19 @@ def model_index(pipeline) -> dict:
 
 def model_config(pipeline, spec: GraphSpec) -> dict:
     """The config.json of the model a graph comes from (what Optimum reads beside each graph): the text
-    encoder's, the UNet's for denoiser graphs, the VAE's for VAE graphs (a tiny decoder's too: the pipeline
+    encoder's, the denoiser's for denoiser graphs, the VAE's for VAE graphs (a tiny decoder's too: the pipeline
     reads its latent scaling from there)."""
     if spec.role == TEXT_ENCODER:
         encoder = getattr(pipeline, spec.component)
         return {**json.loads(encoder.config.to_json_string(use_diff=False)),
                 "architectures": [type(encoder).__name__]}
-    model = pipeline.unet if is_denoiser(spec.role) else pipeline.vae
+    model = getattr(pipeline, spec.component) if is_denoiser(spec.role) else pipeline.vae
     return json.loads(model.to_json_string())
 
 
 def pipeline_info(source) -> dict:
-    pipe = source.pipeline
+    pipe, backbone = source.pipeline, source.backbone
+    denoiser = backbone.denoiser(pipe)
     vae = pipe.vae.config
     info = {
         "kind": source.kind,
@@ -164,29 +164,19 @@ def pipeline_info(source) -> dict:
         "vae_scale_factor": 2 ** (len(vae.block_out_channels) - 1),
         "vae_scaling_factor": vae.scaling_factor,
         "vae_shift_factor": getattr(vae, "shift_factor", None),
-        "latent_size_multiple": onnx_export.unet_size_multiple(pipe.unet),
+        "latent_size_multiple": backbone.latent_size_multiple(denoiser),
         "max_length": source.tokenizers[0].model_max_length,
         "steps": source.steps,
         "guidance": source.guidance,
         "scheduler": source.scheduler,
-        "denoise": source.denoise,
+        "denoise": source.outputs.denoise,
     }
-    downsample = attention_downsample(pipe.unet.config)
+    downsample = backbone.attention_downsample(denoiser)
     if downsample is not None:
         info["attention_downsample"] = downsample
     if source.kind == "sdxl":
         info["force_zeros_for_empty_prompt"] = bool(pipe.config.get("force_zeros_for_empty_prompt", True))
     return info
-
-
-def attention_downsample(unet_config) -> int | None:
-    """Latent pixels per token side at the UNet's finest self-attention (the runtime sizes its score matrix
-    from it before it generates); None without attention."""
-    types = list(unet_config.down_block_types)
-    level = next((i for i, name in enumerate(types) if "Attn" in name), None)
-    if level is None and "Attn" in str(unet_config.mid_block_type or ""):
-        level = len(types) - 1
-    return None if level is None else 2 ** level
 
 
 def produced_by(command: list[str] | None) -> dict:

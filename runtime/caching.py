@@ -1,7 +1,7 @@
-"""Feature caching (DeepCache): the full UNet on some steps, the shallow graph on the others, reusing the deep
+"""Feature caching (DeepCache): the full graph on some steps, the shallow graph on the others, reusing the deep
 feature the last full step left at the cache branch.
 
-The artifact holds two denoiser graphs: the full UNet (role `denoiser`), which also outputs `cache_feature`,
+The artifact holds two denoiser graphs: the full graph (role `denoiser`), which also outputs `cache_feature`,
 and the shallow path (role `denoiser_shallow`), which takes it as input. The guidance batch goes through both,
 so the cached feature is kept per guidance branch. Which steps run the full graph:
 
@@ -19,43 +19,16 @@ import math
 
 import numpy as np
 
-from sdopt import interrupts
-from sdopt.errors import SdoptError
-from sdopt.graphs import DENOISER
+from sdopt.contract import interrupts
+from sdopt.contract.errors import SdoptError
+from sdopt.contract.feature_cache import DEFAULTS, FEATURE, SCHEDULES, SHALLOW_ROLE, check_params  # noqa: F401
+from sdopt.contract.graphs import DENOISER
 
 from .strategies import Strategy, advance, register
 
-SCHEDULES = ("uniform", "nonuniform", "adaptive")
-SHALLOW_ROLE = "denoiser_shallow"
-FEATURE = "cache_feature"
-DEFAULTS = {"schedule": "uniform", "interval": 3, "threshold": 0.05, "pow": 1.4, "center": 15}
-MAX_INTERVAL = 1000
-
-
-def check_params(params: dict, where: str) -> dict:
-    """The schedule parameters with defaults filled in, or one error naming the bad one."""
-    if "branch" in params:
-        raise SdoptError(f"{where}: the cache branch is fixed when the UNet is split; compress again with "
-                         f"--set cache.branch=N")
-    unknown = sorted(set(params) - set(DEFAULTS))
-    if unknown:
-        raise SdoptError(f"{where}: unknown option {unknown[0]!r}; known: {', '.join(DEFAULTS)}")
-    p = {**DEFAULTS, **params}
-    if p["schedule"] not in SCHEDULES:
-        raise SdoptError(f"{where}: schedule {p['schedule']!r}; choose one of {', '.join(SCHEDULES)}")
-    for key, low in (("interval", 1), ("center", 0)):
-        if isinstance(p[key], bool) or not isinstance(p[key], int) or not low <= p[key] <= MAX_INTERVAL:
-            raise SdoptError(f"{where}: {key} {p[key]!r} must be an integer in [{low}, {MAX_INTERVAL}]")
-    for key, low, high in (("threshold", 0.0, 100.0), ("pow", 1.0, 10.0)):
-        value = p[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                or not low < value <= high:
-            raise SdoptError(f"{where}: {key} {value!r} must be a number in ({low:g}, {high:g}]")
-    return p
-
 
 def full_steps(schedule: str, steps: int, interval: int, pow: float = 1.4, center: int = 15) -> list[int]:
-    """Indices of the steps that run the full UNet (fixed schedules)."""
+    """Indices of the steps that run the full graph (fixed schedules)."""
     if interval == 1 or steps <= 1:
         return list(range(steps))
     if schedule == "uniform":

@@ -2,7 +2,7 @@
 
 By default every graph is loaded when the pipeline is made and stays loaded. With `low_memory` a graph is
 loaded when a stage first asks for it and released when the pipeline says that stage is done, so the text
-encoder, the UNet and the VAE decoder never sit in memory together: the peak is the largest stage's, not
+encoder, the denoiser and the VAE decoder never sit in memory together: the peak is the largest stage's, not
 the sum, at the cost of loading each graph once per generation.
 """
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from sdopt import interrupts
-from sdopt.graphs import DENOISER, NOISE_OUTPUT, io_name
+from sdopt.contract import interrupts
+from sdopt.contract.graphs import DENOISER, NOISE_OUTPUT, io_name
 
 from . import caching  # noqa: F401  (registers feature_cache)
 from .guidance import Guidance
@@ -19,14 +19,16 @@ from .strategies import Strategy, advance, register, require_finite, strategy  #
 class GuidedDenoiser:
     """(latents, t, where) -> the guided prediction: the guidance's branches in one call, combined
     (`guidance.Guidance`). `extra` (B, C', h, w) is appended to the model input's channels (an inpainting
-    UNet's mask and masked-image latents).
+    denoiser's mask and masked-image latents).
 
     `graphs`: role -> (component name, loaded model), the denoiser and any further denoiser roles a strategy
-    calls (`call(..., role=...)`, with inputs of its own). `stats`: what the strategy reports of its calls."""
+    calls (`call(..., role=...)`, with inputs of its own); `inputs`: the names of its latent and timestep inputs
+    (the denoiser spec's). `stats`: what the strategy reports of its calls."""
 
-    def __init__(self, graphs: dict, conditioning: dict, guidance: Guidance, scheduler,
+    def __init__(self, graphs: dict, conditioning: dict, guidance: Guidance, scheduler, inputs: tuple[str, str],
                  extra: np.ndarray | None = None):
         self.graphs, self.guidance = graphs, guidance
+        self.latent_input, self.timestep_input = inputs  # the denoiser spec's latent and timestep inputs
         self.conditioning = {**conditioning, **guidance.conditioning(guidance.branches)}
         self.noise_output = {role: io_name(list(model.outputs), NOISE_OUTPUT) for role, (_, model) in graphs.items()}
         self.scheduler, self.extra = scheduler, extra
@@ -42,8 +44,8 @@ class GuidedDenoiser:
         x = self.scheduler.scale_model_input(x, t)
         if self.extra is not None:
             x = np.concatenate([x, self.extra], axis=1)
-        outputs = model.run({**self.conditioning, **(inputs or {}), "sample": x.astype(np.float32),
-                             "timestep": np.full(x.shape[0], t, dtype=np.float32)})
+        outputs = model.run({**self.conditioning, **(inputs or {}), self.latent_input: x.astype(np.float32),
+                             self.timestep_input: np.full(x.shape[0], t, dtype=np.float32)})
         require_finite(outputs, f"the {name}", where)
         out = self.guidance.combine(outputs[self.noise_output[role]])
         if self.guidance.branches > 1:

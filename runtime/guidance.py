@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sdopt.shared import guidance_embedding
+from sdopt.contract.sampling import guidance_embedding
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Images given to img2img and inpainting, brought to the model's input form (read by `sdopt.image_files`)."""
+"""Images given to img2img and inpainting, brought to the model's input form (read by `sdopt.contract.image_files`)."""
 
 from __future__ import annotations
 

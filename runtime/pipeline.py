@@ -22,14 +22,25 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from sdopt import denoiser_spec
-from sdopt.artifact import open_artifact
-from sdopt.errors import SdoptError
-from sdopt.graphs import (DENOISER, IMAGE_IO, LATENT_INPUT, POOLED_OUTPUT, TEXT_ENCODER, VAE_DECODER,
-                          VAE_DECODER_FULL, VAE_ENCODER, io_name, is_denoiser, prompt_output)
-from sdopt.limits import MAX_MANIFEST_BYTES as MAX_SUPPORT_FILE_BYTES
-from sdopt.limits import MAX_STEPS, check_guidance, check_image_size, check_seed, check_text, check_threads
-from sdopt.manifest import GRAPH_FOLDER_BUILDS, check_vae_tile, default_sampling, size_multiple
+from sdopt.contract import denoiser_spec
+from sdopt.contract.artifact import open_artifact
+from sdopt.contract.errors import SdoptError
+from sdopt.contract.graphs import (
+    DENOISER,
+    IMAGE_IO,
+    LATENT_INPUT,
+    POOLED_OUTPUT,
+    TEXT_ENCODER,
+    VAE_DECODER,
+    VAE_DECODER_FULL,
+    VAE_ENCODER,
+    io_name,
+    is_denoiser,
+    prompt_output,
+)
+from sdopt.contract.limits import MAX_MANIFEST_BYTES as MAX_SUPPORT_FILE_BYTES
+from sdopt.contract.limits import MAX_STEPS, check_guidance, check_image_size, check_seed, check_text, check_threads
+from sdopt.contract.manifest import GRAPH_FOLDER_BUILDS, check_vae_tile, default_sampling, size_multiple
 
 from . import backends, denoise, images
 from .components import Components, available_memory
@@ -50,7 +61,7 @@ class Generation:
         """The image as a PNG at `path` (written whole or not at all), `metadata` as its text chunks."""
         from PIL import Image, PngImagePlugin
 
-        from sdopt.safe_io import check_output_file, write_atomically
+        from sdopt.contract.safe_io import check_output_file, write_atomically
 
         path = Path(path)
         check_output_file(path, "the output", ".png")
@@ -106,7 +117,7 @@ class Pipeline:
             _check_signature(name, component, model)
             return model
         self.models = Components(list(components), load, low_memory)
-        # (graph, its tokenizer, the output the UNet reads): names by the manifest, as schema 2 or 3 spells them
+        # (graph, its tokenizer, the output the denoiser reads): names by the manifest, as schema 2 or 3 spells them
         self.text_encoders = [(name, self._tokenizer(components[name]["tokenizer"]),
                                prompt_output(_names(components[name]["outputs"])))
                               for name in sorted(n for n, role in self.roles.items() if role == TEXT_ENCODER)]
@@ -127,10 +138,16 @@ class Pipeline:
         if vae_tile and self.static:
             raise SdoptError(f"artifact '{self.folder}': its {backend} build is static: it decodes whole images only")
         self.vae_tile = vae_tile // self.info["vae_scale_factor"]  # in latent pixels
-        sample = next(i for i in components[self.denoiser]["inputs"] if i["name"] == "sample")
-        self.denoiser_channels = sample["shape"][1] if isinstance(sample["shape"][1], int) else None
         self.scheduler_config = self._scheduler_config()
         self.spec = denoiser_spec.read(self.manifest, self.scheduler_config)
+        self.role_inputs = {}  # role -> the denoiser input that takes it
+        for role in ("latent", "timestep", "text"):
+            named = denoiser_spec.input_of(self.spec, role)
+            if named is None:
+                raise SdoptError(f"artifact '{self.folder}': its denoiser spec names no input of role {role}")
+            self.role_inputs[role] = named["name"]
+        latent = next(i for i in components[self.denoiser]["inputs"] if i["name"] == self.role_inputs["latent"])
+        self.denoiser_channels = latent["shape"][1] if isinstance(latent["shape"][1], int) else None
         embedded = denoiser_spec.input_of(self.spec, "guidance_scale")
         shape = embedded and next((i["shape"] for i in components[self.denoiser]["inputs"]
                                    if i["name"] == embedded["name"]), [])
@@ -138,6 +155,7 @@ class Pipeline:
             raise SdoptError(f"artifact '{self.folder}': its guidance-scale input {embedded['name']} must be "
                              f"(batch, width), not {shape}")
         self.guidance_dim = shape[1] if shape else None
+        self.text_input = self.role_inputs["text"]  # the denoiser's input the prompt embeddings feed
 
     def _engine_files(self, name: str, backend: str, built: dict) -> list[str]:
         """The artifact's files a backend opens to load graph `name` (relative paths)."""
@@ -152,7 +170,7 @@ class Pipeline:
         return next((name for name, r in self.roles.items() if r == role), None)
 
     @property
-    def inpainting_unet(self) -> bool:
+    def takes_masked_image(self) -> bool:
         """The denoiser takes latents, mask and masked-image latents (9 channels for SD's 4-channel latents)."""
         return self.denoiser_channels == 2 * self.info["latent_channels"] + 1
 
@@ -209,7 +227,7 @@ class Pipeline:
     def _read(self, relative: str) -> bytes:
         if self.verify:
             return self.artifact.read_verified(relative)
-        from sdopt.safe_io import read_bytes
+        from sdopt.contract.safe_io import read_bytes
 
         return read_bytes(self.artifact.path(relative), f"artifact '{self.folder}':", MAX_SUPPORT_FILE_BYTES)
 
@@ -256,8 +274,8 @@ class Pipeline:
                                  f"generated ({width}x{height})")
         elif strength is not None or mask is not None:
             raise SdoptError("strength and mask apply to an input image (img2img, inpainting)")
-        if self.inpainting_unet and mask is None:
-            raise SdoptError(f"artifact '{self.folder}' has an inpainting UNet: give an image and a mask")
+        if self.takes_masked_image and mask is None:
+            raise SdoptError(f"artifact '{self.folder}' has an inpainting denoiser: give an image and a mask")
         if strength is not None and not (isinstance(strength, (int, float)) and 0 < strength <= 1):
             raise SdoptError(f"strength {strength!r} must lie in (0, 1]")
         self.check_size(height or self.info["height"], width or self.info["width"])
@@ -291,9 +309,10 @@ class Pipeline:
                              f"of memory free here; generate a smaller image")
 
     def _check_static(self, height: int, width: int, guidance: float) -> None:
+        """A static build runs one image of its size, with the denoiser batch its guidance kind needs."""
         s = self.static
-        guided = guidance > 1.0 or self.guidance_dim is not None  # an embedded scale: one batch either way
-        if (height, width) != (s["height"], s["width"]) or not guided:
+        built_for = denoiser_spec.guidance_branches({"denoiser": self.spec})
+        if (height, width) != (s["height"], s["width"]) or self.guidance(guidance).branches != built_for:
             raise SdoptError(f"artifact '{self.folder}': its OpenVINO build is static for one guided {s['width']}x"
                              f"{s['height']} image at a time; generate that (or build again without --static)")
 
@@ -351,7 +370,7 @@ class Pipeline:
         embeds, pooled = self.encode_prompt(prompt, negative_prompt, guide.branches > 1)
         self.models.release(*(name for name, _, _ in self.text_encoders))
         batch = embeds.shape[0]
-        conditioning = {"encoder_hidden_states": embeds}
+        conditioning = {self.text_input: embeds}
         if self.sdxl:
             time_ids = np.array([[height, width, 0, 0, height, width]], dtype=np.float32)  # original, crop, target
             conditioning.update(text_embeds=pooled, time_ids=np.repeat(time_ids, batch, axis=0))
@@ -362,7 +381,8 @@ class Pipeline:
             self.models.release(self.vae_encoder)
         graphs = {role: (name, self.models[name]) for role in (DENOISER, *self.strategy.roles)
                   for name in [self._named(role)]}
-        denoiser = denoise.GuidedDenoiser(graphs, conditioning, guide, sched, extra)
+        denoiser = denoise.GuidedDenoiser(graphs, conditioning, guide, sched,
+                                           (self.role_inputs["latent"], self.role_inputs["timestep"]), extra)
         if hasattr(sched, "seed_noise"):  # a sampler that noises afresh each step (LCM)
             sched.seed_noise([seed, 1])
         latents = self.strategy.loop(denoiser, sched, latents, timesteps, hook, progress, self.denoise_params)
@@ -382,7 +402,7 @@ class Pipeline:
         timesteps = sched.timesteps[start:]
         pixels = images.to_model_input(image)  # (1, 3, H, W)
         whole_schedule = strength >= 1.0 and mask is not None  # diffusers: pure noise, no image latents needed
-        image_latents = None if whole_schedule and self.inpainting_unet else self.encode_image(pixels)
+        image_latents = None if whole_schedule and self.takes_masked_image else self.encode_image(pixels)
         if whole_schedule:
             latents = noise * np.float32(sched.init_noise_sigma)
         else:
@@ -391,7 +411,7 @@ class Pipeline:
             return timesteps, latents, None, None
         full = images.binary_mask(mask)  # (1, 1, H, W)
         small = images.latent_mask(full, self.info["vae_scale_factor"])
-        if self.inpainting_unet:
+        if self.takes_masked_image:
             masked = self.encode_image(pixels * (full < 0.5))
             extra = np.concatenate([np.repeat(small, batch, axis=0), np.repeat(masked, batch, axis=0)], axis=1)
             return timesteps, latents, None, extra.astype(np.float32)

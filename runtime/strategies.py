@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sdopt.errors import SdoptError
+from sdopt.contract.errors import SdoptError
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ Each loads what it needs when first used: `import sdopt` imports neither torch n
 import importlib as _importlib
 import logging as _logging
 
-__version__ = "0.2.0"
+from sdopt.contract.version import __version__
+
 __all__ = ["compress", "Pipeline", "evaluate", "bench", "SdoptError", "__version__"]
 
 
@@ -27,14 +28,18 @@ _logging.getLogger("diffusers.utils.import_utils").addFilter(_ImportNoise())
 
 
 def __getattr__(name: str):
-    if name in ("compress", "evaluate", "bench"):  # callable modules (sdopt.callable_module)
-        return _importlib.import_module(f"sdopt.{name}")
+    if name in ("evaluate", "bench"):
+        from sdopt.app import api
+
+        return getattr(api, name)
+    if name == "compress":  # the pass package, callable as the API's compress (compress/__init__.py)
+        return _importlib.import_module("sdopt.compress")
     if name == "Pipeline":
         from sdopt.runtime.pipeline import Pipeline
 
         return Pipeline
     if name == "SdoptError":
-        from sdopt.errors import SdoptError
+        from sdopt.contract.errors import SdoptError
 
         return SdoptError
     raise AttributeError(f"module 'sdopt' has no attribute {name!r}")

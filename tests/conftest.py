@@ -53,7 +53,7 @@ def sd21_folder(tmp_path_factory):
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel
 
-    from sdopt.sources import stand_in_tokenizer
+    from sdopt.sources.source import stand_in_tokenizer
 
     torch.manual_seed(1)
     tokenizer = stand_in_tokenizer(pad_token="!")
@@ -76,7 +76,7 @@ def sdxl_folder(tmp_path_factory):
     from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    from sdopt.sources import stand_in_tokenizer
+    from sdopt.sources.source import stand_in_tokenizer
 
     torch.manual_seed(2)
     tokenizer, tokenizer_2 = stand_in_tokenizer(), stand_in_tokenizer(pad_token="!")
@@ -103,7 +103,7 @@ def sd_inpaint_folder(tmp_path_factory):
     from diffusers import StableDiffusionInpaintPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel
 
-    from sdopt.sources import stand_in_tokenizer
+    from sdopt.sources.source import stand_in_tokenizer
 
     torch.manual_seed(3)
     tokenizer = stand_in_tokenizer()
@@ -122,7 +122,7 @@ def sd_inpaint_folder(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tinyshapes_fp32(tmp_path_factory):
     """The reference model (tiny-shapes) exported as an fp32 artifact through the CLI."""
-    from sdopt.cli import main
+    from sdopt.app.cli import main
 
     out = tmp_path_factory.mktemp("artifacts") / "tinyshapes-fp32"
     assert main(["compress", "--model", "tiny-shapes", "--recipe", "fp32", "--out", str(out)]) == 0
@@ -132,7 +132,7 @@ def tinyshapes_fp32(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_fp32(tmp_path_factory):
     """arch:tiny exported as an fp32 artifact through the CLI."""
-    from sdopt.cli import main
+    from sdopt.app.cli import main
 
     out = tmp_path_factory.mktemp("artifacts") / "tiny-fp32"
     assert main(["compress", "--model", "arch:tiny", "--recipe", "fp32", "--out", str(out)]) == 0

@@ -36,9 +36,9 @@ def test_import_loads_neither_torch_nor_an_engine():
 
 
 def test_the_functions_are_callable_after_their_modules_are_imported():
-    import sdopt.bench  # noqa: F401  (the module of the same name, now the package's attribute)
+    import sdopt.app.bench  # noqa: F401  (the module of the same name, now the package's attribute)
+    import sdopt.app.evaluate  # noqa: F401
     import sdopt.compress.quantize  # noqa: F401
-    import sdopt.evaluate  # noqa: F401
 
     assert all(callable(f) for f in (sdopt.compress, sdopt.evaluate, sdopt.bench, sdopt.Pipeline))
 
@@ -58,7 +58,7 @@ def test_bad_input_is_one_error_before_work(tmp_path, call, message):
 
 
 def test_own_prompts_on_a_reference_model_give_images_but_no_alignment(tinyshapes_fp32, capsys):
-    from sdopt.cli import main
+    from sdopt.app.cli import main
 
     report = sdopt.evaluate(tinyshapes_fp32, prompts=["a red circle"], steps=2, progress=False)
     assert report["psnr"] == 100.0 and "alignment" not in report

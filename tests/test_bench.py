@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from sdopt.bench import Target, summarize, with_speedups, write_plot
-from sdopt.cli import main
+from sdopt.app.bench import Target, summarize, with_speedups, write_plot
+from sdopt.app.cli import main
 
 
 def test_bench_artifact_against_peers(tiny_fp32, tmp_path, capsys):
@@ -111,7 +111,7 @@ def test_other_tools_peers(tmp_path, capsys):
 
 
 def test_every_target_failing_is_a_table_of_failures_and_no_plot(tmp_path):
-    from sdopt.bench import format_table
+    from sdopt.app.bench import format_table
 
     rows = with_speedups([summarize(Target(name, "artifact", "/x", peer=name == "peer"), {"error": f"{name} broke"})
                           for name in ("ours", "peer")])

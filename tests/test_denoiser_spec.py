@@ -5,10 +5,10 @@ import copy
 
 import pytest
 
-from sdopt.artifact import open_artifact
-from sdopt.denoiser_spec import input_of, read
-from sdopt.errors import SdoptError
-from sdopt.manifest import validate
+from sdopt.contract.artifact import open_artifact
+from sdopt.contract.denoiser_spec import input_of, read
+from sdopt.contract.errors import SdoptError
+from sdopt.contract.manifest import validate
 
 
 def test_an_sd_artifact_names_each_input_by_role(tiny_fp32):

@@ -5,10 +5,10 @@ import pytest
 import torch
 from PIL import Image
 
-from sdopt.cli import main
-from sdopt.evaluate import psnr
+from sdopt.app.cli import main
+from sdopt.app.evaluate import psnr
 from sdopt.runtime.pipeline import Pipeline
-from sdopt.sources import load_source
+from sdopt.sources.source import load_source
 
 PROMPT = "a red circle above a blue square"
 
@@ -16,7 +16,7 @@ PROMPT = "a red circle above a blue square"
 def diffusers_image(model: str, noise: np.ndarray, scheduler: str, steps: int, guidance: float, size: int):
     import diffusers
 
-    from sdopt.shared import SCHEDULERS
+    from sdopt.contract.sampling import SCHEDULERS
 
     pipe = load_source(model).pipeline
     pipe.scheduler = getattr(diffusers, SCHEDULERS[scheduler]).from_config(pipe.scheduler.config)

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from sdopt.cli import main
-from sdopt.evaluate import psnr, ssim
+from sdopt.app.cli import main
+from sdopt.app.evaluate import psnr, ssim
 
 
 def test_metrics_on_known_images():
@@ -34,7 +34,7 @@ def test_ssim_is_scikit_images(shape):
 
 
 def test_ssim_refuses_images_smaller_than_its_window():
-    from sdopt.errors import SdoptError
+    from sdopt.contract.errors import SdoptError
 
     with pytest.raises(SdoptError, match="over 10 pixels a side"):
         ssim(np.zeros((10, 40, 3)), np.zeros((10, 40, 3)))
@@ -96,7 +96,7 @@ def tiny_clip(tmp_path_factory):
     import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
-    from sdopt.sources import stand_in_tokenizer
+    from sdopt.sources.source import stand_in_tokenizer
 
     torch.manual_seed(0)
     tokenizer = stand_in_tokenizer()
@@ -118,7 +118,7 @@ def test_clip_score_is_the_cosine_of_clip_embeddings(tiny_clip):
     import torch
     from transformers import CLIPModel, CLIPProcessor
 
-    from sdopt.evaluate import clip_score
+    from sdopt.app.evaluate import clip_score
 
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(3)]

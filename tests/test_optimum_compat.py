@@ -4,8 +4,8 @@ load them and make the image sdopt's runtime makes (same prompt, noise, schedule
 import numpy as np
 import pytest
 
-from sdopt.cli import main
-from sdopt.evaluate import psnr
+from sdopt.app.cli import main
+from sdopt.app.evaluate import psnr
 from sdopt.runtime.pipeline import Pipeline
 
 PROMPT, SEED, STEPS = "a red circle on the left", 0, 8

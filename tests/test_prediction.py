@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from sdopt.prediction import from_sigma, training_target, x0_and_noise
+from sdopt.contract.prediction import from_sigma, training_target, x0_and_noise
 
 
 @pytest.mark.parametrize("kind", ["epsilon", "v_prediction", "sample"])

@@ -8,7 +8,7 @@ OWN = re.compile(r"^(exporting ONNX|sampling|note: |wrote )")
 
 
 def _stderr_lines(*argv):
-    done = subprocess.run([sys.executable, "-m", "sdopt.cli", *map(str, argv)], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "sdopt.app.cli", *map(str, argv)], capture_output=True, text=True,
                           timeout=300, check=True)
     return [line.strip() for line in re.split(r"[\r\n]", done.stderr) if line.strip()]
 

@@ -21,7 +21,7 @@ def test_runtime_imports_no_torch(modules):
 def test_run_and_eval_with_a_reference_import_no_torch(tiny_fp32, tmp_path):
     prompts = tmp_path / "p.txt"
     prompts.write_text("a red circle\n")
-    code = ("import sys; from sdopt.cli import main; "
+    code = ("import sys; from sdopt.app.cli import main; "
             f"assert main(['run', {str(tiny_fp32)!r}, '--prompt', 'x', '--steps', '1', '--out', "
             f"{str(tmp_path / 'x.png')!r}]) == 0; "
             f"assert main(['eval', {str(tiny_fp32)!r}, '--reference', {str(tiny_fp32)!r}, '--prompts', "

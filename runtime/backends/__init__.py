@@ -2,9 +2,8 @@
 has `inputs` / `outputs` ({name: (dtype name, rank)}) and `run(feeds: dict[str, np.ndarray]) ->
 dict[str, np.ndarray]`; engine failures come out as one-line SdoptErrors."""
 
-from sdopt.errors import SdoptError
-
-from .messages import engine_message
+from sdopt.contract.engine_messages import engine_message
+from sdopt.contract.errors import SdoptError
 
 __all__ = ["BACKENDS", "load", "engine_message"]
 BACKENDS = ("onnxruntime", "openvino", "tensorrt")

@@ -7,10 +7,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from sdopt.errors import SdoptError
-
-from .messages import engine_message
-
+from sdopt.contract.engine_messages import engine_message
+from sdopt.contract.errors import SdoptError
 
 # ONNX Runtime converts signed-int8 Q/DQ to unsigned before fusing integer kernels. On x86 CPUs
 # without VNNI its u8 x s8 kernels add pairs of products in 16 bits, which saturate for 8-bit

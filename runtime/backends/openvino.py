@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sdopt.errors import SdoptError
-
-from .messages import engine_message
+from sdopt.contract.engine_messages import engine_message
+from sdopt.contract.errors import SdoptError
 
 PRECISIONS = ("fp32", "bf16", "fp16")  # spelled as sdopt spells precisions elsewhere (--recipe fp32)
 OPENVINO_SPELLING = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}  # INFERENCE_PRECISION_HINT's values

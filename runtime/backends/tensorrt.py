@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sdopt.errors import SdoptError
-from sdopt.shared import interval_index
-
-from .messages import engine_message
+from sdopt.contract.engine_messages import engine_message
+from sdopt.contract.errors import SdoptError
+from sdopt.contract.sampling import interval_index
 
 
 def interval_of(timestep: float, per_timestep: float, intervals: int) -> int:
@@ -91,7 +90,7 @@ class TrtEngine:
 
 
 class TrtModel:
-    """A component's engine, or for an interval-scale UNet one engine per timestep interval."""
+    """A component's engine, or for an interval-scale denoiser one engine per timestep interval."""
 
     def __init__(self, path: Path, engine_paths: list[Path] | None = None, interval_per_timestep: float | None = None,
                  int8_weight_bits: int | None = None, io_names: tuple | None = None):

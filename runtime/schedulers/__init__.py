@@ -29,7 +29,7 @@ def make_scheduler(name: str, config: dict) -> Scheduler:
 def check_config(config: dict) -> None:
     """SchedulerError unless the numbers the schedulers compute with have usable types and ranges (a config
     may come from anywhere); unsupported option values are refused by each scheduler."""
-    from sdopt import schema as s
+    from sdopt.contract import schema as s
 
     numbers = {"num_train_timesteps": s.integer(2, 100_000), "steps_offset": s.integer(0, 1000),
                "solver_order": s.integer(1, 3),

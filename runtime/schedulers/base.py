@@ -12,7 +12,7 @@ import operator
 
 import numpy as np
 
-from sdopt.errors import SdoptError
+from sdopt.contract.errors import SdoptError
 
 
 class SchedulerError(SdoptError, ValueError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sdopt.prediction import x0_and_noise
+from sdopt.contract.prediction import x0_and_noise
 
 from .base import _COMMON_DEFAULTS, _COMMON_SUPPORTED, _NOT_SET, Scheduler, _f32, _spaced_timesteps
 

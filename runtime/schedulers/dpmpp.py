@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 
-from sdopt.prediction import x0_and_noise
+from sdopt.contract.prediction import x0_and_noise
 
-from .base import (_COMMON_DEFAULTS, _COMMON_SUPPORTED, _NOT_SET, Scheduler, _f32, _sigmas)
+from .base import _COMMON_DEFAULTS, _COMMON_SUPPORTED, _NOT_SET, Scheduler, _f32, _sigmas
 
 
 def _alpha_sigma_lambda(sigma):

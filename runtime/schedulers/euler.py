@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sdopt.prediction import from_sigma, x0_and_noise
+from sdopt.contract.prediction import from_sigma, x0_and_noise
 
 from .base import _COMMON_DEFAULTS, _COMMON_SUPPORTED, _NOT_SET, Scheduler, _f32, _sigmas, _spaced_timesteps
 

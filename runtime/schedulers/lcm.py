@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from sdopt.prediction import x0_and_noise
-from sdopt.shared import consistency_scalings, consistency_timesteps
+from sdopt.contract.prediction import x0_and_noise
+from sdopt.contract.sampling import consistency_scalings, consistency_timesteps
 
 from .base import _COMMON_DEFAULTS, _COMMON_SUPPORTED, _NOT_SET, Scheduler, _f32
 

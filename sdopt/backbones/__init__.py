@@ -2,10 +2,10 @@
 diffusers classes it handles (`registry`). Passes and the exporter ask the adapter instead of assuming a UNet.
 
 An adapter today writes the manifest's denoiser spec (`denoiser_spec(source, components)`, the contract in
-`sdopt.denoiser_spec`); docs/backbones.md says what a new backbone provides.
+`sdopt.contract.denoiser_spec`); docs/backbones.md says what a new backbone provides.
 """
 
-from . import unet  # noqa: F401  (registers itself)
-from .registry import backbone_of, register
+from sdopt.backbones import unet  # noqa: F401  (registers itself)
+from sdopt.backbones.registry import backbone_of, backbone_of_pipeline, register
 
-__all__ = ["backbone_of", "register"]
+__all__ = ["backbone_of", "backbone_of_pipeline", "register"]

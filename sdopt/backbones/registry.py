@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sdopt.errors import SdoptError
+from sdopt.contract.errors import SdoptError
 
 _ADAPTERS: dict[str, object] = {}
 
@@ -18,3 +18,12 @@ def backbone_of(model):
         if cls.__name__ in _ADAPTERS:
             return _ADAPTERS[cls.__name__]
     raise SdoptError(f"no backbone adapter handles a {type(model).__name__}; known: " + ", ".join(_ADAPTERS))
+
+
+def backbone_of_pipeline(pipe):
+    """The adapter of a pipeline's denoiser: the first of its components an adapter handles."""
+    for module in getattr(pipe, "components", {}).values():
+        if module is not None and any(cls.__name__ in _ADAPTERS for cls in type(module).__mro__):
+            return backbone_of(module)
+    raise SdoptError(f"no backbone adapter handles a component of {type(pipe).__name__}; known: "
+                     + ", ".join(_ADAPTERS))

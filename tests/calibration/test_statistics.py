@@ -6,8 +6,8 @@ import torch
 
 from sdopt.calibration.statistics import Aggregation, StepStatistics, aggregate, interval_index
 from sdopt.calibration.trajectory import CalibrationConfig, CallTarget, _cache_path, record_calls, select_calls
-from sdopt.errors import SdoptError
-from sdopt.sources import load_source
+from sdopt.contract.errors import SdoptError
+from sdopt.sources.source import load_source
 
 # two trajectories (prompts) of three steps: step 0 is the noisiest
 STEPS = np.array([0, 1, 2, 0, 1, 2])
@@ -70,25 +70,26 @@ def test_sampling_selects_calls():
     assert sorted(int(r["trajectory"]) for r in naive) == [0, 1]  # one call per trajectory,
     assert len({int(r["step"]) for r in naive}) == 1  # at one timestep
     assert naive == select_calls(records, CalibrationConfig(sampling="random-step", seed=1))
-    normal = select_calls(_records(trajectories=50), CalibrationConfig(sampling="normal"))
+    normal = select_calls(_records(trajectories=50), CalibrationConfig(sampling="normal"), timestep="timestep",
+                          span=1000)
     t = np.array([float(r["timestep"][0]) for r in normal])
     assert len(normal) == 50 * 5 and abs(np.median(t) - 400) <= 100  # PTQ4DM: around 0.4 T
 
 
 def test_records_are_cached_by_weights_and_settings(tmp_path, monkeypatch):
-    from sdopt.compress.denoiser import record_unet_calls, unet_calibration_target
+    from sdopt.compress.trajectories import calibration_target, record_denoiser_calls
 
     monkeypatch.setenv("SDOPT_CACHE", str(tmp_path))
     source = load_source("arch:tiny")
     config = CalibrationConfig(num_prompts=1, steps=2)
 
     def path_of(c):
-        return _cache_path(source, c, unet_calibration_target(source, c))
+        return _cache_path(source, c, calibration_target(source, c))
 
     path = path_of(config)
-    records = record_unet_calls(source, config)
+    records = record_denoiser_calls(source, config)
     assert path.is_file() and path.parent == tmp_path / "calibration"
-    cached = record_unet_calls(source, config)
+    cached = record_denoiser_calls(source, config)
     assert len(cached) == 2 and all(torch.equal(a[k], b[k]) for a, b in zip(records, cached) for k in a)
     assert set(records[0]) == {"trajectory", "step", "sample", "timestep", "encoder_hidden_states"}  # graph inputs
     assert path_of(CalibrationConfig(num_prompts=1, steps=2, seed=1)) != path

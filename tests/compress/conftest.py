@@ -21,7 +21,7 @@ def loss_curves(tmp_path):
             # accelerate's multi-process launcher is --multi_gpu; without a GPU the processes meet over gloo
             command = [accelerate, "launch", *(["--multi_gpu"] if processes > 1 else []), "--num_processes",
                        str(processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                       "-m", "sdopt.cli", "compress", *arguments, "--out", str(out)]
+                       "-m", "sdopt.app.cli", "compress", *arguments, "--out", str(out)]
             done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
             assert done.returncode == 0, done.stderr[-2000:]
             manifest = json.loads((out / "manifest.json").read_text())

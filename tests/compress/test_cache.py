@@ -8,13 +8,13 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from sdopt.cli import main
-from sdopt.compress.cache import FullUNet, ShallowUNet, boundary
-from sdopt.compress.denoiser import run_unet
-from sdopt.evaluate import psnr
+from sdopt.app.cli import main
+from sdopt.app.evaluate import psnr
+from sdopt.backbones.unet.convention import run_unet
+from sdopt.backbones.unet.deepcache import FullUNet, ShallowUNet, boundary
 from sdopt.runtime import caching
 from sdopt.runtime.pipeline import Pipeline
-from sdopt.sources import load_source
+from sdopt.sources.source import load_source
 
 PROMPT = "a large red circle in the top left"
 
@@ -28,7 +28,7 @@ def test_split_reproduces_the_unet_for_every_branch(request, model):
     spec = str(request.getfixturevalue(model)) if model.endswith("_folder") else model
     source = load_source(spec)
     unet, sdxl = source.pipeline.unet, source.kind == "sdxl"
-    inputs = source.unet_example_inputs(latent_hw=(8, 16))
+    inputs = source.example_inputs(latent_hw=(8, 16))
     with torch.no_grad():
         reference = run_unet(unet, inputs)
         for branch in range(3 * len(unet.up_blocks)):

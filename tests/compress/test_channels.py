@@ -7,11 +7,11 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
+from sdopt.backbones.unet.convention import run_unet
 from sdopt.calibration.trajectory import CalibrationConfig
 from sdopt.compress import channels, prune
-from sdopt.compress.denoiser import run_unet
-from sdopt.errors import SdoptError
-from sdopt.sources import load_source
+from sdopt.contract.errors import SdoptError
+from sdopt.sources.source import load_source
 
 
 def _pruned(spec, **options):
@@ -19,7 +19,7 @@ def _pruned(spec, **options):
     teacher = source.pipeline.unet
     config = prune.PruneConfig(calibration=CalibrationConfig(num_prompts=2, steps=4), **options)
     prune.apply(source, config)
-    return source, teacher, source.pipeline.unet, source.records[-1]
+    return source, teacher, source.pipeline.unet, source.outputs.records[-1]
 
 
 def test_channels_reach_the_mac_target_by_whole_groups():
@@ -37,7 +37,7 @@ def test_channels_reach_the_mac_target_by_whole_groups():
         kept = (block.conv1.weight.flatten(1)[:, None] == old.conv1.weight.flatten(1)[None]).all(-1).any(1)
         assert bool(kept.all())
     with torch.no_grad():
-        out = run_unet(student, source.unet_example_inputs(latent_hw=(4, 4)))
+        out = run_unet(student, source.example_inputs(latent_hw=(4, 4)))
     assert torch.isfinite(out).all()
 
 
@@ -54,7 +54,7 @@ def test_taylor_ranks_channels_by_the_denoising_loss():
 def test_channel_pruned_unet_exports_and_reloads_from_its_widths(tmp_path):
     source, _, student, record = _pruned("arch:tiny", blocks="small", macs=0.62)
     assert record["channel_widths"] and record["channel_ratio"] > 0
-    inputs = source.unet_example_inputs(latent_hw=(8, 8))
+    inputs = source.example_inputs(latent_hw=(8, 8))
     with torch.no_grad():
         reference = run_unet(student, inputs)
     fresh = UNet2DConditionModel(**{k: v for k, v in dict(student.config).items() if not k.startswith("_")})

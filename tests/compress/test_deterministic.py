@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from sdopt.cli import main
+from sdopt.app.cli import main
 
 
 @pytest.mark.parametrize("options", [["--recipe", "int8", "--calib-intervals", "2"],

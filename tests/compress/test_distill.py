@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from sdopt.cli import main
+from sdopt.app.cli import main
 
 PROMPT = "a large red circle in the top left"
 SHORT = ["--set", "distill.steps=24", "--set", "distill.batch=8", "--set", "distill.calibration.num_prompts=4",

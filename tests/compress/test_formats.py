@@ -8,9 +8,10 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from sdopt.compress import quantizers
+from sdopt.backbones.unet import UNET
+from sdopt.compress import modelopt_state as quantizers
 from sdopt.compress.quantize import QuantizeConfig, modelopt_config
-from sdopt.errors import SdoptError
+from sdopt.contract.errors import SdoptError
 from sdopt.export import onnx as onnx_export
 from sdopt.export import qdq
 from sdopt.runtime.backends.onnxruntime import EXACT_INT8_OPTIONS
@@ -47,7 +48,7 @@ def _quantized_block(config):
     torch.manual_seed(0)
     block = _Block().eval()
     batches = [torch.randn(2, 20, 6, 6) * torch.linspace(0.1, 3, 20).reshape(1, -1, 1, 1) for _ in range(4)]
-    mtq.quantize(block, modelopt_config(config), lambda m: [m(b) for b in batches])
+    mtq.quantize(block, modelopt_config(config, UNET), lambda m: [m(b) for b in batches])
     layers = quantizers.collect_layers(block)
     assert [layer.module for layer in layers] == ["conv", "proj", "head"]
     with quantizers.quantizers_disabled(block):
@@ -158,7 +159,7 @@ def test_a_partial_graph_quantizes_the_layers_it_holds():
     torch.manual_seed(0)
     block = _Block().eval()
     batches = [torch.randn(2, 20, 6, 6) for _ in range(2)]
-    mtq.quantize(block, modelopt_config(CASES["int8"]), lambda m: [m(b) for b in batches])
+    mtq.quantize(block, modelopt_config(CASES["int8"], UNET), lambda m: [m(b) for b in batches])
     layers = quantizers.collect_layers(block)
     absent = dataclasses.replace(layers[0], module="not_in_this_graph")
     with quantizers.quantizers_disabled(block):

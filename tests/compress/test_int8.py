@@ -7,12 +7,12 @@ import torch
 from onnx import numpy_helper
 
 from sdopt.calibration.trajectory import CalibrationConfig
-from sdopt.compress.denoiser import record_unet_calls
+from sdopt.compress.modelopt_state import quantized_layer_names
 from sdopt.compress.quantize import QuantizeConfig, apply
-from sdopt.compress.quantizers import quantized_layer_names
+from sdopt.compress.trajectories import record_denoiser_calls
 from sdopt.export.writer import write_artifact
-from sdopt.recipe import resolve
-from sdopt.sources import load_source
+from sdopt.recipes.recipe import resolve
+from sdopt.sources.source import load_source
 
 CALIBRATION = CalibrationConfig(num_prompts=2, steps=3, seed=7)
 
@@ -27,12 +27,12 @@ def quantized(tmp_path_factory):
 
 def test_calibration_records_whole_guided_trajectory():
     source = load_source("arch:tiny")
-    records = record_unet_calls(source, CALIBRATION)
+    records = record_denoiser_calls(source, CALIBRATION)
     assert len(records) == CALIBRATION.num_prompts * CALIBRATION.steps
     assert all(r["sample"].shape[0] == 2 for r in records)  # classifier-free-guidance batch
     timesteps = [float(r["timestep"][0]) for r in records[:CALIBRATION.steps]]
     assert timesteps == sorted(timesteps, reverse=True) and len(set(timesteps)) == CALIBRATION.steps
-    again = record_unet_calls(source, CALIBRATION, use_cache=False)
+    again = record_denoiser_calls(source, CALIBRATION, use_cache=False)
     assert all(torch.equal(a["sample"], b["sample"]) for a, b in zip(records, again))
 
 
@@ -41,7 +41,7 @@ def test_skip_list_keeps_layers_in_float(quantized):
     names = quantized_layer_names(source.pipeline.unet)
     assert names
     assert not [n for n in names if any(s in n for s in ("conv_in", "conv_out", "time_emb", "conv_shortcut"))]
-    record = source.records[-1]
+    record = source.outputs.records[-1]
     assert record["quantized_layers"] == len(names) and "conv_in" in record["float_layers"]
 
 
@@ -70,7 +70,7 @@ def test_qdq_form(quantized):
 
 
 def test_int8_artifact_runs(quantized, tmp_path):
-    from sdopt.cli import main
+    from sdopt.app.cli import main
 
     _, out = quantized
     assert main(["run", str(out), "--prompt", "a cat", "--out", str(tmp_path / "x.png"), "--steps", "3"]) == 0

@@ -6,10 +6,11 @@ import onnx
 import pytest
 import torch
 
+from sdopt.backbones.unet import UNET
 from sdopt.calibration.statistics import Aggregation, RangeRecorder
+from sdopt.compress import modelopt_state as quantizers
+from sdopt.compress.modelopt_state import activation_quantizers
 from sdopt.compress.quantize import QuantizeConfig, modelopt_config, set_interval_ranges
-from sdopt.compress.quantizers import activation_quantizers
-from sdopt.compress import quantizers
 from sdopt.export import qdq
 
 INTERVALS, T = 4, 1000
@@ -44,9 +45,9 @@ def calibrated():
                 model(x, t)
         recorders.append(recorder)
 
-    mtq.quantize(block, modelopt_config(QuantizeConfig(skip=())), forward_loop)
+    mtq.quantize(block, modelopt_config(QuantizeConfig(skip=()), UNET), forward_loop)
     tables = recorders[-1].statistics().interval_ranges(Aggregation("max"), INTERVALS, T)
-    set_interval_ranges(block, tables, T)
+    set_interval_ranges(UNET, block, tables, T)
     return block, tables
 
 
@@ -95,7 +96,7 @@ def test_exported_table_matches_fake_quant(calibrated):
 
 
 def test_interval_tables_need_the_timestep_input(calibrated):
-    from sdopt.errors import SdoptError
+    from sdopt.contract.errors import SdoptError
 
     block, _ = calibrated
     with pytest.raises(SdoptError, match="timestep"):

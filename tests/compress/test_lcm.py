@@ -9,15 +9,15 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from sdopt.app.cli import main
+from sdopt.backbones.unet.convention import run_unet
 from sdopt.calibration.trajectory import CalibrationConfig
-from sdopt.cli import main
-from sdopt.compress.denoiser import run_unet
-from sdopt.compress.lcm import EMBEDDING_DIM, LORA_FILE, lora_student, student_unet
-from sdopt.errors import SdoptError
-from sdopt.recipe import parse_set, resolve
+from sdopt.compress.lcm import EMBEDDING_DIM, LORA_FILE, guidance_student, lora_student
+from sdopt.contract.errors import SdoptError
+from sdopt.contract.sampling import guidance_embedding
+from sdopt.recipes.recipe import parse_set, resolve
 from sdopt.runtime.pipeline import Pipeline
-from sdopt.shared import guidance_embedding
-from sdopt.sources import load_source
+from sdopt.sources.source import load_source
 
 PROMPT = "a large red circle in the top left"
 SHORT = ["--set", "lcm.train_steps=6", "--set", "lcm.batch=4", "--set", "lcm.seeds=1",
@@ -38,8 +38,8 @@ def lcm_artifact(tmp_path_factory):
 def test_the_student_starts_as_the_teacher():
     source = load_source("tiny-shapes")
     teacher = source.pipeline.unet
-    student = student_unet(teacher)
-    inputs = source.unet_example_inputs(latent_hw=(8, 8))
+    student = guidance_student(teacher)
+    inputs = source.example_inputs(latent_hw=(8, 8))
     cond = torch.from_numpy(guidance_embedding([1.0, 3.0], EMBEDDING_DIM))
     with torch.no_grad():
         torch.testing.assert_close(run_unet(student, {**inputs, "timestep_cond": cond}), run_unet(teacher, inputs))
@@ -47,7 +47,7 @@ def test_the_student_starts_as_the_teacher():
 
 def test_the_lora_student_starts_as_the_teacher():
     source = load_source("tiny-shapes")
-    inputs = source.unet_example_inputs(latent_hw=(8, 8))
+    inputs = source.example_inputs(latent_hw=(8, 8))
     with torch.no_grad():
         before = run_unet(source.pipeline.unet, inputs)
         student = lora_student(source.pipeline.unet, 4, seed=0)
@@ -69,7 +69,7 @@ def test_the_lcm_lora_file_fuses_into_the_plain_model_as_in_the_artifact(tmp_pat
     assert len(weights) == 2 * record["lora_fused_layers"]
     assert max(float(v.abs().max()) for k, v in weights.items() if "lora_B" in k) > 0  # it trained
     assert main(["compress", "--recipe", "fp32", "--lora", str(out / LORA_FILE), "--out", str(fused)]) == 0
-    inputs = {k: v.numpy() for k, v in load_source("tiny-shapes").unet_example_inputs(latent_hw=(8, 8)).items()}
+    inputs = {k: v.numpy() for k, v in load_source("tiny-shapes").example_inputs(latent_hw=(8, 8)).items()}
     a, b = (ort.InferenceSession(str(f / "unet" / "model.onnx"), providers=["CPUExecutionProvider"])
             .run(None, inputs)[0] for f in (out, fused))
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
@@ -103,7 +103,7 @@ def test_lcm_graph_matches_the_torch_student(lcm_artifact):
     source = load_source("tiny-shapes")
     config = LcmConfig(train_steps=6, batch=4, seeds=1, calibration=CalibrationConfig(num_prompts=3))
     student = apply(source, config).pipeline.unet  # resumes the fixture's finished checkpoint
-    inputs = {k: v.numpy() for k, v in source.unet_example_inputs(latent_hw=(8, 8)).items()}
+    inputs = {k: v.numpy() for k, v in source.example_inputs(latent_hw=(8, 8)).items()}
     session = ort.InferenceSession(str(lcm_artifact / "unet" / "model.onnx"), providers=["CPUExecutionProvider"])
     ours = session.run(None, inputs)[0]
     with torch.no_grad():
@@ -112,7 +112,7 @@ def test_lcm_graph_matches_the_torch_student(lcm_artifact):
 
 
 def test_eval_compares_with_the_reference_at_its_own_sampling(lcm_artifact):
-    from sdopt.evaluate import EvalSettings, evaluate
+    from sdopt.app.evaluate import EvalSettings, evaluate
 
     result = evaluate(lcm_artifact, None, [(PROMPT, 0), (PROMPT, 1)], EvalSettings(2, 2.0, "lcm"))
     assert result["reference_settings"] == {"steps": 25, "guidance": 2.0, "scheduler": "ddim"}
@@ -137,7 +137,7 @@ def test_two_processes_follow_the_one_process_loss_curve(loss_curves):
 
 
 def test_bench_runs_it_at_its_own_sampling_and_the_peer_at_the_models(lcm_artifact):
-    from sdopt.bench import BenchRequest, bench, prepare
+    from sdopt.app.bench import BenchRequest, bench, prepare
 
     request = BenchRequest([lcm_artifact], None, "onnxruntime", "ort-fp32", None, None, None, 1, 0, None, None,
                            None, None)
@@ -153,7 +153,7 @@ def test_the_defaults_train_a_fixed_step_count_at_the_students_learning_rate():
     trains at 1e-5, LCM-LoRA adapters at 1e-4."""
     from sdopt.compress.lcm import DEFAULT_TRAIN_STEPS, LcmConfig, learning_rate
     from sdopt.compress.tiny_vae import TinyVaeConfig
-    from sdopt.training import fixed_steps
+    from sdopt.training.loop import fixed_steps
 
     config = LcmConfig()
     assert fixed_steps(config.train_steps, config.minutes, DEFAULT_TRAIN_STEPS) == DEFAULT_TRAIN_STEPS

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from sdopt.cli import main
+from sdopt.app.cli import main
+from sdopt.reference.tinyshapes.detect import detect
+from sdopt.reference.tinyshapes.grammar import caption_from, parse, sample_pairs
+from sdopt.reference.tinyshapes.render import render
 from sdopt.runtime.pipeline import Pipeline
-from sdopt.tinyshapes.detect import detect
-from sdopt.tinyshapes.grammar import caption_from, parse, sample_pairs
-from sdopt.tinyshapes.render import render
 
 RED = [caption_from(dict(parse(c), color="red")) for c, _ in sample_pairs(12, seed=9)]
 GREEN = [caption_from(dict(parse(c), color="green")) for c, _ in sample_pairs(6, seed=10)]
@@ -27,7 +27,7 @@ def red_to_blue(tmp_path_factory):
     from peft.utils import get_peft_model_state_dict
     from safetensors.torch import save_file
 
-    from sdopt.sources import load_source
+    from sdopt.sources.source import load_source
 
     torch.manual_seed(0)
     pipe = load_source("tiny-shapes").pipeline

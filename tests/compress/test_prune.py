@@ -4,11 +4,13 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
-from sdopt.archs import ARCHS
-from sdopt.compress.cache import FullUNet, ShallowUNet, boundary
-from sdopt.compress.denoiser import run_unet
-from sdopt.compress.prune import parameter_count, remove_blocks, student_config, unet_macs
-from sdopt.sources import load_source
+from sdopt.backbones.unet.blocks import remove_blocks, student_config
+from sdopt.backbones.unet.convention import run_unet
+from sdopt.backbones.unet.deepcache import FullUNet, ShallowUNet, boundary
+from sdopt.compress.prune import denoiser_macs as unet_macs
+from sdopt.compress.prune import parameter_count
+from sdopt.sources.archs import ARCHS
+from sdopt.sources.source import load_source
 
 
 def _config(unet) -> dict:
@@ -31,7 +33,7 @@ def test_presets_shrink_real_sd_configs(arch):
 def test_pruned_unet_saves_loads_and_starts_from_the_teacher(tmp_path):
     source = load_source("tiny-shapes")
     teacher = source.pipeline.unet
-    inputs = source.unet_example_inputs(latent_hw=(4, 4))
+    inputs = source.example_inputs(latent_hw=(4, 4))
     for preset in ("base", "small", "tiny"):
         student, counts = remove_blocks(teacher, preset)
         assert student.mid_block is None and counts["copied"] > 0.5 * parameter_count(student)
@@ -49,7 +51,7 @@ def test_pruned_unet_saves_loads_and_starts_from_the_teacher(tmp_path):
 def test_a_pruned_unet_splits_for_the_cache():
     source = load_source("arch:tiny")
     student, _ = remove_blocks(source.pipeline.unet, "small")
-    inputs = source.unet_example_inputs(latent_hw=(8, 8))
+    inputs = source.example_inputs(latent_hw=(8, 8))
     with torch.no_grad():
         reference = run_unet(student, inputs)
         for branch in range(3 * len(student.up_blocks)):

@@ -2,12 +2,13 @@
 
 import json
 
+from sdopt.backbones.unet import UNET
 from sdopt.calibration.trajectory import CalibrationConfig
-from sdopt.compress.denoiser import record_unet_calls
+from sdopt.compress.modelopt_state import float_layer_names, quantized_layer_names
 from sdopt.compress.quantize import QuantizeConfig, apply
-from sdopt.compress.quantizers import float_layer_names, quantized_layer_names
 from sdopt.compress.sensitivity import keep_sensitive_layers_in_float
-from sdopt.sources import load_source
+from sdopt.compress.trajectories import record_denoiser_calls
+from sdopt.sources.source import load_source
 
 CALIBRATION = CalibrationConfig(num_prompts=1, steps=3)
 
@@ -15,16 +16,16 @@ CALIBRATION = CalibrationConfig(num_prompts=1, steps=3)
 def test_worst_layers_go_back_to_float_until_the_target_holds():
     source = apply(load_source("arch:tiny"), QuantizeConfig(calibration=CALIBRATION))
     unet = source.pipeline.unet
-    calls = record_unet_calls(source, CALIBRATION)
+    calls = record_denoiser_calls(source, CALIBRATION)
     layers = quantized_layer_names(unet)
-    probe = keep_sensitive_layers_in_float(unet, calls, target_db=0.0)  # already met: nothing changes
+    probe = keep_sensitive_layers_in_float(UNET, unet, calls, target_db=0.0)  # already met: nothing changes
     assert probe["kept_float"] == [] and quantized_layer_names(unet) == layers
     ranking = list(probe["layer_psnr_db"])
     assert sorted(ranking) == sorted(layers)
     assert list(probe["layer_psnr_db"].values()) == sorted(probe["layer_psnr_db"].values())  # worst first
 
     target = probe["psnr_all_quantized_db"] + 3
-    report = keep_sensitive_layers_in_float(unet, calls, target_db=target)
+    report = keep_sensitive_layers_in_float(UNET, unet, calls, target_db=target)
     kept = report["kept_float"]
     assert kept and kept == ranking[:len(kept)]
     assert report["psnr_db"] is None or report["psnr_db"] >= target
@@ -32,7 +33,7 @@ def test_worst_layers_go_back_to_float_until_the_target_holds():
 
 
 def test_auto_skip_from_the_cli(tmp_path, capsys):
-    from sdopt.cli import main
+    from sdopt.app.cli import main
 
     out = tmp_path / "auto"
     assert main(["compress", "--model", "arch:tiny", "--recipe", "int8", "--auto-skip", "30", "--out", str(out),

@@ -5,11 +5,11 @@ import json
 import onnx
 import torch
 
+from sdopt.backbones.unet.convention import run_unet
+from sdopt.backbones.unet.shortcuts import SplitInputConv, skip_channels, split_skip_convs
 from sdopt.calibration.trajectory import CalibrationConfig
-from sdopt.compress.denoiser import record_unet_calls
-from sdopt.compress.denoiser import run_unet
-from sdopt.compress.split import SplitInputConv, skip_channels, split_skip_convs
-from sdopt.sources import load_source
+from sdopt.compress.trajectories import record_denoiser_calls
+from sdopt.sources.source import load_source
 
 
 def test_split_conv_computes_the_same():
@@ -24,7 +24,7 @@ def test_split_conv_computes_the_same():
 def test_unet_split_at_the_skip_boundary():
     source = load_source("arch:tiny")
     unet = source.pipeline.unet
-    call = record_unet_calls(source, CalibrationConfig(num_prompts=1, steps=2))[0]
+    call = record_denoiser_calls(source, CalibrationConfig(num_prompts=1, steps=2))[0]
     skips = skip_channels(unet, lambda m: run_unet(m, call))
     # one entry per up-block ResNet, each reading a skip tensor of the matching down path
     assert len(skips) == sum(len(b.resnets) for b in unet.up_blocks)
@@ -42,7 +42,7 @@ def test_unet_split_at_the_skip_boundary():
 
 
 def test_split_shortcuts_export_two_quantized_paths(tmp_path):
-    from sdopt.cli import main
+    from sdopt.app.cli import main
 
     out = tmp_path / "split"
     assert main(["compress", "--model", "arch:tiny", "--recipe", "int8", "--split-shortcuts", "--out", str(out),

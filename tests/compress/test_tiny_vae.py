@@ -8,10 +8,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from sdopt.archs import ARCHS
-from sdopt.cli import main
+from sdopt.app.cli import main
 from sdopt.compress.tiny_vae import TinyVaeConfig, tiny_decoder, training_inputs
 from sdopt.runtime.pipeline import Pipeline
+from sdopt.sources.archs import ARCHS
 
 PROMPT = "a large red circle in the top left"
 
@@ -43,8 +43,8 @@ def test_training_inputs_are_crops_and_augmented_mixtures_of_them():
 
 def test_the_generations_follow_the_calibration_settings():
     from sdopt.calibration.trajectory import CalibrationConfig
-    from sdopt.compress.denoiser import generate_latents
-    from sdopt.sources import load_source
+    from sdopt.compress.trajectories import generate_latents
+    from sdopt.sources.source import load_source
 
     latents, text, empty = generate_latents(load_source("tiny-shapes"), CalibrationConfig(num_prompts=2, size=64,
                                                                                            steps=2), seeds=2)
@@ -78,11 +78,11 @@ def test_the_tiny_decoder_learns_and_replaces_the_default(tiny, tmp_path):
 def test_the_tiny_graph_equals_the_torch_decoder(tiny):
     from sdopt.calibration.trajectory import CalibrationConfig
     from sdopt.compress.tiny_vae import apply
-    from sdopt.sources import load_source
+    from sdopt.sources.source import load_source
 
     config = TinyVaeConfig(train_steps=40, seeds=1, calibration=CalibrationConfig(num_prompts=4))
     source = apply(load_source("tiny-shapes"), config)  # resumes the fixture's finished checkpoint
-    decoder = next(g.wrapper for g in source.graphs if g.name == "vae_decoder")
+    decoder = next(g.wrapper for g in source.outputs.graphs if g.name == "vae_decoder")
     session = ort.InferenceSession(str(tiny / "vae_decoder" / "model.onnx"), providers=["CPUExecutionProvider"])
     latent = np.random.default_rng(0).standard_normal((2, 4, 8, 8)).astype(np.float32)
     image = session.run(None, {"latent_sample": latent})[0]

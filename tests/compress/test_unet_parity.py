@@ -11,15 +11,14 @@ import numpy as np
 import pytest
 import torch
 
+from sdopt.backbones.unet.convention import run_unet
 from sdopt.calibration.trajectory import CalibrationConfig
-from sdopt.compress.denoiser import record_unet_calls
-from sdopt.compress.denoiser import run_unet
+from sdopt.compress.modelopt_state import activation_quantizers, quantizers_disabled
 from sdopt.compress.quantize import QuantizeConfig, apply
-from sdopt.compress.quantizers import activation_quantizers
-from sdopt.compress.quantizers import quantizers_disabled
+from sdopt.compress.trajectories import record_denoiser_calls
 from sdopt.export.writer import write_artifact
 from sdopt.runtime.backends.onnxruntime import OrtModel
-from sdopt.sources import load_source
+from sdopt.sources.source import load_source
 
 CALIBRATION = CalibrationConfig(num_prompts=2, steps=4)
 
@@ -54,7 +53,7 @@ def test_onnx_runtime_matches_fake_quant_within_its_noise_floor(config, tmp_path
     out = write_artifact(source, {"name": config.format, "passes": []}, tmp_path / "artifact")
     manifest_unet = OrtModel(out / "unet" / "model.onnx")
     unet = source.pipeline.unet
-    calls = record_unet_calls(source, config.calibration)
+    calls = record_denoiser_calls(source, config.calibration)
     with torch.no_grad():
         fake_quant = [run_unet(unet, c).numpy() for c in calls]
         with quantizers_disabled(unet):

@@ -8,12 +8,23 @@ import numpy as np
 import onnx
 import pytest
 
-from sdopt.cli import main
-from sdopt.errors import SdoptError
-from sdopt.export.rewrite import (constant_interval_scales, interval_count, interval_per_timestep,
-                                  rewritten_copy, to_uint8_activations)
-from sdopt.export.tensorrt import (TensorrtConfig, input_profiles, network_settings, parse_range, parser_graphs,
-                                   plan_build)
+from sdopt.app.cli import main
+from sdopt.contract.errors import SdoptError
+from sdopt.export.rewrite import (
+    constant_interval_scales,
+    interval_count,
+    interval_per_timestep,
+    rewritten_copy,
+    to_uint8_activations,
+)
+from sdopt.export.tensorrt import (
+    TensorrtConfig,
+    input_profiles,
+    network_settings,
+    parse_range,
+    parser_graphs,
+    plan_build,
+)
 from sdopt.runtime.backends.onnxruntime import OrtModel
 from sdopt.runtime.backends.tensorrt import interval_of
 from sdopt.runtime.pipeline import Pipeline
@@ -188,6 +199,7 @@ def test_tensorrt_build_without_tensorrt_is_one_clear_error(tiny_fp32, capsys):
 def _has_cuda_gpu() -> bool:
     try:
         import tensorrt  # noqa: F401
+
         from sdopt.runtime.backends.tensorrt import _check, _cuda
 
         return _check(_cuda().cudaGetDeviceCount()) > 0

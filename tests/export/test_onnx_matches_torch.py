@@ -5,9 +5,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from sdopt.backbones.unet.convention import run_unet
 from sdopt.export import onnx as onnx_export
-from sdopt.graphs import run_unet
-from sdopt.sources import load_source
+from sdopt.sources.source import load_source
 
 TOLERANCE = 1e-4
 
@@ -50,7 +50,7 @@ def test_text_encoders(source):
 @pytest.mark.parametrize("batch,latent_hw", [(2, (8, 8)), (1, (16, 8))])
 def test_unet_dynamic_shapes(source, batch, latent_hw):
     (model,) = graphs(source, "denoiser")
-    inputs = source.unet_example_inputs(batch=batch, latent_hw=latent_hw)
+    inputs = source.example_inputs(batch=batch, latent_hw=latent_hw)
     (ours,) = run_onnx(model, {k: v.numpy() for k, v in inputs.items()})
     with torch.no_grad():
         ref = run_unet(source.pipeline.unet, inputs)
@@ -83,14 +83,14 @@ def test_vae_encoder(source):
 def test_head_sliced_attention_matches_torch(source):
     """The UNet and VAE decoder exported one attention head at a time compute what the batched form does,
     with one softmax per head and guidance batch and image size still dynamic."""
-    from sdopt.export.attention import attention_form
+    from sdopt.backbones.attention import attention_form
 
     specs = {g.role: g for g in onnx_export.default_graphs(source)}
     with attention_form(specs["denoiser"].wrapper, "head-sliced") as changed:
         unet = onnx_export.export_graph(specs["denoiser"])
     heads = sum(m.heads for m in source.pipeline.unet.modules() if hasattr(m, "set_processor"))
     assert changed > 0 and sum(n.op_type == "Softmax" for n in unet.graph.node) == heads
-    inputs = source.unet_example_inputs(batch=1, latent_hw=(16, 8))
+    inputs = source.example_inputs(batch=1, latent_hw=(16, 8))
     (ours,) = run_onnx(unet, {k: v.numpy() for k, v in inputs.items()})
     with torch.no_grad():
         ref = run_unet(source.pipeline.unet, inputs)

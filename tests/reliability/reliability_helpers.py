@@ -5,7 +5,7 @@ re-hashed into the manifest), so that only sdopt's own checks stand between them
 import hashlib
 import json
 
-from sdopt.cli import main
+from sdopt.app.cli import main
 
 
 def fails(capsys, argv, code=2) -> str:

@@ -6,7 +6,7 @@ import os
 import pytest
 from reliability_helpers import fails
 
-from sdopt.limits import MAX_PIXELS
+from sdopt.contract.limits import MAX_PIXELS
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -3,7 +3,7 @@ reference made again, each with a note naming the file."""
 
 import pytest
 
-from sdopt.cli import main
+from sdopt.app.cli import main
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ import time
 import pytest
 from reliability_helpers import fails, tree
 
-from sdopt.artifact import open_artifact
-from sdopt.cli import main
-from sdopt.safe_io import STAGING_MARKER
+from sdopt.app.cli import main
+from sdopt.contract.artifact import open_artifact
+from sdopt.contract.safe_io import STAGING_MARKER
 
 QUICK = ["--model", "arch:tiny", "--recipe", "fp32"]
 
@@ -129,7 +129,7 @@ def test_files_named_like_leftovers_but_unmarked_are_never_deleted(capsys, tiny_
 
 def test_sigkill_leftovers_are_removed_by_the_next_run(tmp_path):
     out = tmp_path / "art"
-    proc = subprocess.Popen([sys.executable, "-m", "sdopt.cli", "compress", "--model", "arch:tiny", "--recipe", "int8",
+    proc = subprocess.Popen([sys.executable, "-m", "sdopt.app.cli", "compress", "--model", "arch:tiny", "--recipe", "int8",
                              "--calib-num-prompts", "1", "--calib-steps", "2", "--out", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -189,7 +189,7 @@ def test_outputs_never_land_inside_an_artifact(capsys, artifact_copy, command):
 def test_a_symlink_appearing_at_out_during_compress_is_left_alone(capsys, tmp_path, monkeypatch):
     """The destination is checked again before the rename: a link placed there meanwhile is refused, not
     followed or replaced."""
-    from sdopt import artifact
+    from sdopt.contract import artifact
 
     out = tmp_path / "art"
     commit = artifact.ArtifactWriter.commit
@@ -216,7 +216,7 @@ def test_a_full_disk_is_one_line_naming_the_output(tmp_path, tiny_fp32, command)
     out = tmp_path / ("o.png" if command == "run" else "art")
     argv = ["run", str(tiny_fp32), "--prompt", "x", "--steps", "1", "--height", "256", "--width", "256", "--out",
             str(out)] if command == "run" else ["compress", *QUICK, "--out", str(out)]
-    proc = subprocess.run([sys.executable, "-m", "sdopt.cli", *argv], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "sdopt.app.cli", *argv], capture_output=True, text=True,
                           preexec_fn=limit, timeout=300)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 from reliability_helpers import fails
 
-from sdopt.errors import SdoptError
-from sdopt.image_files import read_image
+from sdopt.contract.errors import SdoptError
+from sdopt.contract.image_files import read_image
 
 
 @pytest.mark.parametrize("mode, pixels", [
@@ -87,7 +87,7 @@ def _lora_of(model: str, path, fill=None):
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
-    from sdopt.sources import load_source
+    from sdopt.sources.source import load_source
 
     unet = load_source(model).pipeline.unet
     torch.manual_seed(0)
@@ -129,7 +129,7 @@ def test_bad_lora_files_are_one_line(capsys, tmp_path, case, message):
 def test_a_fifo_inside_a_model_folder_is_refused_before_loading(capsys, tmp_path):
     import shutil
 
-    from sdopt.families import FAMILIES
+    from sdopt.reference.families import FAMILIES
 
     folder = tmp_path / "model"
     shutil.copytree(FAMILIES["tiny-shapes"].model_dir, folder)

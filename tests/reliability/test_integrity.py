@@ -10,7 +10,7 @@ import onnx
 import pytest
 from reliability_helpers import fails, manifest_of, rehash, write_manifest
 
-from sdopt.limits import MAX_MANIFEST_BYTES
+from sdopt.contract.limits import MAX_MANIFEST_BYTES
 
 
 def run_fails(capsys, folder, png) -> str:
@@ -64,7 +64,7 @@ def test_unlisted_file_where_a_backend_looks(capsys, artifact_copy, png, extra):
 
 def test_unlisted_file_in_a_listed_build(capsys, artifact_copy, png):
     pytest.importorskip("openvino", reason="the openvino extra is not installed")
-    from sdopt.cli import main
+    from sdopt.app.cli import main
 
     assert main(["build", str(artifact_copy), "--format", "openvino"]) == 0
     (artifact_copy / "unet" / "extension.so").write_bytes(b"\x7fELF")
@@ -274,8 +274,8 @@ def test_a_graph_swapped_after_the_artifact_was_opened_is_refused_when_loaded(ar
     a folder replaced by a concurrent compress) is caught; without it the load at start is verified."""
     import shutil
 
-    from sdopt.cli import main
-    from sdopt.errors import SdoptError
+    from sdopt.app.cli import main
+    from sdopt.contract.errors import SdoptError
     from sdopt.runtime.pipeline import Pipeline
 
     other = tmp_path / "batched"
@@ -300,7 +300,7 @@ def test_support_files_are_verified_as_read(capsys, artifact_copy, png):
 def test_a_local_folder_named_in_a_manifest_is_never_opened(capsys, artifact_copy, tmp_path, monkeypatch, command):
     """A manifest's source.spec names where the model came from; eval and bench remake a reference or peers
     only from built-in sources, or from a folder the user names again (--model)."""
-    from sdopt.families import FAMILIES
+    from sdopt.reference.families import FAMILIES
 
     cache = tmp_path / "cache"
     monkeypatch.setenv("SDOPT_CACHE", str(cache))

@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from sdopt import cli, interrupts
-from sdopt.safe_io import write_atomically
+from sdopt.app import cli
+from sdopt.contract import interrupts
+from sdopt.contract.safe_io import write_atomically
 
 
 class _Finalizer:
@@ -45,7 +46,7 @@ def test_interrupt_that_nothing_saw_still_sets_the_exit_code(monkeypatch, tmp_pa
 
 def _interrupt(argv, when: float | str, signum=signal.SIGINT):
     """Start the CLI, send `signum` after `when` seconds or once its stderr shows `when`; (exit code, stderr)."""
-    proc = subprocess.Popen([sys.executable, "-m", "sdopt.cli", *map(str, argv)], stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([sys.executable, "-m", "sdopt.app.cli", *map(str, argv)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     seen = b""
     if isinstance(when, str):

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from sdopt.artifact import open_artifact
-from sdopt.errors import SdoptError
+from sdopt.contract.artifact import open_artifact
+from sdopt.contract.errors import SdoptError
 from sdopt.runtime.pipeline import Pipeline
 
 EXAMPLES = int(os.environ.get("SDOPT_FUZZ_EXAMPLES", 300))
@@ -96,7 +96,7 @@ def newer_folder(tiny_fp32, tmp_path_factory):
     checks memory with, a scheduler of the model's own."""
     import hashlib
 
-    from sdopt.cli import main
+    from sdopt.app.cli import main
 
     folder = tmp_path_factory.mktemp("fuzz-newer") / "artifact"
     shutil.copytree(tiny_fp32, folder)

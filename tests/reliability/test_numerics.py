@@ -10,8 +10,8 @@ import pytest
 from onnx import helper, numpy_helper
 from reliability_helpers import fails, rehash
 
-from sdopt.cli import main
-from sdopt.schema import json_safe
+from sdopt.app.cli import main
+from sdopt.contract.schema import json_safe
 
 
 def poison(folder, component: str, value: float) -> None:

@@ -4,8 +4,8 @@
 import numpy as np
 import pytest
 
-from sdopt.artifact import open_artifact
-from sdopt.cli import main
+from sdopt.app.cli import main
+from sdopt.contract.artifact import open_artifact
 from sdopt.runtime.pipeline import Pipeline
 
 

@@ -6,7 +6,7 @@ import os
 import pytest
 from reliability_helpers import fails, manifest_of, tree, write_manifest
 
-from sdopt.cli import main
+from sdopt.app.cli import main
 
 
 @pytest.mark.parametrize("name", ["../../x", "unet/../../x", "/tmp/x", "openvino", "tokenizer", "Unet", ".hidden",

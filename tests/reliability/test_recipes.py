@@ -101,7 +101,7 @@ def test_calibration_prompts_file(capsys, tmp_path, content, message):
 @pytest.mark.parametrize("text, value", [("1e-5", 1e-5), ("2.5E+2", 250.0), ("3", 3), ("1e5x", "1e5x")])
 def test_set_values_read_numbers_as_people_write_them(text, value):
     """YAML 1.1 reads 1e-5 as a string; sdopt reads it as the number (and refuses non-numbers where one is due)."""
-    from sdopt.recipe import parse_set
+    from sdopt.recipes.recipe import parse_set
 
     parsed = parse_set(f"lcm.lr={text}").value
     assert parsed == value and type(parsed) is type(value)

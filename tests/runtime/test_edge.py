@@ -7,9 +7,9 @@ import numpy as np
 import onnx
 import pytest
 
-from sdopt.cli import main
-from sdopt.errors import SdoptError
-from sdopt.memory import StagePeaks
+from sdopt.app.cli import main
+from sdopt.app.memory import StagePeaks
+from sdopt.contract.errors import SdoptError
 from sdopt.runtime.pipeline import Pipeline
 
 

@@ -2,8 +2,8 @@
 
 import numpy as np
 
+from sdopt.contract.sampling import guidance_embedding
 from sdopt.runtime.guidance import ClassifierFree, Embedded, Unguided, choose
-from sdopt.shared import guidance_embedding
 
 
 def test_the_kind_follows_the_denoiser_spec_and_the_scale():

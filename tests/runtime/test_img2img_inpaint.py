@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from sdopt.cli import main
+from sdopt.app.cli import main
+from sdopt.reference.tinyshapes.detect import detect, matches
+from sdopt.reference.tinyshapes.render import BACKGROUND, render
 from sdopt.runtime.pipeline import Pipeline
-from sdopt.tinyshapes.detect import detect, matches
-from sdopt.tinyshapes.render import BACKGROUND, render
 
 SOURCES = ["a large red circle in the top left", "a small blue square in the bottom left",
            "a large yellow triangle in the top right", "a small white diamond in the center"]
@@ -85,7 +85,7 @@ def test_img2img_matches_diffusers(sd21_folder, tmp_path, monkeypatch, scheduler
     import diffusers
     from diffusers.pipelines.stable_diffusion import pipeline_stable_diffusion_img2img as module
 
-    from sdopt.shared import SCHEDULERS
+    from sdopt.contract.sampling import SCHEDULERS
 
     artifact = tmp_path / "fp32"
     assert main(["compress", "--model", str(sd21_folder), "--out", str(artifact)]) == 0

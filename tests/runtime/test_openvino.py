@@ -19,7 +19,7 @@ def test_openvino_pipeline_matches_onnx_runtime(tiny_fp32):
 
 
 def test_openvino_bad_options(tiny_fp32):
-    from sdopt.errors import SdoptError
+    from sdopt.contract.errors import SdoptError
 
     with pytest.raises(SdoptError, match="precision"):
         Pipeline(tiny_fp32, "openvino", precision="int3")

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from sdopt.errors import SdoptError
+from sdopt.contract.errors import SdoptError
 from sdopt.runtime.schedulers import make_scheduler
 
 torch = pytest.importorskip("torch")

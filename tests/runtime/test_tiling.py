@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from sdopt.errors import SdoptError
-from sdopt.evaluate import psnr
+from sdopt.app.evaluate import psnr
+from sdopt.contract.errors import SdoptError
 from sdopt.runtime.tiling import decode_tiled
 
 
@@ -19,7 +19,7 @@ def test_tiles_blend_back_to_the_whole_for_a_local_decoder(shape):
 
 
 def test_tiled_decode_of_the_real_decoder_is_close(tmp_path):
-    from sdopt.evaluate import fp32_export
+    from sdopt.app.evaluate import fp32_export
     from sdopt.runtime.pipeline import Pipeline
 
     folder = fp32_export("tiny-shapes")

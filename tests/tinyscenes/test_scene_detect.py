@@ -3,10 +3,10 @@ as such."""
 import numpy as np
 import pytest
 
-from sdopt.tinyscenes import grammar as g
-from sdopt.tinyscenes.detect import detect
-from sdopt.tinyscenes.evaluate import alignment, score
-from sdopt.tinyscenes.render import background, render
+from sdopt.reference.tinyscenes import grammar as g
+from sdopt.reference.tinyscenes.detect import detect
+from sdopt.reference.tinyscenes.evaluate import alignment, score
+from sdopt.reference.tinyscenes.render import background, render
 
 
 @pytest.mark.parametrize("size", [32, 64])

@@ -2,13 +2,13 @@
 binding-error rate and defaults reach `sdopt eval`, and its calibration prompts are the family's."""
 import json
 
-from sdopt.cli import main
-from sdopt.families import FAMILIES, headline
-from sdopt.shared import calibration_prompt_pool
-from sdopt.tinyscenes.grammar import calibration_prompts, is_heldout
-from sdopt.tinyscenes.render import render as scene_render
-from sdopt.tinyshapes.render import render as shape_render
-from sdopt.tinyshapes.train import main as train
+from sdopt.app.cli import main
+from sdopt.reference.families import FAMILIES, headline
+from sdopt.reference.prompts import calibration_prompt_pool
+from sdopt.reference.tinyscenes.grammar import calibration_prompts, is_heldout
+from sdopt.reference.tinyscenes.render import render as scene_render
+from sdopt.reference.tinyshapes.render import render as shape_render
+from sdopt.reference.train import main as train
 
 
 def test_a_trained_folder_is_evaluated_as_tiny_scenes(tmp_path, capsys):

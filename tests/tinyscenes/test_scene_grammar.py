@@ -4,8 +4,8 @@ import itertools
 
 import pytest
 
-from sdopt.tinyscenes import grammar as g
-from sdopt.tinyshapes.tokenizer import make_tokenizer
+from sdopt.reference.tinyscenes import grammar as g
+from sdopt.reference.tinyshapes.tokenizer import make_tokenizer
 
 
 def test_captions_parse_to_their_scene():

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from sdopt.families import FAMILIES
+from sdopt.reference.families import FAMILIES
 
 FAMILY = FAMILIES["tiny-scenes"]
 pytestmark = pytest.mark.skipif(not FAMILY.shipped, reason="no trained tiny-scenes model")
@@ -25,8 +25,8 @@ def test_folder_layout_and_size():
 def test_generations_follow_the_prompt():
     """A few held-out pairs through diffusers at the default steps and guidance (the full measurement is
     `sdopt eval`, 256 pairs)."""
-    from sdopt.tinyscenes.evaluate import DEFAULT_GUIDANCE, DEFAULT_STEPS
-    from sdopt.tinyshapes.evaluate import generate, load_pipeline
+    from sdopt.reference.tinyscenes.evaluate import DEFAULT_GUIDANCE, DEFAULT_STEPS
+    from sdopt.reference.tinyshapes.evaluate import generate, load_pipeline
 
     pairs = FAMILY.heldout_pairs(24)
     images = generate(load_pipeline(FAMILY.model_dir), pairs, DEFAULT_STEPS, DEFAULT_GUIDANCE, batch_size=24)

@@ -1,6 +1,6 @@
 import pytest
 
-from sdopt.tinyshapes import grammar as g
+from sdopt.reference.tinyshapes import grammar as g
 
 
 def test_sample_captions_deterministic():

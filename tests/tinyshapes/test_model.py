@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from sdopt.tinyshapes import MODEL_DIR
+from sdopt.reference.tinyshapes import MODEL_DIR
 
 pytestmark = pytest.mark.skipif(not (MODEL_DIR / "model_index.json").exists(), reason="no trained tiny-shapes model")
 
@@ -49,8 +49,8 @@ def test_pipeline_loads_offline_and_generates():
 def test_generations_follow_the_prompt():
     """A few held-out pairs through diffusers at the default steps and guidance (the full measurement is
     `sdopt eval`, 256 pairs)."""
-    from sdopt.tinyshapes.evaluate import DEFAULT_GUIDANCE, DEFAULT_STEPS, alignment, generate, load_pipeline
-    from sdopt.tinyshapes.grammar import heldout_pairs
+    from sdopt.reference.tinyshapes.evaluate import DEFAULT_GUIDANCE, DEFAULT_STEPS, alignment, generate, load_pipeline
+    from sdopt.reference.tinyshapes.grammar import heldout_pairs
 
     pairs = heldout_pairs(24)
     images = generate(load_pipeline(), pairs, DEFAULT_STEPS, DEFAULT_GUIDANCE, batch_size=24)
@@ -62,7 +62,7 @@ def test_a_retrained_folder_is_evaluated_as_tiny_shapes(tmp_path, capsys):
     """The trainer's marker file makes any tiny-shapes folder get the held-out set, detector and defaults."""
     import shutil
 
-    from sdopt.cli import main
+    from sdopt.app.cli import main
 
     folder = tmp_path / "my-tiny-shapes"
     shutil.copytree(MODEL_DIR, folder)

@@ -1,9 +1,9 @@
 import numpy as np
 
-from sdopt.tinyshapes import grammar as g
-from sdopt.tinyshapes.detect import detect, matches
-from sdopt.tinyshapes.evaluate import alignment
-from sdopt.tinyshapes.render import IMAGE_SIZE, render
+from sdopt.reference.tinyshapes import grammar as g
+from sdopt.reference.tinyshapes.detect import detect, matches
+from sdopt.reference.tinyshapes.evaluate import alignment
+from sdopt.reference.tinyshapes.render import IMAGE_SIZE, render
 
 
 def test_render_shape_and_determinism():

@@ -1,5 +1,5 @@
-from sdopt.tinyshapes import grammar as g
-from sdopt.tinyshapes.tokenizer import write_tokenizer
+from sdopt.reference.tinyshapes import grammar as g
+from sdopt.reference.tinyshapes.tokenizer import write_tokenizer
 
 
 def test_tokenizer_files_load_with_clip_tokenizer(tmp_path):

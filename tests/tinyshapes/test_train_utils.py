@@ -3,8 +3,8 @@ resumed halfway ends where an uninterrupted one does; configs keep the SD struct
 replaces a folder it did not write."""
 import torch
 
-from sdopt import training
-from sdopt.tinyshapes import train
+from sdopt.reference import train
+from sdopt.training import loop as training
 
 
 def _steps(model, opt, start, n):

@@ -1,0 +1,166 @@
+"""The peers other tools make from the same model source, for `sdopt bench`: each built once as its tool's
+own docs say, cached under $SDOPT_CACHE/peers, with how it was built (tool versions, settings, seconds).
+
+    optimum-ort    Optimum's own ONNX export (`optimum.exporters.onnx.main_export`, fp32) in its
+                   ORTStableDiffusionPipeline
+    openvino-int8  optimum-intel's OpenVINO export with NNCF hybrid INT8 quantization (convolutions W8A8,
+                   MatMuls and embeddings INT8 weight-only), calibrated on 200 UNet calls of the model's
+                   calibration prompts: Intel's recipe for SD
+    sdcpp-f16      stable-diffusion.cpp (ggml) through stable-diffusion-cpp-python, loading the diffusers
+    sdcpp-q8_0     folder's safetensors and converting the weights to f16 or q8_0 as it loads them
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from sdopt.contract.errors import SdoptError
+from sdopt.reference.families import FAMILIES
+
+TOOLS = {  # peer: (module it needs, how to install it)
+    "optimum-ort": ("optimum.onnxruntime", "pip install 'optimum-onnx[onnxruntime]'"),
+    "openvino-int8": ("optimum.intel", "pip install optimum-intel nncf"),
+    "sdcpp-f16": ("stable_diffusion_cpp", "pip install stable-diffusion-cpp-python"),
+    "sdcpp-q8_0": ("stable_diffusion_cpp", "pip install stable-diffusion-cpp-python"),
+}
+SDCPP_WEIGHTS = {"sdcpp-f16": "f16", "sdcpp-q8_0": "q8_0"}
+HYBRID_CALIBRATION_CALLS = 200  # optimum-intel's default for diffusion models (and Intel's SD notebooks)
+BUILD_RECORD = "sdopt_peer_build.json"
+
+
+def installed(peer: str) -> bool:
+    module = TOOLS[peer][0]
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
+
+
+def _cache(kind: str, spec: str) -> Path:
+    from sdopt.contract.cache import cache_root, source_key
+    from sdopt.contract.version import __version__
+
+    return cache_root() / "peers" / f"{kind}-{source_key(spec, __version__, kind)}"
+
+
+def _cached(folder: Path, build) -> Path:
+    """`folder` when a complete build lies there, else built into a temporary folder and renamed there."""
+    if (folder / BUILD_RECORD).is_file():
+        return folder
+    from sdopt.contract.safe_io import commit_folder, staging_folder
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = staging_folder(folder.parent, folder.name)
+    try:
+        start = time.perf_counter()
+        record = build(staging)
+        record["seconds"] = round(time.perf_counter() - start, 1)
+        (staging / BUILD_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+        if folder.exists():
+            shutil.rmtree(folder)  # an incomplete entry of sdopt's own cache
+        commit_folder(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return folder
+
+
+def build_record(folder: Path, peer: str = "") -> dict:
+    """How the peer in `folder` was built (stable-diffusion.cpp builds nothing ahead: it converts as it loads)."""
+    if peer in SDCPP_WEIGHTS:
+        return {"how": f"stable-diffusion.cpp loads the diffusers folder and converts its weights to "
+                       f"{SDCPP_WEIGHTS[peer]} while loading (in load s)",
+                "versions": versions("stable-diffusion-cpp-python")}
+    return json.loads((Path(folder) / BUILD_RECORD).read_text())
+
+
+def diffusers_folder(spec: str) -> Path:
+    """The model source as a diffusers pipeline folder (the folder itself, or the source saved once)."""
+    if spec in FAMILIES:
+        return FAMILIES[spec].model_dir
+    if not spec.startswith("arch:"):
+        return Path(spec)
+
+    def save(out: Path) -> dict:
+        from sdopt.sources.source import load_source
+
+        load_source(spec).pipeline.save_pretrained(str(out), safe_serialization=True)
+        return {"how": f"{spec} saved with diffusers' save_pretrained (fp32 safetensors)"}
+    return _cached(_cache("diffusers", spec), save)
+
+
+SDCPP_UNETS = ([320, 640, 1280, 1280], [320, 640, 1280])  # SD 1.x / 2.x and SDXL: the UNets it implements
+
+
+def unsupported(peer: str, spec: str) -> str | None:
+    """Why the peer cannot run this model source, or None."""
+    if peer not in SDCPP_WEIGHTS:
+        return None
+    if spec in FAMILIES or spec == "arch:tiny":
+        return "stable-diffusion.cpp implements the SD 1.x, 2.x and XL architectures only"
+    if not spec.startswith("arch:"):
+        try:
+            config = json.loads((Path(spec) / "unet" / "config.json").read_text())
+        except (OSError, ValueError):
+            return f"{spec} has no readable unet/config.json"
+        if config.get("block_out_channels") not in SDCPP_UNETS or config.get("layers_per_block") != 2:
+            return "stable-diffusion.cpp implements the SD 1.x, 2.x and XL architectures only"
+    return None
+
+
+def prepare(peer: str, spec: str) -> Path:
+    """The folder the peer's benchmark process loads, built first where need be."""
+    if not installed(peer):
+        raise SdoptError(f"peer {peer} needs {TOOLS[peer][0]}: {TOOLS[peer][1]}")
+    source = diffusers_folder(spec)
+    if peer == "optimum-ort":
+        return _cached(_cache(peer, spec), lambda out: _optimum_export(source, out))
+    if peer == "openvino-int8":
+        return _cached(_cache(peer, spec), lambda out: _hybrid_int8(source, spec, out))
+    return source  # stable-diffusion.cpp converts the weights as it loads them
+
+
+def versions(*modules: str) -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in modules:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+def _optimum_export(source: Path, out: Path) -> dict:
+    from optimum.exporters.onnx import main_export
+
+    print(f"exporting {source} with Optimum (main_export, task text-to-image)", file=sys.stderr)
+    main_export(str(source), output=str(out), task="text-to-image", device="cpu")
+    return {"how": "optimum.exporters.onnx.main_export(task='text-to-image'), fp32",
+            "versions": versions("optimum", "optimum-onnx", "onnxruntime", "transformers", "diffusers")}
+
+
+def _hybrid_int8(source: Path, spec: str, out: Path) -> dict:
+    from optimum.intel import OVStableDiffusionPipeline, OVWeightQuantizationConfig
+
+    from sdopt.reference.prompts import calibration_prompt_pool
+    from sdopt.sources.source import load_source
+
+    prompts = list(calibration_prompt_pool(load_source(spec).family))
+    config = OVWeightQuantizationConfig(bits=8, quant_method="hybrid", dataset=prompts,
+                                        num_samples=HYBRID_CALIBRATION_CALLS)
+    print(f"quantizing {source} with optimum-intel / NNCF hybrid INT8 ({HYBRID_CALIBRATION_CALLS} calibration "
+          f"UNet calls)", file=sys.stderr)
+    pipe = OVStableDiffusionPipeline.from_pretrained(str(source), export=True, quantization_config=config,
+                                                     compile=False)
+    pipe.save_pretrained(str(out))
+    return {"how": f"OVStableDiffusionPipeline.from_pretrained(export=True, quantization_config="
+                   f"OVWeightQuantizationConfig(bits=8, quant_method='hybrid', dataset=<{len(prompts)} calibration "
+                   f"prompts>, num_samples={HYBRID_CALIBRATION_CALLS}))",
+            "versions": versions("optimum-intel", "nncf", "openvino", "transformers", "diffusers")}

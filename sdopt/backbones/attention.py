@@ -1,0 +1,81 @@
+"""Attention exported one head at a time.
+
+diffusers' attention computes every head's (query tokens x key tokens) scores in one batched matmul: at 512²
+the SD1.5 UNet's first self-attention holds 2 (guidance) x 8 heads x 4096² floats, 1.07 GB, and its softmax
+as much again. `HeadSlicedAttention` computes the same function head by head (a fixed loop over the
+module's heads, so batch and image size stay dynamic in the graph): an engine that frees a tensor after
+its last use holds one head's scores at a time. The result is the same up to float rounding.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+
+from sdopt.contract.graphs import ATTENTION_FORMS
+
+
+class HeadSlicedAttention:
+    """A diffusers attention processor (`Attention.set_processor`)."""
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
+                 *args, **kwargs):
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        image = hidden_states.ndim == 4
+        if image:
+            batch, channels, height, width = hidden_states.shape
+            hidden_states = hidden_states.view(batch, channels, height * width).transpose(1, 2)
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        if encoder_hidden_states is not None and attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+        batch, context_length = context.shape[0], context.shape[1]
+        query, key, value = attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context)
+        head_dim = key.shape[-1] // attn.heads
+        query, key, value = (x.view(batch, -1, attn.heads, head_dim).transpose(1, 2) for x in (query, key, value))
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+        if attention_mask is not None:
+            attention_mask = attn.prepare_attention_mask(attention_mask, context_length, batch)
+            attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
+        heads = [F.scaled_dot_product_attention(
+            query[:, h:h + 1], key[:, h:h + 1], value[:, h:h + 1],
+            attn_mask=None if attention_mask is None else attention_mask[:, h:h + 1], dropout_p=0.0, is_causal=False)
+            for h in range(attn.heads)]
+        hidden_states = torch.cat(heads, dim=1).transpose(1, 2).reshape(batch, -1, attn.heads * head_dim)
+        hidden_states = attn.to_out[1](attn.to_out[0](hidden_states.to(query.dtype)))
+        if image:
+            hidden_states = hidden_states.transpose(-1, -2).reshape(batch, channels, height, width)
+        if attn.residual_connection:
+            hidden_states = hidden_states + residual
+        return hidden_states / attn.rescale_output_factor
+
+
+def _attention_modules(module: torch.nn.Module) -> list:
+    from diffusers.models.attention_processor import Attention
+
+    return [m for m in module.modules() if isinstance(m, Attention)]
+
+
+@contextmanager
+def attention_form(module: torch.nn.Module, form: str):
+    """Inside the block, the diffusers attention modules of `module` compute in `form`; their own processors
+    are put back after."""
+    if form not in ATTENTION_FORMS:
+        raise ValueError(f"attention form {form!r}: choose from {', '.join(ATTENTION_FORMS)}")
+    modules = _attention_modules(module) if form != "batched" else []
+    saved = [m.processor for m in modules]
+    try:
+        for m in modules:
+            m.set_processor(HeadSlicedAttention())
+        yield len(modules)
+    finally:
+        for m, processor in zip(modules, saved):
+            m.set_processor(processor)
