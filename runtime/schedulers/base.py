@@ -118,6 +118,15 @@ class Scheduler:
     timesteps: np.ndarray | None = None
 
     def __init__(self, config: dict):
+        self._read_config(config)
+        self.num_train_timesteps = int(self.config["num_train_timesteps"])
+        self.alphas_cumprod = _alphas_cumprod(self.config)
+        if self.config["rescale_betas_zero_snr"] and self._terminal_alpha_floor:
+            self.alphas_cumprod[-1] = self._terminal_alpha_floor  # as diffusers: keeps the last sigma finite
+        self.num_inference_steps: int | None = None
+        self._step_index: int | None = None
+
+    def _read_config(self, config: dict) -> None:
         config = dict(config or {})
         # diffusers' from_config uses the class defaults for keys its writer listed as defaulted
         defaulted = set(config.get("_use_default_values", ()))
@@ -131,12 +140,6 @@ class Scheduler:
                     f"{type(self).__name__} does not support {key}={self.config[key]!r} "
                     f"(supported: {', '.join(map(repr, allowed))})"
                 )
-        self.num_train_timesteps = int(self.config["num_train_timesteps"])
-        self.alphas_cumprod = _alphas_cumprod(self.config)
-        if self.config["rescale_betas_zero_snr"] and self._terminal_alpha_floor:
-            self.alphas_cumprod[-1] = self._terminal_alpha_floor  # as diffusers: keeps the last sigma finite
-        self.num_inference_steps: int | None = None
-        self._step_index: int | None = None
 
     def set_timesteps(self, num_inference_steps: int) -> None:
         n = operator.index(num_inference_steps)
