@@ -69,11 +69,11 @@ def apply(source, config: CacheConfig):
                   {**inputs, caching.FEATURE: feature}, [NOISE_OUTPUT[0]], {**axes, caching.FEATURE: feature_axes},
                   scope=split.scope, partial=True)]
     source.outputs.denoise = {"strategy": "feature_cache", "params": config.schedule_params()}
+    shallow_parameters = called_parameters(model, lambda: split.shallow(*inputs.values(), feature))
     source.outputs.records.append({"pass": "cache", "branch": config.branch, "boundary": split.boundary,
-                           "feature_channels": int(feature.shape[1]), "feature_scale": scale,
-                           "shallow_parameters": called_parameters(
-                               model, lambda: split.shallow(*inputs.values(), feature)),
-                           f"{backbone.component}_parameters": sum(p.numel() for p in model.parameters())})
+                                   "feature_channels": int(feature.shape[1]), "feature_scale": scale,
+                                   "shallow_parameters": shallow_parameters,
+                                   f"{backbone.component}_parameters": sum(p.numel() for p in model.parameters())})
     return source
 
 

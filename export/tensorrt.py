@@ -77,13 +77,13 @@ def config_from_flags(info: dict, *, batch: str | None, height: str | None, widt
 
 def input_profiles(name: str, component: dict, info: dict, config: TensorrtConfig) -> dict:
     """{input name: (min shape, opt shape, max shape)} from the manifest's symbolic input shapes. Denoiser
-    graphs run at twice the image batch with classifier-free guidance (the denoiser spec's guidance kind); a dimension 'height/K' is the latent height over K (a
-    cached denoiser feature)."""
+    graphs run at twice the image batch with classifier-free guidance (the denoiser spec's guidance kind); a
+    dimension 'height/K' is the latent height over K (a cached denoiser feature)."""
     height = config.height or (info["height"],) * 3
     width = config.width or (info["width"],) * 3
     batch = config.batch
     if config.guidance and is_denoiser(component["role"]):
-        batch = tuple(guidance_branches(info) * b for b in batch)
+        batch = tuple(guidance_branches(info.get("denoiser")) * b for b in batch)
     f = info["vae_scale_factor"]
     dims = {"batch": batch, "height": tuple(h // f for h in height), "width": tuple(w // f for w in width)}
     profiles = {}

@@ -21,7 +21,7 @@ import numpy as np
 
 from sdopt.contract import interrupts
 from sdopt.contract.errors import SdoptError
-from sdopt.contract.feature_cache import DEFAULTS, FEATURE, SCHEDULES, SHALLOW_ROLE, check_params  # noqa: F401
+from sdopt.contract.feature_cache import FEATURE, SHALLOW_ROLE, check_params
 from sdopt.contract.graphs import DENOISER
 
 from .strategies import Strategy, advance, register

@@ -155,7 +155,6 @@ class Pipeline:
             raise SdoptError(f"artifact '{self.folder}': its guidance-scale input {embedded['name']} must be "
                              f"(batch, width), not {shape}")
         self.guidance_dim = shape[1] if shape else None
-        self.text_input = self.role_inputs["text"]  # the denoiser's input the prompt embeddings feed
 
     def _engine_files(self, name: str, backend: str, built: dict) -> list[str]:
         """The artifact's files a backend opens to load graph `name` (relative paths)."""
@@ -311,7 +310,7 @@ class Pipeline:
     def _check_static(self, height: int, width: int, guidance: float) -> None:
         """A static build runs one image of its size, with the denoiser batch its guidance kind needs."""
         s = self.static
-        built_for = denoiser_spec.guidance_branches({"denoiser": self.spec})
+        built_for = denoiser_spec.guidance_branches(self.spec)
         if (height, width) != (s["height"], s["width"]) or self.guidance(guidance).branches != built_for:
             raise SdoptError(f"artifact '{self.folder}': its OpenVINO build is static for one guided {s['width']}x"
                              f"{s['height']} image at a time; generate that (or build again without --static)")
@@ -370,7 +369,7 @@ class Pipeline:
         embeds, pooled = self.encode_prompt(prompt, negative_prompt, guide.branches > 1)
         self.models.release(*(name for name, _, _ in self.text_encoders))
         batch = embeds.shape[0]
-        conditioning = {self.text_input: embeds}
+        conditioning = {self.role_inputs["text"]: embeds}
         if self.sdxl:
             time_ids = np.array([[height, width, 0, 0, height, width]], dtype=np.float32)  # original, crop, target
             conditioning.update(text_embeds=pooled, time_ids=np.repeat(time_ids, batch, axis=0))

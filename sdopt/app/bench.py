@@ -112,7 +112,7 @@ def _guided(info: dict) -> float:
     (negative-prompt) batch the model is run with, which a scale of 1 or less would skip."""
     from sdopt.contract.denoiser_spec import guidance_branches
 
-    return max(info["guidance"], 1.5) if guidance_branches(info) == 2 else info["guidance"]
+    return max(info["guidance"], 1.5) if guidance_branches(info.get("denoiser")) == 2 else info["guidance"]
 
 
 def _available_peers(request: BenchRequest, notes: list) -> list[str]:

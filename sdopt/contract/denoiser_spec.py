@@ -91,9 +91,8 @@ def input_of(spec: dict, role: str) -> dict | None:
     return next((i for i in spec["inputs"] if i["role"] == role), None)
 
 
-def guidance_branches(info: dict) -> int:
-    """Denoiser batch rows per image under guidance (pipeline `info`): 2 where classifier-free guidance runs a
-    negative prompt beside the positive one, 1 where the scale is embedded or there is none. Artifacts written
-    before the spec count as classifier-free (never fewer rows than they run)."""
-    spec = info.get("denoiser")
+def guidance_branches(spec: dict | None) -> int:
+    """Denoiser batch rows per image under guidance (a denoiser `spec`): 2 where classifier-free guidance runs a
+    negative prompt beside the positive one, 1 where the scale is embedded or there is none. No spec (an
+    artifact written before it) counts as classifier-free: never fewer rows than it runs."""
     return 2 if spec is None or spec.get("guidance") == "classifier-free" else 1
