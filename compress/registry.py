@@ -13,6 +13,7 @@ import pkgutil
 from dataclasses import dataclass, field
 from typing import Callable
 
+from sdopt.backbones.registry import PASS_FAMILIES
 from sdopt.contract.errors import SdoptError
 
 
@@ -40,6 +41,7 @@ class Pass:
     excludes: tuple[str, ...] = ()  # passes that cannot be in the same recipe
     shortcuts: tuple[Shortcut, ...] = ()
     repeatable: bool = False  # may stand in a recipe more than once (a LoRA per file); others apply once
+    families: tuple[str, ...] = PASS_FAMILIES  # backbone families (sdopt.backbones) the pass can change
 
 
 _PASSES: dict[str, Pass] = {}
@@ -61,6 +63,13 @@ def registry() -> dict[str, Pass]:
     for module in pkgutil.iter_modules(sdopt.compress.__path__):
         importlib.import_module(f"sdopt.compress.{module.name}")
     return dict(_PASSES)
+
+
+def check_family(spec: Pass, family: str, pipeline_class: str) -> None:
+    """Refuse, before any work, a pass on a backbone family it does not know."""
+    if family not in spec.families:
+        raise SdoptError(f"{spec.name}: does not support the {family} backbone ({pipeline_class}) yet; it supports "
+                         + ", ".join(spec.families))
 
 
 def check_order(names: list[str], passes: dict[str, Pass], where: str) -> None:

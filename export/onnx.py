@@ -56,6 +56,17 @@ def text_encoder_outputs(encoder, all_layers: bool, pooled: bool) -> list[str]:
     return [POOLED_OUTPUT] * pooled + [PROMPT_OUTPUT[0], *layers]
 
 
+class _T5Encoder(torch.nn.Module):
+    """T5's encoder: its last hidden state (Optimum's `t5-encoder` export)."""
+
+    def __init__(self, encoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, input_ids):
+        return self.encoder(input_ids).last_hidden_state
+
+
 class _VaeDecoder(torch.nn.Module):
     def __init__(self, vae):
         super().__init__()
@@ -80,17 +91,17 @@ class _VaeEncoder(torch.nn.Module):
 def default_graphs(source) -> list[GraphSpec]:
     """The source pipeline's own graphs: text encoder(s), the denoiser (as its backbone adapter describes it),
     VAE decoder and encoder."""
-    sdxl = source.kind == "sdxl"
     graphs = []
-    for i, encoder in enumerate(source.text_encoders):
-        pooled = sdxl and i == 1
-        suffix = "" if i == 0 else f"_{i + 1}"
-        outputs = text_encoder_outputs(encoder, sdxl, pooled)
+    for encoder in source.text_encoder_graphs():
+        if encoder.kind == "t5":
+            wrapper, outputs = _T5Encoder(encoder.encoder), [PROMPT_OUTPUT[0]]
+        else:
+            wrapper = _TextEncoder(encoder.encoder, all_layers=encoder.all_layers, pooled=encoder.pooled)
+            outputs = text_encoder_outputs(encoder.encoder, encoder.all_layers, encoder.pooled)
         axes = {name: {0: "batch"} for name in ["input_ids", *outputs]}
-        ids = torch.zeros(2, source.tokenizers[i].model_max_length, dtype=torch.int64)
-        graphs.append(GraphSpec(f"text_encoder{suffix}", TEXT_ENCODER, f"text_encoder{suffix}",
-                                _TextEncoder(encoder, all_layers=sdxl, pooled=pooled), {"input_ids": ids}, outputs,
-                                axes, scope="/encoder/", details={"tokenizer": f"tokenizer{suffix}"}))
+        ids = torch.zeros(2, encoder.max_length, dtype=torch.int64)
+        graphs.append(GraphSpec(encoder.name, TEXT_ENCODER, encoder.name, wrapper, {"input_ids": ids}, outputs, axes,
+                                scope="/encoder/", details={"tokenizer": encoder.tokenizer_folder}))
     graphs.append(source.backbone.denoiser_graph(source))
     vae = source.pipeline.vae
     g = torch.Generator().manual_seed(0)

@@ -42,8 +42,8 @@ def write_artifact(source, recipe: dict, out: Path, command: list[str] | None = 
             raise SdoptError(f"the {spec.name} graph's weight {bad} holds NaN or Inf: no artifact written (a pass "
                              f"or a weight file it read made it non-finite)")
     with ArtifactWriter(out) as writer:
-        for i, tokenizer in enumerate(source.tokenizers):
-            save_tokenizer(tokenizer, writer, "tokenizer" if i == 0 else f"tokenizer_{i + 1}")
+        for encoder in source.text_encoder_graphs():
+            save_tokenizer(encoder.tokenizer, writer, encoder.tokenizer_folder, encoder.max_length)
         writer.write_json("scheduler/scheduler_config.json", dict(source.pipeline.scheduler.config), strict=False)
         for relative, data in source.outputs.files.items():
             writer.write_file(relative, data)
@@ -109,18 +109,18 @@ def quantization_details(layers) -> dict:
     return details
 
 
-def save_tokenizer(tokenizer, writer: ArtifactWriter, folder: str) -> None:
+def save_tokenizer(tokenizer, writer: ArtifactWriter, folder: str, length: int) -> None:
     """The tokenizer as transformers saves it (plus CLIP's vocab.json and merges.txt where it leaves them out),
-    and as tokenizer.json with SD's padding (to 77, with the model's pad token) and truncation baked in: the
-    runtime needs only `tokenizers.Tokenizer.from_file`."""
-    from tokenizers import Tokenizer
+    and as tokenizer.json with the pipeline's padding (to `length` tokens: CLIP's 77, SD3's 256 for T5, with the
+    model's pad token) and truncation baked in: the runtime needs only `tokenizers.Tokenizer.from_file`."""
+    from tokenizers import Tokenizer, models
 
     out = writer.path(f"{folder}/tokenizer.json").parent
     tokenizer.save_pretrained(str(out))
     backend = Tokenizer.from_str(backend_tokenizer(tokenizer).to_str())
-    if not (out / "vocab.json").is_file() or not (out / "merges.txt").is_file():
+    bpe = isinstance(backend.model, models.BPE)
+    if bpe and (not (out / "vocab.json").is_file() or not (out / "merges.txt").is_file()):
         backend.model.save(str(out))  # a BPE model writes exactly these two
-    length = tokenizer.model_max_length
     backend.enable_truncation(max_length=length)
     backend.enable_padding(length=length, pad_id=tokenizer.pad_token_id, pad_token=tokenizer.pad_token)
     backend.save(str(out / "tokenizer.json"))
@@ -135,7 +135,8 @@ def model_index(pipeline) -> dict:
     index = {key: value for key, value in dict(pipeline.config).items() if not key.startswith("_")}
     for key, value in index.items():
         if key.startswith("tokenizer") and value and value[0] is not None:
-            index[key] = ["transformers", "CLIPTokenizer"]
+            t5 = "T5" in type(getattr(pipeline, key)).__name__
+            index[key] = ["transformers", "T5TokenizerFast" if t5 else "CLIPTokenizer"]
     return {"_class_name": type(pipeline).__name__, "_diffusers_version": diffusers.__version__,
             "_sdopt_version": __version__, **index}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from sdopt.contract import interrupts
-from sdopt.contract.graphs import DENOISER, NOISE_OUTPUT, io_name
+from sdopt.contract.graphs import DENOISER, PREDICTION_OUTPUTS, io_name
 
 from . import caching  # noqa: F401  (registers feature_cache)
 from .guidance import Guidance
@@ -30,7 +30,7 @@ class GuidedDenoiser:
         self.graphs, self.guidance = graphs, guidance
         self.latent_input, self.timestep_input = inputs  # the denoiser spec's latent and timestep inputs
         self.conditioning = {**conditioning, **guidance.conditioning(guidance.branches)}
-        self.noise_output = {role: io_name(list(model.outputs), NOISE_OUTPUT) for role, (_, model) in graphs.items()}
+        self.noise_output = {role: io_name(list(model.outputs), PREDICTION_OUTPUTS) for role, (_, model) in graphs.items()}
         self.scheduler, self.extra = scheduler, extra
         self.stats: dict = {}
 

@@ -30,17 +30,16 @@ from sdopt.contract.graphs import (
     IMAGE_IO,
     LATENT_INPUT,
     POOLED_OUTPUT,
-    TEXT_ENCODER,
     VAE_DECODER,
     VAE_DECODER_FULL,
     VAE_ENCODER,
     io_name,
     is_denoiser,
-    prompt_output,
 )
 from sdopt.contract.limits import MAX_MANIFEST_BYTES as MAX_SUPPORT_FILE_BYTES
 from sdopt.contract.limits import MAX_STEPS, check_guidance, check_image_size, check_seed, check_text, check_threads
 from sdopt.contract.manifest import GRAPH_FOLDER_BUILDS, check_vae_tile, default_sampling, size_multiple
+from sdopt.contract.sampling import check_scheduler_family
 
 from . import backends, denoise, images
 from .components import Components, available_memory
@@ -117,10 +116,11 @@ class Pipeline:
             _check_signature(name, component, model)
             return model
         self.models = Components(list(components), load, low_memory)
-        # (graph, its tokenizer, the output the denoiser reads): names by the manifest, as schema 2 or 3 spells them
-        self.text_encoders = [(name, self._tokenizer(components[name]["tokenizer"]),
-                               prompt_output(_names(components[name]["outputs"])))
-                              for name in sorted(n for n, role in self.roles.items() if role == TEXT_ENCODER)]
+        self.scheduler_config = self._scheduler_config()
+        self.spec = denoiser_spec.read(self.manifest, self.scheduler_config)
+        # (graph, its tokenizer, the output the denoiser reads, how it combines): in the spec's order
+        self.text_encoders = [(e["graph"], self._tokenizer(e["tokenizer"], e["max_length"]), e["output"], e["combine"])
+                              for e in self.spec["text_encoders"]]
         self.denoiser = self._named(DENOISER)
         self.vae_decoder, self.vae_encoder = self._named(VAE_DECODER), self._named(VAE_ENCODER)
         # the VAE graphs' I/O names as schema 2 or 3 spells them: decoders (latent in, image out), the encoder's input
@@ -138,8 +138,6 @@ class Pipeline:
         if vae_tile and self.static:
             raise SdoptError(f"artifact '{self.folder}': its {backend} build is static: it decodes whole images only")
         self.vae_tile = vae_tile // self.info["vae_scale_factor"]  # in latent pixels
-        self.scheduler_config = self._scheduler_config()
-        self.spec = denoiser_spec.read(self.manifest, self.scheduler_config)
         self.role_inputs = {}  # role -> the denoiser input that takes it
         for role in ("latent", "timestep", "text"):
             named = denoiser_spec.input_of(self.spec, role)
@@ -199,7 +197,7 @@ class Pipeline:
                        "interval_per_timestep": build["components"][name].get("interval_per_timestep")}
                 for name in components}
 
-    def _tokenizer(self, folder: str) -> Tokenizer:
+    def _tokenizer(self, folder: str, max_length: int) -> Tokenizer:
         path = self.artifact.path(f"{folder}/tokenizer.json")
         data = self._read(f"{folder}/tokenizer.json")
         try:
@@ -208,9 +206,8 @@ class Pipeline:
         except Exception as err:  # tokenizers raises plain Exceptions for malformed files
             raise SdoptError(f"{path}: not a usable tokenizer ({str(err).splitlines()[0] if str(err) else err})") \
                 from None
-        if length != self.info["max_length"]:
-            raise SdoptError(f"{path}: pads prompts to {length} tokens, the text encoder expects "
-                             f"{self.info['max_length']}")
+        if length != max_length:
+            raise SdoptError(f"{path}: pads prompts to {length} tokens, the text encoder expects {max_length}")
         return tokenizer
 
     def _scheduler_config(self) -> dict:
@@ -230,21 +227,32 @@ class Pipeline:
 
         return read_bytes(self.artifact.path(relative), f"artifact '{self.folder}':", MAX_SUPPORT_FILE_BYTES)
 
-    def scheduler(self, name: str, steps: int):
-        """A numpy scheduler with its timesteps set, or one error saying why this config cannot give one."""
+    def scheduler(self, name: str, steps: int, height: int | None = None, width: int | None = None):
+        """A numpy scheduler with its timesteps set (for an image of this size where the schedule shifts by it), or
+        one error saying why this config cannot give one."""
         if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
             raise SdoptError(f"steps {steps!r} must be an integer in [1, {MAX_STEPS}]")
+        check_scheduler_family(name, self.spec["scheduler_family"])
         try:
             sched = make_scheduler(name, self.scheduler_config)
-            sched.set_timesteps(steps)
+            if getattr(sched, "config", {}).get("use_dynamic_shifting"):
+                sched.set_timesteps(steps, mu=sched.dynamic_shift_mu(self._image_tokens(height, width)))
+            else:
+                sched.set_timesteps(steps)
         except (TypeError, ArithmeticError) as err:  # SchedulerError is already one of sdopt's errors
             raise SdoptError(f"scheduler {name} of '{self.folder}': {err}") from None
         timesteps = np.asarray(sched.timesteps)
-        if timesteps.min() < 0 or timesteps.max() >= sched.num_train_timesteps:
+        low, high = self.spec["timestep_domain"]
+        if timesteps.min() < low or timesteps.max() > high:
             raise SdoptError(f"scheduler {name} with {steps} steps reaches timestep {timesteps.max()}, outside the "
-                             f"model's {sched.num_train_timesteps} training timesteps (with its steps_offset "
+                             f"model's timesteps [{low}, {high}] (with its steps_offset "
                              f"{sched.config.get('steps_offset', 0)}); use fewer steps")
         return sched
+
+    def _image_tokens(self, height: int | None, width: int | None) -> int:
+        """The denoiser's image tokens at this size: one per latent patch."""
+        side = self.info["vae_scale_factor"] * self.info["latent_size_multiple"]
+        return ((height or self.info["height"]) // side) * ((width or self.info["width"]) // side)
 
     def check_size(self, height: int, width: int) -> None:
         check_image_size(height, width, size_multiple(self.info))
@@ -286,7 +294,7 @@ class Pipeline:
         check_seed(seed)
         check_text(prompt, "the prompt")
         check_text(negative_prompt, "the negative prompt")
-        sched = self.scheduler(scheduler, steps)
+        sched = self.scheduler(scheduler, steps, height, width)
         if image is not None and sched.start_index(_strength(strength, mask)) >= len(sched.timesteps):
             raise SdoptError(f"strength {strength} with {steps} steps leaves no step to run "
                              f"(steps x strength must be at least 1)")
@@ -327,15 +335,24 @@ class Pipeline:
         return tuple(None if p is None else np.concatenate([n, p]) for n, p in zip(negative, positive))
 
     def _encode(self, text: str):
-        hidden, pooled = [], None
-        for name, tokenizer, output in self.text_encoders:
-            ids = np.array([tokenizer.encode(text).ids], dtype=np.int64)  # (1, 77)
+        """The denoiser's text input and pooled projection (or None) for one prompt: the encoders' outputs
+        combined as the spec says."""
+        features, sequence, pooled = [], [], []
+        for name, tokenizer, output, combine in self.text_encoders:
+            ids = np.array([tokenizer.encode(text).ids], dtype=np.int64)  # (1, max_length)
             out = self.models[name].run({"input_ids": ids})
             require_finite(out, f"the {name}", "encoding the prompt")
-            hidden.append(out[output])
-            pooled = out.get(POOLED_OUTPUT, pooled)
-        return np.concatenate(hidden, axis=-1), pooled  # (1, 77, D), (1, P) or None
-
+            (features if combine == "concat-features" else sequence).append(out[output])
+            if POOLED_OUTPUT in out:
+                pooled.append(out[POOLED_OUTPUT])
+        hidden = np.concatenate(features, axis=-1)  # (1, 77, D)
+        width = self.spec.get("text_width")
+        if width is not None:  # SD3: CLIP features padded with zeros to T5's width, T5's tokens after them
+            hidden = np.pad(hidden, ((0, 0), (0, 0), (0, width - hidden.shape[-1])))
+            absent = self.spec.get("absent_text_tokens", 0)
+            sequence = sequence or [np.zeros((1, absent, width), np.float32)]
+            hidden = np.concatenate([hidden, *sequence], axis=1)
+        return hidden.astype(np.float32), np.concatenate(pooled, axis=-1) if pooled else None
     def initial_noise(self, seed: int, height: int, width: int) -> np.ndarray:
         f = self.info["vae_scale_factor"]
         rng = np.random.default_rng(seed)
@@ -367,12 +384,16 @@ class Pipeline:
         height, width = height or self.info["height"], width or self.info["width"]
         guide = self.guidance(guidance)
         embeds, pooled = self.encode_prompt(prompt, negative_prompt, guide.branches > 1)
-        self.models.release(*(name for name, _, _ in self.text_encoders))
+        self.models.release(*(name for name, *_ in self.text_encoders))
         batch = embeds.shape[0]
         conditioning = {self.role_inputs["text"]: embeds}
-        if self.sdxl:
+        pooled_input = denoiser_spec.input_of(self.spec, "pooled_text")
+        if pooled_input is not None:
+            conditioning[pooled_input["name"]] = pooled
+        micro = denoiser_spec.input_of(self.spec, "micro_conditions")
+        if micro is not None:  # SDXL's time ids
             time_ids = np.array([[height, width, 0, 0, height, width]], dtype=np.float32)  # original, crop, target
-            conditioning.update(text_embeds=pooled, time_ids=np.repeat(time_ids, batch, axis=0))
+            conditioning[micro["name"]] = np.repeat(time_ids, batch, axis=0)
         noise = self.initial_noise(seed, height, width) if noise is None else noise.astype(np.float32)
 
         timesteps, latents, hook, extra = self._prepare(sched, noise, image, strength, mask, guide.branches)

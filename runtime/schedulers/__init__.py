@@ -1,7 +1,7 @@
 """Numpy ports of diffusers (0.42.1) schedulers, one per file: DDIM (eta = 0), Euler, DPM-Solver++(2M) and LCM for
 the DDPM-trained models (SD1.x, SD2.x, SDXL; by name in `CLASSES`), and flow-matching Euler for the transformer
-models (`flow_euler`: SD3, SD3.5 and FLUX.1's schedules, checked against diffusers; not a `--scheduler` choice for
-DDPM-trained artifacts).
+models (`flow-euler`: SD3, SD3.5 and FLUX.1's schedules, checked against diffusers). A sampler runs only artifacts
+of its family (`sdopt.contract.sampling.SCHEDULER_FAMILIES`, checked by the pipeline).
 
 `make_scheduler(name, config)` takes a diffusers `scheduler_config.json` dict, even one written by another
 scheduler class, and behaves like `<Class>.from_config(config)`: it reads only the keys its diffusers class
@@ -18,7 +18,8 @@ from .euler import EulerScheduler
 from .flow_euler import FlowMatchEulerScheduler
 from .lcm import LCMScheduler
 
-CLASSES = {"ddim": DDIMScheduler, "euler": EulerScheduler, "dpmpp": DPMSolverPPScheduler, "lcm": LCMScheduler}
+CLASSES = {"ddim": DDIMScheduler, "euler": EulerScheduler, "dpmpp": DPMSolverPPScheduler, "lcm": LCMScheduler,
+           "flow-euler": FlowMatchEulerScheduler}
 __all__ = ["CLASSES", "DDIMScheduler", "DPMSolverPPScheduler", "EulerScheduler", "FlowMatchEulerScheduler",
            "LCMScheduler", "Scheduler",
            "SchedulerError", "check_config", "make_scheduler"]

@@ -63,10 +63,11 @@ def pass_overrides(options: dict) -> list:
 
 
 def compress(model: str, recipe: str, out, *, lora=(), external_data: bool = False,
-             attention: str = DEFAULT_ATTENTION, float16: bool = False, **options) -> Path:
+             attention: str = DEFAULT_ATTENTION, float16: bool = False, without_t5: bool = False, **options) -> Path:
     """Apply `recipe` (a built-in name such as "int8", "lcm+int8+tiny-vae", or a YAML file) to `model` (tiny-shapes,
     tiny-scenes, a diffusers folder, arch:NAME) and write the artifact folder `out`; returns its path. `lora`: one
-    or more "FILE[:SCALE]" fused first (as --lora); `options`: pass options as `PASS={KEY: VALUE}` (as --set)."""
+    or more "FILE[:SCALE]" fused first (as --lora); `without_t5`: an SD3 model without its T5 encoder (as
+    --without-t5); `options`: pass options as `PASS={KEY: VALUE}` (as --set)."""
     from sdopt.compress.registry import registry
     from sdopt.recipes.recipe import resolve
 
@@ -78,11 +79,12 @@ def compress(model: str, recipe: str, out, *, lora=(), external_data: bool = Fal
                           if s.flag == "--lora" and s.key is None]
     inserted = [(owner, shortcut.convert(str(item))) for item in loras]
     return compress_recipe(model, resolve(recipe, pass_overrides(options), inserted), Path(out),
-                           external_data=external_data, attention=attention, float16=float16)
+                           external_data=external_data, attention=attention, float16=float16, without_t5=without_t5)
 
 
 def compress_recipe(model: str, recipe, out: Path, *, command: list[str] | None = None, external_data: bool = False,
-                    attention: str = DEFAULT_ATTENTION, float16: bool = False, say=_stderr) -> Path:
+                    attention: str = DEFAULT_ATTENTION, float16: bool = False, without_t5: bool = False,
+                    say=_stderr) -> Path:
     """A resolved recipe applied and exported: what `compress` and `sdopt compress` share."""
     import os
 
@@ -95,7 +97,7 @@ def compress_recipe(model: str, recipe, out: Path, *, command: list[str] | None 
     from sdopt.sources.source import load_source
 
     start = time.perf_counter()
-    source = load_source(model)
+    source = load_source(model, without_t5=without_t5)
     check(source, recipe)
     if source.random_weights:
         say(f"note: {model} has random weights: its artifact is for speed measurements only")

@@ -99,8 +99,11 @@ def _add_compress(commands, with_passes: bool, default_model: str) -> None:
                                         "every component to ONNX and write the artifact folder atomically.")
     c.add_argument("--model", default=default_model,
                    help=f"model source: tiny-shapes, tiny-scenes (sdopt's reference models), a local diffusers "
-                        f"pipeline folder, or arch:sd15|sd21|sdxl|tiny (real architecture, random weights: speed "
-                        f"only). Default: {default_model}")
+                        f"pipeline folder (SD1.x, SD2.x, SDXL, SD3, SD3.5), or arch:sd15|sd21|sdxl|sd3|sd35m|tiny "
+                        f"(real architecture, random weights: speed only). Default: {default_model}")
+    c.add_argument("--without-t5", action="store_true",
+                   help="SD3 / SD3.5: leave the T5 text encoder out, as diffusers does with text_encoder_3=None "
+                        "(zeros in its place: a fraction of the memory, somewhat weaker prompt following)")
     c.add_argument("--recipe", default="fp32",
                    help="built-in recipe (fp32: export only; int8: W8A8, fp8: E4M3 weights and activations, "
                         "w4a8: INT4 AWQ weights + INT8 activations; denoiser quantization) or a YAML recipe file. "
@@ -398,7 +401,7 @@ def cmd_compress(args) -> None:
     overrides += [parse_set(text) for text in args.set or []]
     recipe = resolve(args.recipe, overrides, inserted)
     compress_recipe(args.model, recipe, args.out, command=sys.argv, external_data=args.external_data,
-                    attention=args.attention, float16=args.float16, say=_say)
+                    attention=args.attention, float16=args.float16, without_t5=args.without_t5, say=_say)
 
 
 def _shortcut_dest(pass_name: str, shortcut) -> str:

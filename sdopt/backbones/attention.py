@@ -1,4 +1,4 @@
-"""Attention exported one head at a time.
+"""Attention exported one head at a time (cross- and self-attention of the UNets, joint attention of MMDiT).
 
 diffusers' attention computes every head's (query tokens x key tokens) scores in one batched matmul: at 512²
 the SD1.5 UNet's first self-attention holds 2 (guidance) x 8 heads x 4096² floats, 1.07 GB, and its softmax
@@ -58,10 +58,53 @@ class HeadSlicedAttention:
         return hidden_states / attn.rescale_output_factor
 
 
+class HeadSlicedJointAttention:
+    """diffusers' joint attention (SD3's MMDiT: image and text tokens attend together, `JointAttnProcessor2_0`)
+    one head at a time: the same projections, norms, token order (image, then text) and output split."""
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, *args, **kwargs):
+        batch, image_tokens = hidden_states.shape[0], hidden_states.shape[1]
+
+        def heads(x):
+            return x.view(batch, -1, attn.heads, x.shape[-1] // attn.heads).transpose(1, 2)
+
+        query, key, value = heads(attn.to_q(hidden_states)), heads(attn.to_k(hidden_states)), \
+            heads(attn.to_v(hidden_states))
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+        if encoder_hidden_states is not None:
+            text_query, text_key = heads(attn.add_q_proj(encoder_hidden_states)), \
+                heads(attn.add_k_proj(encoder_hidden_states))
+            text_value = heads(attn.add_v_proj(encoder_hidden_states))
+            if attn.norm_added_q is not None:
+                text_query = attn.norm_added_q(text_query)
+            if attn.norm_added_k is not None:
+                text_key = attn.norm_added_k(text_key)
+            query, key, value = (torch.cat(pair, dim=2) for pair in ((query, text_query), (key, text_key),
+                                                                       (value, text_value)))
+        out = torch.cat([F.scaled_dot_product_attention(query[:, h:h + 1], key[:, h:h + 1], value[:, h:h + 1],
+                                                        dropout_p=0.0, is_causal=False)
+                         for h in range(attn.heads)], dim=1)
+        out = out.transpose(1, 2).reshape(batch, -1, attn.heads * query.shape[-1]).to(query.dtype)
+        if encoder_hidden_states is not None:
+            out, encoder_hidden_states = out[:, :image_tokens], out[:, image_tokens:]
+            if not attn.context_pre_only:
+                encoder_hidden_states = attn.to_add_out(encoder_hidden_states)
+        out = attn.to_out[1](attn.to_out[0](out))
+        return out if encoder_hidden_states is None else (out, encoder_hidden_states)
+
+
+# diffusers' processors -> the head-sliced one computing the same function (others are left as they are)
+SLICED = {"AttnProcessor": HeadSlicedAttention, "AttnProcessor2_0": HeadSlicedAttention,
+          "JointAttnProcessor2_0": HeadSlicedJointAttention}
+
+
 def _attention_modules(module: torch.nn.Module) -> list:
     from diffusers.models.attention_processor import Attention
 
-    return [m for m in module.modules() if isinstance(m, Attention)]
+    return [m for m in module.modules() if isinstance(m, Attention) and type(m.processor).__name__ in SLICED]
 
 
 @contextmanager
@@ -74,7 +117,7 @@ def attention_form(module: torch.nn.Module, form: str):
     saved = [m.processor for m in modules]
     try:
         for m in modules:
-            m.set_processor(HeadSlicedAttention())
+            m.set_processor(SLICED[type(m.processor).__name__]())
         yield len(modules)
     finally:
         for m, processor in zip(modules, saved):

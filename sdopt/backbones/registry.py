@@ -5,6 +5,8 @@ from __future__ import annotations
 from sdopt.contract.errors import SdoptError
 
 _ADAPTERS: dict[str, object] = {}
+# the families a compression pass supports unless it declares others: the convolutional generation
+PASS_FAMILIES = ("unet",)
 
 
 def register(adapter) -> None:

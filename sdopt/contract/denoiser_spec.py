@@ -2,7 +2,7 @@
 the denoiser without torch and without guessing from input names. A backbone adapter (`sdopt.backbones`) writes
 it at export:
 
-    family            the backbone family ("unet"; next: "mmdit", "flux")
+    family            the backbone family ("unet", "mmdit"; next: "flux")
     inputs            each graph input with its role (INPUT_ROLES) and its axes
     latent            layout ("nchw", or "packed-2x2" patches) and channels
     prediction        what the denoiser predicts: epsilon, v_prediction, sample or flow (the velocity)
@@ -10,7 +10,10 @@ it at export:
     guidance          classifier-free (a negative batch), embedded (the scale is an input) or none
     scheduler_family  ddpm (the variance-preserving samplers) or flow-matching
     text_encoders     per text encoder graph: its tokenizer folder and kind, maximum length, the output the
-                      denoiser reads and how the outputs combine
+                      denoiser reads and how the outputs combine: CLIPs side by side along the features, then
+                      (SD3) zero-padded to `text_width` and followed along the tokens by T5's output, or by
+                      `absent_text_tokens` zero tokens where the artifact has no T5 (diffusers without
+                      text_encoder_3); pooled projections side by side
 
 Artifacts written before the spec existed get the one their UNet convention implies (`read`). Torch-free.
 """
@@ -42,7 +45,7 @@ SCHEMA = s.record({
                                                                                      "tokenizer_3")),
                                        "kind": s.string(choices=TOKENIZERS), "max_length": s.integer(1, 4096),
                                        "output": _name, "combine": s.string(choices=COMBINE)}), 4),
-})
+}, {"text_width": s.integer(1, 65536), "absent_text_tokens": s.integer(1, 4096)})
 
 # the UNet convention of artifacts written before the spec: input name -> (role, axes)
 UNET_INPUTS = {"sample": ("latent", ["batch", "channels", "height", "width"]), "timestep": ("timestep", ["batch"]),

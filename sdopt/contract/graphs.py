@@ -20,6 +20,8 @@ ADDED_CONDITIONS = ("text_embeds", "time_ids")  # SDXL's added_cond_kwargs
 # Graph I/O names, as Optimum's ONNX export spells them (its ORT and OpenVINO pipelines feed and read them by
 # name); each tuple: the name written now, then the one artifacts of schema 2 used (still read)
 NOISE_OUTPUT = ("out_sample", "noise_pred")  # the denoiser's noise prediction
+TRANSFORMER_OUTPUT = "out_hidden_states"  # a transformer denoiser's prediction (Optimum's name for SD3 and FLUX)
+PREDICTION_OUTPUTS = (*NOISE_OUTPUT, TRANSFORMER_OUTPUT)  # what the runtime reads as a denoiser graph's prediction
 LATENT_INPUT = ("latent_sample", "latent")  # the VAE decoder's input
 IMAGE_IO = ("sample", "image")  # the VAE decoder's output and the VAE encoder's input
 PROMPT_OUTPUT = ("last_hidden_state", "hidden_states")  # a text encoder's (SD): the embeddings the UNet reads

@@ -17,15 +17,18 @@ from sdopt.contract.sampling import SCHEDULERS, pixel_size_multiple
 SCHEMA_VERSION = 3  # 3: Optimum's graph I/O names, config.json per graph, OpenVINO IR inside graph folders
 READABLE_VERSIONS = (2, 3)
 FORMAT = "sdopt-artifact"  # the marker that tells an sdopt artifact from any other folder with a manifest.json
-KINDS = ("sd", "sdxl")
+KINDS = ("sd", "sdxl", "sd3")
 BUILDS = ("openvino", "tensorrt")
 # builds whose files lie in each graph's folder (where optimum-intel looks), not in a folder of their own
 GRAPH_FOLDER_BUILDS = {"openvino": ("openvino_model.xml", "openvino_model.bin")}
-SUPPORT_FOLDERS = ("tokenizer", "tokenizer_2", "scheduler", "lcm_lora")  # non-graph files (lcm_lora: for other tools)
-TEXT_ENCODERS = {"sd": 1, "sdxl": 2}  # graphs of role text_encoder a pipeline kind has
+SUPPORT_FOLDERS = ("tokenizer", "tokenizer_2", "tokenizer_3", "scheduler", "lcm_lora")  # non-graph files (lcm_lora: for other tools)
+TEXT_ENCODERS = {"sd": (1,), "sdxl": (2,), "sd3": (2, 3)}  # graphs of role text_encoder a pipeline kind may have
+TOKENIZER_FOLDERS = ("tokenizer", "tokenizer_2", "tokenizer_3")
 REQUIRED_FILES = {"sd": ("model_index.json", "scheduler/scheduler_config.json", "tokenizer/tokenizer.json"),
                   "sdxl": ("model_index.json", "scheduler/scheduler_config.json", "tokenizer/tokenizer.json",
-                           "tokenizer_2/tokenizer.json")}
+                           "tokenizer_2/tokenizer.json"),
+                  "sd3": ("model_index.json", "scheduler/scheduler_config.json", "tokenizer/tokenizer.json",
+                          "tokenizer_2/tokenizer.json")}
 
 IDENTIFIER = r"[a-z][a-z0-9_]{0,63}"  # component names: also their folder names
 PATH_PART = r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}"  # no leading dot: no '.', '..' or hidden files
@@ -43,7 +46,7 @@ _formats = s.array(s.string(choices=("int8", "float8e4m3fn", "int4")), 3)
 _component = s.record(
     {"files": s.mapping(s.string(PATH_PART), _file_entry, 16, min_length=1), "role": _name,
      "inputs": s.array(_io, 64, min_length=1), "outputs": s.array(_io, 64, min_length=1)},
-    {"tokenizer": s.string(choices=("tokenizer", "tokenizer_2")),
+    {"tokenizer": s.string(choices=TOKENIZER_FOLDERS),
      "ops": s.mapping(s.string(max_length=128), s.integer(0)),
      "weight_format": _formats, "activation_format": _formats,
      "int8_weight_bits": s.integer(2, 8), "weight_group_size": s.integer(1, 1 << 20),
@@ -76,7 +79,8 @@ MANIFEST = s.record({
     "sdopt_version": s.string(max_length=64),
     "source": s.record({"spec": s.string(max_length=4096), "kind": s.string(choices=KINDS),
                         "random_weights": s.boolean()},
-                       {"pipeline_class": s.string(max_length=128), "family": s.string(max_length=64)}),
+                       {"pipeline_class": s.string(max_length=128), "family": s.string(max_length=64),
+                        "note": s.string(max_length=512)}),
     "recipe": s.record({"name": s.string(max_length=256), "passes": s.array(s.anything(8), 64)}),
     "passes": s.array(s.anything(8), 64),
     "pipeline": _pipeline,
@@ -123,10 +127,10 @@ def _check_consistency(m: dict, where: str) -> None:
         raise SdoptError(f"{where}: source kind {m['source']['kind']} but pipeline kind {kind}")
     components = m["components"]
     roles = [c["role"] for c in components.values()]
-    for role, count in ((TEXT_ENCODER, TEXT_ENCODERS[kind]), (DENOISER, 1), (VAE_DECODER, 1)):
-        if roles.count(role) != count:
+    for role, counts in ((TEXT_ENCODER, TEXT_ENCODERS[kind]), (DENOISER, (1,)), (VAE_DECODER, (1,))):
+        if roles.count(role) not in counts:
             raise SdoptError(f"{where}: components: {roles.count(role)} graphs of role '{role}', a {kind} pipeline "
-                             f"has {count}")
+                             f"has {' or '.join(map(str, counts))}")
     if roles.count(VAE_ENCODER) > 1:
         raise SdoptError(f"{where}: components: more than one graph of role '{VAE_ENCODER}'")
     for name, component in components.items():

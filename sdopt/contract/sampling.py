@@ -8,7 +8,19 @@ import numpy as np
 
 # sdopt's scheduler names -> the diffusers classes the numpy schedulers reproduce
 SCHEDULERS = {"ddim": "DDIMScheduler", "euler": "EulerDiscreteScheduler", "dpmpp": "DPMSolverMultistepScheduler",
-              "lcm": "LCMScheduler"}
+              "lcm": "LCMScheduler", "flow-euler": "FlowMatchEulerDiscreteScheduler"}
+# the samplers of each scheduler family (a denoiser spec's `scheduler_family`): a model trained for one family
+# runs only with its samplers
+SCHEDULER_FAMILIES = {"ddpm": ("ddim", "euler", "dpmpp", "lcm"), "flow-matching": ("flow-euler",)}
+
+
+def check_scheduler_family(name: str, family: str) -> None:
+    """One error unless sampler `name` belongs to the model's scheduler family."""
+    from sdopt.contract.errors import SdoptError
+
+    if name not in SCHEDULER_FAMILIES.get(family, ()):
+        raise SdoptError(f"scheduler {name} does not sample a {family} model; choose "
+                         + " or ".join(SCHEDULER_FAMILIES.get(family, ())))
 
 
 def latent_size_multiple(levels: int) -> int:

@@ -42,3 +42,23 @@ def backend_tokenizer(tokenizer):
     from transformers.convert_slow_tokenizer import convert_slow_tokenizer
 
     return convert_slow_tokenizer(tokenizer)
+
+
+T5_SPECIALS = ("<pad>", "</s>", "<unk>")  # T5's ids 0, 1, 2
+
+
+def t5_tokenizer(pieces: list[tuple[str, float]], **options):
+    """A fast transformers T5 tokenizer over a unigram vocabulary (`pieces`: (piece, log-probability), words
+    marked with a leading '▁' as sentencepiece does): T5's special tokens, '</s>' after every text, no
+    sentencepiece model needed. `options` as T5TokenizerFast takes them."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import T5TokenizerFast
+
+    vocab = [(token, 0.0) for token in T5_SPECIALS] + [p for p in pieces if p[0] not in T5_SPECIALS]
+    backend = Tokenizer(models.Unigram(vocab, unk_id=2, byte_fallback=False))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    backend.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
+                                                           special_tokens=[("</s>", 1)])
+    return T5TokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                           extra_ids=0, **options)

@@ -159,6 +159,8 @@ def _set_option(entries: list[dict], override: Override, registry: dict, where: 
 def check(source, recipe: Recipe) -> None:
     """What each pass can only check against the loaded model (sizes, steps, prompts), before any pass runs."""
     registry = pass_registry.registry() if recipe.passes else {}
+    for pass_name, _ in recipe.passes:
+        pass_registry.check_family(registry[pass_name], source.backbone.family, type(source.pipeline).__name__)
     for pass_name, config in recipe.passes:
         if registry[pass_name].check is not None:
             registry[pass_name].check(source, config)

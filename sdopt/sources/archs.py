@@ -79,3 +79,37 @@ ARCHS = {
         64,
     ),
 }
+
+
+# --- the transformer generation (flow matching), `--model arch:sd3|sd35m`
+FLOW_SCHEDULER = {"num_train_timesteps": 1000, "shift": 3.0}
+SD3_VAE = dict(SD_VAE, latent_channels=16, scaling_factor=1.5305, shift_factor=0.0609, use_quant_conv=False,
+               use_post_quant_conv=False)
+CLIP_G = dict(OPENCLIP_BIGG, projection_dim=1280)
+SD3_MEDIUM = dict(sample_size=128, patch_size=2, in_channels=16, num_layers=24, attention_head_dim=64,
+                  num_attention_heads=24, joint_attention_dim=4096, caption_projection_dim=1536,
+                  pooled_projection_dim=2048, out_channels=16, pos_embed_max_size=192)
+SD35_MEDIUM = dict(SD3_MEDIUM, pos_embed_max_size=384, qk_norm="rms_norm", dual_attention_layers=tuple(range(13)))
+
+
+@dataclass(frozen=True)
+class DiTArchSpec:
+    """A transformer denoiser's real width, heads and embeddings with `blocks` of its `full_blocks` transformer
+    blocks (the full depth does not fit an fp32 export on the project's machines; per-block costs scale), its
+    VAE and CLIP encoders. No T5: a 4.7 B-parameter T5-XXL does not fit either; the denoiser gets zeros in its
+    place, as diffusers' pipeline does without `text_encoder_3`, and reads the same number of text tokens."""
+
+    kind: str  # "sd3"
+    transformer: dict
+    blocks: int
+    full_blocks: int
+    vae: dict
+    text_encoders: tuple  # CLIPTextConfig kwargs (with projection), one per encoder
+    height: int
+    scheduler: dict = field(default_factory=lambda: dict(FLOW_SCHEDULER))
+
+
+DIT_ARCHS = {
+    "sd3": DiTArchSpec("sd3", SD3_MEDIUM, 4, 24, SD3_VAE, (CLIP_L, CLIP_G), 1024),
+    "sd35m": DiTArchSpec("sd3", SD35_MEDIUM, 4, 24, SD3_VAE, (CLIP_L, CLIP_G), 1024),
+}

@@ -2,7 +2,8 @@
 
 - `arch:sd15|sd21|sdxl|tiny`: the real architecture with random weights (speed work only),
   seeded so the same spec always gives the same weights, with a byte-level stand-in tokenizer.
-- a local diffusers folder holding a StableDiffusion or StableDiffusionXL pipeline.
+- a local diffusers folder holding a StableDiffusion, StableDiffusionXL or StableDiffusion3 pipeline (SD3 and
+  SD3.5; without T5 where the folder's `text_encoder_3` is null, as diffusers runs it).
 - `tiny-shapes`, `tiny-scenes`: the project's own trained reference models (sdopt.reference.families), shipped inside
   the package.
 """
@@ -20,10 +21,14 @@ from sdopt.contract.limits import MAX_STEPS
 from sdopt.contract.safe_io import read_text
 from sdopt.contract.sampling import pixel_size_multiple
 from sdopt.reference.families import FAMILIES, family_of_folder
-from sdopt.sources.archs import ARCHS, ArchSpec
+from sdopt.sources.archs import ARCHS, DIT_ARCHS, ArchSpec, DiTArchSpec
 
 SUPPORTED_PIPELINES = {"StableDiffusionPipeline": "sd", "StableDiffusionXLPipeline": "sdxl",
-                       "StableDiffusionInpaintPipeline": "sd"}  # an inpainting UNet takes mask + masked latents
+                       "StableDiffusionInpaintPipeline": "sd",  # an inpainting UNet takes mask + masked latents
+                       "StableDiffusion3Pipeline": "sd3", "StableDiffusion3Img2ImgPipeline": "sd3"}
+# sampling defaults of a pipeline kind where its folder says none: diffusers' pipeline defaults
+KIND_SAMPLING = {"sd": (20, 7.5, "ddim"), "sdxl": (20, 7.5, "ddim"), "sd3": (28, 7.0, "flow-euler")}
+T5_MAX_LENGTH = 256  # diffusers' SD3 pipelines' max_sequence_length
 DEFAULT_MODEL = "tiny-shapes" if FAMILIES["tiny-shapes"].shipped else "arch:tiny"
 
 
@@ -34,7 +39,7 @@ def source_to_rebuild(manifest: dict, named: str | None, flag: str) -> str:
     if named is not None:
         return named
     spec = manifest["source"]["spec"]
-    if spec in FAMILIES or (spec.startswith("arch:") and spec[len("arch:"):] in ARCHS):
+    if spec in FAMILIES or (spec.startswith("arch:") and spec[len("arch:"):] in {**ARCHS, **DIT_ARCHS}):
         return spec
     raise SdoptError(f"the artifact was made from a local model folder ('{spec[:200]}'); sdopt does not open "
                      f"folders a manifest names: give the folder again with {flag} FOLDER")
@@ -54,6 +59,20 @@ class PassOutputs:
     secondary: bool = False  # a non-main process of a multi-process pass: it stops after that pass
 
 
+@dataclass(frozen=True)
+class TextEncoderGraph:
+    """One text encoder as the artifact holds it: its graph and tokenizer folders and what the graph outputs."""
+
+    name: str  # graph folder (the pipeline attribute)
+    encoder: object  # the transformers module
+    tokenizer: object
+    tokenizer_folder: str
+    kind: str  # "clip" or "t5"
+    max_length: int  # tokens the prompt is padded and truncated to
+    all_layers: bool  # every layer's hidden state is an output (the denoiser reads the penultimate)
+    pooled: bool  # the pooled projection is an output
+
+
 @dataclass
 class Source:
     spec: str
@@ -68,28 +87,45 @@ class Source:
     family: str = ""  # a reference family (sdopt.reference.families) for its shipped model and folders trained like it
     outputs: PassOutputs = field(default_factory=lambda: PassOutputs())  # what the passes hand the exporter
 
+    t5_max_length: int = T5_MAX_LENGTH
+
+    def text_encoder_graphs(self) -> list[TextEncoderGraph]:
+        """The pipeline's text encoders in the order their outputs combine: SD one CLIP (last hidden state), SDXL
+        two (penultimate layer; the second's pooled projection too), SD3 two CLIPs with projection and T5 (absent
+        where the pipeline has none)."""
+        pipe, graphs = self.pipeline, []
+        for i, suffix in enumerate(("", "_2", "_3")):
+            encoder = getattr(pipe, f"text_encoder{suffix}", None)
+            if encoder is None:
+                continue
+            tokenizer = getattr(pipe, f"tokenizer{suffix}")
+            t5 = self.kind == "sd3" and i == 2
+            graphs.append(TextEncoderGraph(
+                f"text_encoder{suffix}", encoder, tokenizer, f"tokenizer{suffix}", "t5" if t5 else "clip",
+                self.t5_max_length if t5 else tokenizer.model_max_length, all_layers=self.kind != "sd" and not t5,
+                pooled=(self.kind == "sdxl" and i == 1) or (self.kind == "sd3" and not t5)))
+        return graphs
+
     @property
     def text_encoders(self) -> list:
-        encoders = [self.pipeline.text_encoder]
-        if self.kind == "sdxl":
-            encoders.append(self.pipeline.text_encoder_2)
-        return encoders
+        return [g.encoder for g in self.text_encoder_graphs()]
 
     @property
     def tokenizers(self) -> list:
-        toks = [self.pipeline.tokenizer]
-        if self.kind == "sdxl":
-            toks.append(self.pipeline.tokenizer_2)
-        return toks
+        return [g.tokenizer for g in self.text_encoder_graphs()]
 
     @property
     def size_multiple(self) -> int:
         """Pixels that image sides must be a multiple of."""
         return pixel_size_multiple(self.pipeline.vae_scale_factor, self.backbone.latent_size_multiple(self.denoiser))
 
+    note: str = ""  # what a random-weight source leaves out of the real model (blocks, T5), said with its outputs
+
     @property
     def label(self) -> str:
-        return f"{self.spec} (random weights)" if self.random_weights else self.spec
+        if not self.random_weights:
+            return self.spec
+        return f"{self.spec} (random weights{'; ' + self.note if self.note else ''})"
 
     @property
     def backbone(self):
@@ -107,17 +143,27 @@ class Source:
         return self.backbone.example_inputs(self, batch, latent_hw)
 
     def describe(self) -> dict:
-        return {"spec": self.spec, "kind": self.kind, "random_weights": self.random_weights,
-                "pipeline_class": type(self.pipeline).__name__, "family": self.family}
+        described = {"spec": self.spec, "kind": self.kind, "random_weights": self.random_weights,
+                     "pipeline_class": type(self.pipeline).__name__, "family": self.family}
+        if self.note:
+            described["note"] = self.note
+        return described
 
 
-def load_source(spec: str) -> Source:
+def load_source(spec: str, without_t5: bool = False) -> Source:
+    """`without_t5`: an SD3 folder's pipeline without its T5 encoder (diffusers' `text_encoder_3=None`: zeros in
+    its place; a fraction of the memory, somewhat weaker prompt following)."""
     _quiet_libraries()
+    unet_source = spec in FAMILIES or spec[len("arch:"):] in ARCHS
+    if without_t5 and unet_source:
+        raise SdoptError(f"--without-t5 applies to SD3 models; {spec} has no T5 encoder")
     if spec.startswith("arch:"):
         name = spec[len("arch:"):]
+        if name in DIT_ARCHS:
+            return _random_weight_dit_source(spec, DIT_ARCHS[name])
         if name not in ARCHS:
             raise SdoptError(f"unknown architecture '{name}' in --model {spec}; choose one of "
-                             + ", ".join(f"arch:{a}" for a in ARCHS))
+                             + ", ".join(f"arch:{a}" for a in {**ARCHS, **DIT_ARCHS}))
         return _random_weight_source(spec, ARCHS[name])
     if spec in FAMILIES:
         if not FAMILIES[spec].shipped:
@@ -128,7 +174,7 @@ def load_source(spec: str) -> Source:
         if not path.exists():
             raise SdoptError(f"unknown model source '{spec}': not {', '.join(FAMILIES)}, not arch:NAME, and no "
                              "such folder")
-    source = _folder_source(spec, path)
+    source = _folder_source(spec, path, without_t5)
     family = family_of_folder(path)  # its marker is written by the family's trainer
     if family is not None:
         defaults = _read_json(path / family.marker, spec)
@@ -149,7 +195,7 @@ def _read_json(path: Path, spec: str):
         raise SdoptError(f"'{spec}': {path.name}: {err}") from None
 
 
-def _folder_source(spec: str, path: Path) -> Source:
+def _folder_source(spec: str, path: Path, without_t5: bool = False) -> Source:
     index_file = path / "model_index.json"
     if not path.is_dir() or not index_file.is_file():
         raise SdoptError(f"'{spec}' is not a diffusers pipeline folder (no model_index.json)")
@@ -170,13 +216,27 @@ def _folder_source(spec: str, path: Path) -> Source:
 
     pipeline_class = getattr(diffusers, class_name)
     extra = {"safety_checker": None, "requires_safety_checker": False} if kind == "sd" else {}
+    # components the folder leaves out ([null, null]: SD3 without T5) are passed as None, as diffusers asks
+    extra.update({key: None for key, value in index.items() if not key.startswith("_") and value in ([None, None],)})
+    if without_t5:
+        if kind != "sd3":
+            raise SdoptError(f"'{spec}': --without-t5 applies to SD3 folders (text_encoder_3), not a {class_name}")
+        extra.update(text_encoder_3=None, tokenizer_3=None)
     try:
         pipe = pipeline_class.from_pretrained(path, local_files_only=True, **extra)
     except Exception as err:  # diffusers raises many types for a broken folder
         raise SdoptError(f"'{spec}': cannot load the pipeline ({type(err).__name__}: {err})") from err
     pipe.set_progress_bar_config(disable=True)
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    return Source(spec, kind, False, pipe.to("cpu", dtype=torch.float32), size, size)
+    pipe = pipe.to("cpu", dtype=torch.float32)
+    return _with_defaults(Source(spec, kind, False, pipe, 0, 0))
+
+
+def _with_defaults(source: Source) -> Source:
+    """The default image size (the denoiser's sample size) and sampling of the source's kind."""
+    size = int(source.denoiser.config.sample_size) * source.pipeline.vae_scale_factor
+    source.height = source.width = size
+    source.steps, source.guidance, source.scheduler = KIND_SAMPLING[source.kind]
+    return source
 
 
 def _random_weight_source(spec: str, arch: ArchSpec) -> Source:
@@ -212,6 +272,36 @@ def _random_weight_source(spec: str, arch: ArchSpec) -> Source:
                                        requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return Source(spec, arch.kind, True, pipe, arch.height, arch.height)
+
+
+def _random_weight_dit_source(spec: str, arch: DiTArchSpec) -> Source:
+    """An SD3-layout pipeline with random weights: `arch.blocks` transformer blocks, CLIP-L and CLIP-G, no T5."""
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    torch.manual_seed(0)
+    tokenizers = [stand_in_tokenizer(), stand_in_tokenizer(pad_token="!")]
+    encoders = [CLIPTextModelWithProjection(CLIPTextConfig(
+        vocab_size=max(49408, len(tokenizers[0])), max_position_embeddings=77, pad_token_id=1,
+        bos_token_id=tokenizers[0].bos_token_id, eos_token_id=tokenizers[0].eos_token_id, **te)).eval()
+        for te in arch.text_encoders]
+    transformer = SD3Transformer2DModel(**dict(arch.transformer, num_layers=arch.blocks)).eval()
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(**arch.scheduler),
+        vae=AutoencoderKL(**arch.vae).eval(), text_encoder=encoders[0], tokenizer=tokenizers[0],
+        text_encoder_2=encoders[1], tokenizer_2=tokenizers[1], text_encoder_3=None, tokenizer_3=None)
+    pipe.set_progress_bar_config(disable=True)
+    source = _with_defaults(Source(spec, arch.kind, True, pipe, 0, 0))
+    source.height = source.width = arch.height
+    source.note = (f"{arch.blocks} of {arch.full_blocks} transformer blocks; no T5 (zeros in its place, as "
+                   f"diffusers without text_encoder_3)")
+    return source
 
 
 def stand_in_tokenizer(pad_token: str = "<|endoftext|>"):
