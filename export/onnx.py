@@ -38,22 +38,27 @@ EXTERNAL_DATA_NAME = "model.onnx_data"
 
 
 class _TextEncoder(torch.nn.Module):
-    """Outputs as Optimum's export has them: SD the last hidden state; SDXL also every layer's hidden state
-    (the pipeline reads the penultimate), after the pooled projection on the second encoder."""
+    """Outputs as Optimum's export has them: SD the last hidden state; SDXL and SD3 also every layer's hidden
+    state (the pipeline reads the penultimate), after the pooled projection (`text_embeds`) of a CLIP with
+    projection; FLUX's plain CLIP its pooled output (`pooler_output`) after the last hidden state."""
 
-    def __init__(self, encoder, all_layers: bool, pooled: bool):
+    def __init__(self, encoder, all_layers: bool, pooled: str | None):
         super().__init__()
         self.encoder, self.all_layers, self.pooled = encoder, all_layers, pooled
 
     def forward(self, input_ids):
         out = self.encoder(input_ids, output_hidden_states=self.all_layers)
         outputs = (out.last_hidden_state, *(out.hidden_states if self.all_layers else ()))
-        return (out.text_embeds, *outputs) if self.pooled else outputs
+        if self.pooled == POOLED_OUTPUT:
+            return (out.text_embeds, *outputs)
+        return (*outputs, out.pooler_output) if self.pooled else outputs
 
 
-def text_encoder_outputs(encoder, all_layers: bool, pooled: bool) -> list[str]:
+def text_encoder_outputs(encoder, all_layers: bool, pooled: str | None) -> list[str]:
     layers = [HIDDEN_STATE.format(i) for i in range(encoder.config.num_hidden_layers + 1)] if all_layers else []
-    return [POOLED_OUTPUT] * pooled + [PROMPT_OUTPUT[0], *layers]
+    if pooled == POOLED_OUTPUT:
+        return [POOLED_OUTPUT, PROMPT_OUTPUT[0], *layers]
+    return [PROMPT_OUTPUT[0], *layers, *([pooled] if pooled else [])]
 
 
 class _T5Encoder(torch.nn.Module):
@@ -96,8 +101,9 @@ def default_graphs(source) -> list[GraphSpec]:
         if encoder.kind == "t5":
             wrapper, outputs = _T5Encoder(encoder.encoder), [PROMPT_OUTPUT[0]]
         else:
-            wrapper = _TextEncoder(encoder.encoder, all_layers=encoder.all_layers, pooled=encoder.pooled)
-            outputs = text_encoder_outputs(encoder.encoder, encoder.all_layers, encoder.pooled)
+            pooled = encoder.pooled_output if encoder.pooled else None
+            wrapper = _TextEncoder(encoder.encoder, all_layers=encoder.all_layers, pooled=pooled)
+            outputs = text_encoder_outputs(encoder.encoder, encoder.all_layers, pooled)
         axes = {name: {0: "batch"} for name in ["input_ids", *outputs]}
         ids = torch.zeros(2, encoder.max_length, dtype=torch.int64)
         graphs.append(GraphSpec(encoder.name, TEXT_ENCODER, encoder.name, wrapper, {"input_ids": ids}, outputs, axes,
@@ -126,6 +132,21 @@ def graph_set(source) -> list[GraphSpec]:
     return own + list(added.values())
 
 
+def _rms_norm(g, x, normalized_shape, weight, eps):
+    """aten::rms_norm (torch.nn.RMSNorm: FLUX's query and key norms), which opset 17 lacks, in the ops it has:
+    x / sqrt(mean(x², last dims) + eps) * weight, eps defaulting to float32's."""
+    from torch.onnx import symbolic_helper as helper
+
+    dims = helper._maybe_get_const(normalized_shape, "is")
+    eps = float(torch.finfo(torch.float32).eps) if helper._is_none(eps) else helper._maybe_get_const(eps, "f")
+    mean = g.op("ReduceMean", g.op("Mul", x, x), axes_i=list(range(-len(dims), 0)), keepdims_i=1)
+    out = g.op("Div", x, g.op("Sqrt", g.op("Add", mean, g.op("Constant", value_t=torch.tensor(eps)))))
+    return out if helper._is_none(weight) else g.op("Mul", out, weight)
+
+
+torch.onnx.register_custom_op_symbolic("aten::rms_norm", _rms_norm, OPSET)
+
+
 def export_graph(spec: GraphSpec) -> onnx.ModelProto:
     return trace(spec.wrapper, tuple(spec.inputs.values()), list(spec.inputs), spec.outputs, spec.dynamic_axes)
 
@@ -138,7 +159,25 @@ def trace(module, args, input_names, output_names, dynamic_axes) -> onnx.ModelPr
         torch.onnx.export(module.eval(), args, str(path), dynamo=False, opset_version=OPSET,
                           input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes,
                           do_constant_folding=True)
-        return onnx.load(str(path), load_external_data=True)
+        return drop_identity_casts(onnx.load(str(path), load_external_data=True))
+
+
+def drop_identity_casts(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Remove Casts of a graph input to the type it already has (FLUX's `timestep.to(dtype)`): OpenVINO folds them
+    and gives the input the cast's output name too, which optimum-intel then takes for the input's name."""
+    inputs = {i.name: i.type.tensor_type.elem_type for i in model.graph.input}
+    renamed = {}
+    for node in list(model.graph.node):
+        to = next((a.i for a in node.attribute if a.name == "to"), None)
+        if node.op_type == "Cast" and node.input[0] in inputs and to == inputs[node.input[0]] \
+                and node.output[0] not in {o.name for o in model.graph.output}:
+            renamed[node.output[0]] = node.input[0]
+            model.graph.node.remove(node)
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            if name in renamed:
+                node.input[i] = renamed[name]
+    return model
 
 
 def to_float16(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -146,7 +185,10 @@ def to_float16(model: onnx.ModelProto) -> onnx.ModelProto:
     TensorRT, ONNX Runtime CUDA), with ONNX Runtime's converter. Inputs and outputs stay float32, so the
     runtime and the manifest see the same signature; Q/DQ pairs stay float32 (opset 17 quantizes float32),
     with casts around them."""
-    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+    from onnxruntime.transformers.float16 import (
+        DEFAULT_OP_BLOCK_LIST,
+        convert_float_to_float16,
+    )
 
     with tempfile.TemporaryDirectory(prefix="sdopt-fp16-") as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # it warns of every weight it clamps to fp16's range

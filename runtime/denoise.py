@@ -10,6 +10,7 @@ import numpy as np
 
 from sdopt.contract import interrupts
 from sdopt.contract.graphs import DENOISER, PREDICTION_OUTPUTS, io_name
+from sdopt.contract.sampling import pack_latents, unpack_latents
 
 from . import caching  # noqa: F401  (registers feature_cache)
 from .guidance import Guidance
@@ -23,11 +24,15 @@ class GuidedDenoiser:
 
     `graphs`: role -> (component name, loaded model), the denoiser and any further denoiser roles a strategy
     calls (`call(..., role=...)`, with inputs of its own); `inputs`: the names of its latent and timestep inputs
-    (the denoiser spec's). `stats`: what the strategy reports of its calls."""
+    (the denoiser spec's). `packed`: the denoiser reads and predicts the latents in 2x2 patches (FLUX): packed
+    before the call, unpacked after it, so schedulers and strategies see (B, C, h, w) throughout.
+    `timestep_divisor`: the scheduler's timestep over it is what the denoiser reads. `stats`: what the strategy
+    reports of its calls."""
 
     def __init__(self, graphs: dict, conditioning: dict, guidance: Guidance, scheduler, inputs: tuple[str, str],
-                 extra: np.ndarray | None = None):
+                 extra: np.ndarray | None = None, packed: bool = False, timestep_divisor: float = 1.0):
         self.graphs, self.guidance = graphs, guidance
+        self.packed, self.timestep_divisor = packed, np.float32(timestep_divisor)
         self.latent_input, self.timestep_input = inputs  # the denoiser spec's latent and timestep inputs
         self.conditioning = {**conditioning, **guidance.conditioning(guidance.branches)}
         self.noise_output = {role: io_name(list(model.outputs), PREDICTION_OUTPUTS) for role, (_, model) in graphs.items()}
@@ -44,10 +49,19 @@ class GuidedDenoiser:
         x = self.scheduler.scale_model_input(x, t)
         if self.extra is not None:
             x = np.concatenate([x, self.extra], axis=1)
+        height, width = x.shape[2:]
+        if self.packed:
+            x = pack_latents(x)
+        timestep = np.full(x.shape[0], t, dtype=np.float32)
+        if self.timestep_divisor != 1:
+            timestep = timestep / self.timestep_divisor
         outputs = model.run({**self.conditioning, **(inputs or {}), self.latent_input: x.astype(np.float32),
-                             self.timestep_input: np.full(x.shape[0], t, dtype=np.float32)})
+                             self.timestep_input: timestep})
         require_finite(outputs, f"the {name}", where)
-        out = self.guidance.combine(outputs[self.noise_output[role]])
+        prediction = outputs[self.noise_output[role]]
+        if self.packed:
+            prediction = unpack_latents(prediction, height, width)
+        out = self.guidance.combine(prediction)
         if self.guidance.branches > 1:
             require_finite({"guided": out}, f"classifier-free guidance at scale {self.guidance.scale}", where)
         return out, outputs

@@ -2,8 +2,8 @@
 
     classifier-free  the negative and positive prompts as a batch of two, combined after the call
                      (uncond + scale * (cond - uncond)); a scale <= 1 is the positive prompt alone
-    embedded         the scale is an input of the denoiser (a guidance-distilled model: LCM's w-embedding,
-                     FLUX.1-dev's guidance), one batch
+    embedded         the scale is an input of the denoiser (a guidance-distilled model: LCM's w-embedding of
+                     `dim` features, FLUX.1-dev's scale itself), one batch
     none             the denoiser takes no guidance (FLUX.1-schnell), one batch
 
 The pipeline picks the kind from the artifact; the denoise strategies never see the guidance batch.
@@ -48,6 +48,8 @@ class Embedded(Guidance):
     name: str = "timestep_cond"  # the denoiser input that takes it (the spec's guidance_scale input)
 
     def conditioning(self, batch: int) -> dict:
+        if not self.dim:  # the scale itself, one per row
+            return {self.name: np.full(batch, self.scale, dtype=np.float32)}
         return {self.name: guidance_embedding([self.scale] * batch, self.dim)}
 
 

@@ -29,7 +29,7 @@ from sdopt.contract.graphs import (
     DENOISER,
     IMAGE_IO,
     LATENT_INPUT,
-    POOLED_OUTPUT,
+    POOLED_OUTPUTS,
     VAE_DECODER,
     VAE_DECODER_FULL,
     VAE_ENCODER,
@@ -37,9 +37,21 @@ from sdopt.contract.graphs import (
     is_denoiser,
 )
 from sdopt.contract.limits import MAX_MANIFEST_BYTES as MAX_SUPPORT_FILE_BYTES
-from sdopt.contract.limits import MAX_STEPS, check_guidance, check_image_size, check_seed, check_text, check_threads
-from sdopt.contract.manifest import GRAPH_FOLDER_BUILDS, check_vae_tile, default_sampling, size_multiple
-from sdopt.contract.sampling import check_scheduler_family
+from sdopt.contract.limits import (
+    MAX_STEPS,
+    check_guidance,
+    check_image_size,
+    check_seed,
+    check_text,
+    check_threads,
+)
+from sdopt.contract.manifest import (
+    GRAPH_FOLDER_BUILDS,
+    check_vae_tile,
+    default_sampling,
+    size_multiple,
+)
+from sdopt.contract.sampling import check_scheduler_family, image_position_ids
 
 from . import backends, denoise, images
 from .components import Components, available_memory
@@ -149,10 +161,10 @@ class Pipeline:
         embedded = denoiser_spec.input_of(self.spec, "guidance_scale")
         shape = embedded and next((i["shape"] for i in components[self.denoiser]["inputs"]
                                    if i["name"] == embedded["name"]), [])
-        if embedded and (len(shape) != 2 or not isinstance(shape[1], int)):
+        if embedded and len(shape) != 1 and (len(shape) != 2 or not isinstance(shape[1], int)):
             raise SdoptError(f"artifact '{self.folder}': its guidance-scale input {embedded['name']} must be "
-                             f"(batch, width), not {shape}")
-        self.guidance_dim = shape[1] if shape else None
+                             f"(batch,) or (batch, width), not {shape}")
+        self.guidance_dim = shape[1] if len(shape or []) == 2 else None
 
     def _engine_files(self, name: str, backend: str, built: dict) -> list[str]:
         """The artifact's files a backend opens to load graph `name` (relative paths)."""
@@ -235,13 +247,15 @@ class Pipeline:
         check_scheduler_family(name, self.spec["scheduler_family"])
         try:
             sched = make_scheduler(name, self.scheduler_config)
+            options = {}
+            if self.spec.get("sigmas") == "linear":  # the pipeline's own schedule (FLUX)
+                options["sigmas"] = np.linspace(1.0, 1 / steps, steps)
             if getattr(sched, "config", {}).get("use_dynamic_shifting"):
-                sched.set_timesteps(steps, mu=sched.dynamic_shift_mu(self._image_tokens(height, width)))
-            else:
-                sched.set_timesteps(steps)
+                options["mu"] = sched.dynamic_shift_mu(self._image_tokens(height, width))
+            sched.set_timesteps(steps, **options)
         except (TypeError, ArithmeticError) as err:  # SchedulerError is already one of sdopt's errors
             raise SdoptError(f"scheduler {name} of '{self.folder}': {err}") from None
-        timesteps = np.asarray(sched.timesteps)
+        timesteps = np.asarray(sched.timesteps) / self.spec.get("timestep_input_divisor", 1)  # as the model reads them
         low, high = self.spec["timestep_domain"]
         if timesteps.min() < low or timesteps.max() > high:
             raise SdoptError(f"scheduler {name} with {steps} steps reaches timestep {timesteps.max()}, outside the "
@@ -261,6 +275,18 @@ class Pipeline:
         """How the scale reaches the denoiser (`guidance.Guidance`), by the kind the denoiser spec names."""
         embedded = denoiser_spec.input_of(self.spec, "guidance_scale")
         return choose_guidance(scale, self.spec["guidance"], self.guidance_dim, embedded and embedded["name"])
+
+    def check_guidance_request(self, guidance: float | None, negative_prompt: str) -> None:
+        """A guidance scale for a model that takes none, or a negative prompt where no classifier-free guidance
+        runs one: one error each (a guidance-distilled model such as FLUX.1 reads its scale, or nothing, and no
+        negative prompt)."""
+        kind = self.spec["guidance"]
+        if kind == "none" and guidance is not None and guidance != self.info["guidance"]:
+            raise SdoptError(f"artifact '{self.folder}': its model takes no guidance scale (distilled without "
+                             f"guidance, as FLUX.1-schnell): leave the guidance out")
+        if negative_prompt and kind != "classifier-free":
+            raise SdoptError(f"artifact '{self.folder}': a negative prompt needs classifier-free guidance; this model's "
+                             f"guidance is {kind} (its scale {'is an input of the model' if kind == 'embedded' else 'is none'})")
 
     def sampling(self, steps: int | None = None, guidance: float | None = None, scheduler: str | None = None):
         """(steps, guidance, scheduler): those given, else the artifact's own."""
@@ -342,16 +368,15 @@ class Pipeline:
             ids = np.array([tokenizer.encode(text).ids], dtype=np.int64)  # (1, max_length)
             out = self.models[name].run({"input_ids": ids})
             require_finite(out, f"the {name}", "encoding the prompt")
-            (features if combine == "concat-features" else sequence).append(out[output])
-            if POOLED_OUTPUT in out:
-                pooled.append(out[POOLED_OUTPUT])
-        hidden = np.concatenate(features, axis=-1)  # (1, 77, D)
+            if combine != "pooled":
+                (features if combine == "concat-features" else sequence).append(out[output])
+            pooled += [out[key] for key in POOLED_OUTPUTS if key in out]
+        parts = [np.concatenate(features, axis=-1)] if features else []  # (1, 77, D)
         width = self.spec.get("text_width")
         if width is not None:  # SD3: CLIP features padded with zeros to T5's width, T5's tokens after them
-            hidden = np.pad(hidden, ((0, 0), (0, 0), (0, width - hidden.shape[-1])))
-            absent = self.spec.get("absent_text_tokens", 0)
-            sequence = sequence or [np.zeros((1, absent, width), np.float32)]
-            hidden = np.concatenate([hidden, *sequence], axis=1)
+            parts = [np.pad(p, ((0, 0), (0, 0), (0, width - p.shape[-1]))) for p in parts]
+            sequence = sequence or [np.zeros((1, self.spec.get("absent_text_tokens", 0), width), np.float32)]
+        hidden = np.concatenate(parts + sequence, axis=1)
         return hidden.astype(np.float32), np.concatenate(pooled, axis=-1) if pooled else None
     def initial_noise(self, seed: int, height: int, width: int) -> np.ndarray:
         f = self.info["vae_scale_factor"]
@@ -375,6 +400,7 @@ class Pipeline:
         """Text-to-image; with `image` (H, W, 3) uint8 img2img from `strength` (default 0.8); with `mask`
         (H, W) uint8 as well, inpainting of the mask's white part (strength default 1). Steps, guidance and
         scheduler default to the artifact's own (what the recipe chose, for example 4 steps for a few-step model)."""
+        self.check_guidance_request(guidance, negative_prompt)
         steps, guidance, scheduler = self.sampling(steps, guidance, scheduler)
         sched = self.check_request(steps=steps, guidance=guidance, scheduler=scheduler, height=height, width=width,
                                    seed=seed, prompt=prompt, negative_prompt=negative_prompt, image=image,
@@ -394,7 +420,19 @@ class Pipeline:
         if micro is not None:  # SDXL's time ids
             time_ids = np.array([[height, width, 0, 0, height, width]], dtype=np.float32)  # original, crop, target
             conditioning[micro["name"]] = np.repeat(time_ids, batch, axis=0)
-        noise = self.initial_noise(seed, height, width) if noise is None else noise.astype(np.float32)
+        f = self.info["vae_scale_factor"]
+        position_ids = denoiser_spec.input_of(self.spec, "position_ids")
+        if position_ids is not None:  # FLUX: one id per packed patch, zeros for the text tokens
+            conditioning[position_ids["name"]] = image_position_ids(height // f // 2, width // f // 2)
+        text_position_ids = denoiser_spec.input_of(self.spec, "text_position_ids")
+        if text_position_ids is not None:
+            conditioning[text_position_ids["name"]] = np.zeros((embeds.shape[1], 3), np.float32)
+        if noise is None:
+            noise = self.initial_noise(seed, height, width)
+        elif noise.shape != (1, self.info["latent_channels"], height // f, width // f):
+            raise SdoptError(f"the initial noise is {noise.shape}, a {width}x{height} image's latents are "
+                             f"{(1, self.info['latent_channels'], height // f, width // f)}")
+        noise = noise.astype(np.float32)
 
         timesteps, latents, hook, extra = self._prepare(sched, noise, image, strength, mask, guide.branches)
         if self.vae_encoder is not None:
@@ -402,7 +440,9 @@ class Pipeline:
         graphs = {role: (name, self.models[name]) for role in (DENOISER, *self.strategy.roles)
                   for name in [self._named(role)]}
         denoiser = denoise.GuidedDenoiser(graphs, conditioning, guide, sched,
-                                           (self.role_inputs["latent"], self.role_inputs["timestep"]), extra)
+                                           (self.role_inputs["latent"], self.role_inputs["timestep"]), extra,
+                                           packed=self.spec["latent"]["layout"] == "packed-2x2",
+                                           timestep_divisor=self.spec.get("timestep_input_divisor", 1))
         if hasattr(sched, "seed_noise"):  # a sampler that noises afresh each step (LCM)
             sched.seed_noise([seed, 1])
         latents = self.strategy.loop(denoiser, sched, latents, timesteps, hook, progress, self.denoise_params)

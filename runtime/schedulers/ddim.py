@@ -6,7 +6,14 @@ import numpy as np
 
 from sdopt.contract.prediction import x0_and_noise
 
-from .base import _COMMON_DEFAULTS, _COMMON_SUPPORTED, _NOT_SET, Scheduler, _f32, _spaced_timesteps
+from .base import (
+    _COMMON_DEFAULTS,
+    _COMMON_SUPPORTED,
+    _NOT_SET,
+    Scheduler,
+    _f32,
+    _spaced_timesteps,
+)
 
 
 class DDIMScheduler(Scheduler):

@@ -8,7 +8,14 @@ import numpy as np
 
 from sdopt.contract.prediction import x0_and_noise
 
-from .base import _COMMON_DEFAULTS, _COMMON_SUPPORTED, _NOT_SET, Scheduler, _f32, _sigmas
+from .base import (
+    _COMMON_DEFAULTS,
+    _COMMON_SUPPORTED,
+    _NOT_SET,
+    Scheduler,
+    _f32,
+    _sigmas,
+)
 
 
 def _alpha_sigma_lambda(sigma):

@@ -6,7 +6,15 @@ import numpy as np
 
 from sdopt.contract.prediction import from_sigma, x0_and_noise
 
-from .base import _COMMON_DEFAULTS, _COMMON_SUPPORTED, _NOT_SET, Scheduler, _f32, _sigmas, _spaced_timesteps
+from .base import (
+    _COMMON_DEFAULTS,
+    _COMMON_SUPPORTED,
+    _NOT_SET,
+    Scheduler,
+    _f32,
+    _sigmas,
+    _spaced_timesteps,
+)
 
 
 class EulerScheduler(Scheduler):

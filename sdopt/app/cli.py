@@ -282,11 +282,13 @@ def _sampling_flags(parser) -> None:
     parser.add_argument("--steps", type=steps, help=f"sampling steps, 1 to {MAX_STEPS} (default: the model's, "
                                                           f"20 for most)")
     parser.add_argument("--guidance", type=guidance, help=f"classifier-free guidance scale, -{MAX_GUIDANCE:g} to "
-                                                         f"{MAX_GUIDANCE:g}; <= 1 disables guidance "
+                                                         f"{MAX_GUIDANCE:g}; <= 1 disables guidance; for a "
+                                                         f"guidance-distilled model (FLUX.1-dev) its embedded scale "
                                                        "(default: the model's, 7.5 for most)")
     parser.add_argument("--scheduler", choices=SCHEDULERS,
                         help="ddim, euler (Euler discrete), dpmpp (DPM-Solver++ 2M) or lcm (latent consistency, for "
-                             "models distilled by the lcm pass). Default: the model's, ddim for most")
+                             "models distilled by the lcm pass) for the UNet models; flow-euler (flow-matching Euler) "
+                             "for SD3 and FLUX. Default: the model's, ddim for most")
 
 
 def cmd_eval(args) -> None:
@@ -424,6 +426,7 @@ def cmd_run(args) -> None:
     pipe = Pipeline(args.artifact, args.backend, denoise_overrides=_denoise_overrides(args), **_vae_options(args),
                     **options)
     source = pipe.manifest["source"]
+    pipe.check_guidance_request(args.guidance, args.negative_prompt)
     steps, guidance, scheduler = pipe.sampling(args.steps, args.guidance, args.scheduler)
     request = dict(seed=args.seed, steps=steps, guidance=guidance, scheduler=scheduler, height=args.height,
                    width=args.width, negative_prompt=args.negative_prompt, image=image, strength=args.strength,

@@ -5,7 +5,7 @@ An adapter today writes the manifest's denoiser spec (`denoiser_spec(source, com
 `sdopt.contract.denoiser_spec`); docs/backbones.md says what a new backbone provides.
 """
 
-from sdopt.backbones import mmdit, unet  # noqa: F401  (each registers itself)
+from sdopt.backbones import flux, mmdit, unet  # noqa: F401  (each registers itself)
 from sdopt.backbones.registry import backbone_of, backbone_of_pipeline, register
 
 __all__ = ["backbone_of", "backbone_of_pipeline", "register"]

@@ -1,4 +1,5 @@
-"""Attention exported one head at a time (cross- and self-attention of the UNets, joint attention of MMDiT).
+"""Attention exported one head at a time (cross- and self-attention of the UNets, joint attention of MMDiT and
+FLUX).
 
 diffusers' attention computes every head's (query tokens x key tokens) scores in one batched matmul: at 512²
 the SD1.5 UNet's first self-attention holds 2 (guidance) x 8 heads x 4096² floats, 1.07 GB, and its softmax
@@ -96,15 +97,56 @@ class HeadSlicedJointAttention:
         return out if encoder_hidden_states is None else (out, encoder_hidden_states)
 
 
+def rotary(x, cos, sin):
+    """FLUX's rotary position embedding of x (B, tokens, heads, head_dim) by cos / sin (tokens, head_dim), as
+    diffusers' `apply_rotary_emb` computes it, in slices that keep the token count dynamic in a traced graph
+    (diffusers' reshape there is traced with the example's token count)."""
+    cos, sin = cos[None, :, None, :], sin[None, :, None, :]
+    rotated = torch.stack([-x[..., 1::2], x[..., 0::2]], dim=-1).flatten(3)
+    return (x.float() * cos + rotated.float() * sin).to(x.dtype)
+
+
+class HeadSlicedFluxAttention:
+    """diffusers' FLUX attention (`FluxAttnProcessor`: text tokens then image tokens, rotary positions) one head
+    at a time."""
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
+                 image_rotary_emb=None):
+        from diffusers.models.transformers.transformer_flux import _get_qkv_projections
+
+        query, key, value, text_query, text_key, text_value = _get_qkv_projections(attn, hidden_states,
+                                                                                   encoder_hidden_states)
+        query, key, value = (x.unflatten(-1, (attn.heads, -1)) for x in (query, key, value))
+        query, key = attn.norm_q(query), attn.norm_k(key)
+        if attn.added_kv_proj_dim is not None:
+            text_query, text_key, text_value = (x.unflatten(-1, (attn.heads, -1))
+                                                for x in (text_query, text_key, text_value))
+            query = torch.cat([attn.norm_added_q(text_query), query], dim=1)
+            key = torch.cat([attn.norm_added_k(text_key), key], dim=1)
+            value = torch.cat([text_value, value], dim=1)
+        if image_rotary_emb is not None:
+            query, key = rotary(query, *image_rotary_emb), rotary(key, *image_rotary_emb)
+        query, key, value = (x.transpose(1, 2) for x in (query, key, value))  # (B, heads, tokens, head_dim)
+        out = torch.cat([F.scaled_dot_product_attention(query[:, h:h + 1], key[:, h:h + 1], value[:, h:h + 1],
+                                                        attn_mask=attention_mask, dropout_p=0.0, is_causal=False)
+                         for h in range(attn.heads)], dim=1)
+        out = out.transpose(1, 2).flatten(2, 3).to(query.dtype)
+        if encoder_hidden_states is None:
+            return out
+        text_tokens = encoder_hidden_states.shape[1]
+        encoder_hidden_states, out = out[:, :text_tokens], out[:, text_tokens:]
+        out = attn.to_out[1](attn.to_out[0](out.contiguous()))
+        return out, attn.to_add_out(encoder_hidden_states.contiguous())
+
+
 # diffusers' processors -> the head-sliced one computing the same function (others are left as they are)
 SLICED = {"AttnProcessor": HeadSlicedAttention, "AttnProcessor2_0": HeadSlicedAttention,
-          "JointAttnProcessor2_0": HeadSlicedJointAttention}
+          "JointAttnProcessor2_0": HeadSlicedJointAttention, "FluxAttnProcessor": HeadSlicedFluxAttention}
 
 
 def _attention_modules(module: torch.nn.Module) -> list:
-    from diffusers.models.attention_processor import Attention
-
-    return [m for m in module.modules() if isinstance(m, Attention) and type(m.processor).__name__ in SLICED]
+    return [m for m in module.modules()
+            if hasattr(m, "set_processor") and type(getattr(m, "processor", None)).__name__ in SLICED]
 
 
 @contextmanager

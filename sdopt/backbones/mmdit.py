@@ -10,10 +10,11 @@ know this family yet: they refuse it in their check (`compress.registry.Pass.fam
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
 from sdopt.backbones.registry import register
-
 from sdopt.contract.graphs import TRANSFORMER_OUTPUT as OUTPUT
 
 LATENT, TIMESTEP, TEXT, POOLED = "hidden_states", "timestep", "encoder_hidden_states", "pooled_projections"
@@ -89,7 +90,16 @@ class MMDiTBackbone:
                          scope=self.graph_scope)
 
     def graph_module(self, model, names):
-        return _GraphMMDiT(model, names)
+        return _GraphTransformer(self, model, names)
+
+    def default_sample_size(self, model) -> int:
+        """Latent side of the model's default image."""
+        return int(model.config.sample_size)
+
+    @contextmanager
+    def tracing(self):
+        """What the model needs changed while it is traced: nothing."""
+        yield
 
     def latent_size_multiple(self, model) -> int:
         return int(model.config.patch_size)
@@ -127,15 +137,16 @@ class MMDiTBackbone:
         return spec
 
 
-class _GraphMMDiT(torch.nn.Module):
+class _GraphTransformer(torch.nn.Module):
     """The transformer called with its graph inputs in `names`' order: what the exporter traces."""
 
-    def __init__(self, transformer, names):
+    def __init__(self, backbone, transformer, names):
         super().__init__()
-        self.transformer, self.names = transformer, tuple(names)
+        self.backbone, self.transformer, self.names = backbone, transformer, tuple(names)
 
     def forward(self, *tensors):
-        return MMDIT.call(self.transformer, dict(zip(self.names, tensors)))
+        with self.backbone.tracing():
+            return self.backbone.call(self.transformer, dict(zip(self.names, tensors)))
 
 
 MMDIT = MMDiTBackbone()

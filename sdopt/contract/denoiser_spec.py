@@ -2,9 +2,9 @@
 the denoiser without torch and without guessing from input names. A backbone adapter (`sdopt.backbones`) writes
 it at export:
 
-    family            the backbone family ("unet", "mmdit"; next: "flux")
+    family            the backbone family ("unet", "mmdit", "flux")
     inputs            each graph input with its role (INPUT_ROLES) and its axes
-    latent            layout ("nchw", or "packed-2x2" patches) and channels
+    latent            layout ("nchw", or "packed-2x2": 2x2 patches as tokens) and the unpacked channels
     prediction        what the denoiser predicts: epsilon, v_prediction, sample or flow (the velocity)
     timestep_domain   [low, high] of the timestep input (0..1000 for DDPM-trained UNets; 0..1 for t / 1000)
     guidance          classifier-free (a negative batch), embedded (the scale is an input) or none
@@ -13,7 +13,9 @@ it at export:
                       denoiser reads and how the outputs combine: CLIPs side by side along the features, then
                       (SD3) zero-padded to `text_width` and followed along the tokens by T5's output, or by
                       `absent_text_tokens` zero tokens where the artifact has no T5 (diffusers without
-                      text_encoder_3); pooled projections side by side
+                      text_encoder_3); pooled projections side by side; FLUX's CLIP gives its pooled output only
+    timestep_input_divisor  the scheduler's timestep is divided by it before the denoiser reads it (FLUX: 1000)
+    sigmas            the pipeline's own sigma schedule where it passes one ("linear": FLUX's linspace(1, 1/n, n))
 
 Artifacts written before the spec existed get the one their UNet convention implies (`read`). Torch-free.
 """
@@ -23,13 +25,15 @@ from __future__ import annotations
 from sdopt.contract import schema as s
 
 INPUT_ROLES = ("latent", "timestep", "text", "pooled_text", "micro_conditions", "guidance_scale", "position_ids",
-               "cached_feature")
+               "text_position_ids", "cached_feature")
 LAYOUTS = ("nchw", "packed-2x2")
 PREDICTIONS = ("epsilon", "v_prediction", "sample", "flow")
 GUIDANCE = ("classifier-free", "embedded", "none")
 SCHEDULER_FAMILIES = ("ddpm", "flow-matching")
 TOKENIZERS = ("clip", "t5")
-COMBINE = ("concat-features", "sequence")  # SDXL's two CLIPs side by side; T5 after CLIP along the tokens (SD3)
+# SDXL's two CLIPs side by side; T5 after CLIP along the tokens (SD3); the pooled output alone (FLUX's CLIP)
+COMBINE = ("concat-features", "sequence", "pooled")
+SIGMAS = ("linear",)  # the pipeline's own sigmas: linspace(1, 1/steps, steps) (FLUX)
 
 _name = s.string(r"[A-Za-z_][A-Za-z0-9_.]{0,127}", 128)
 SCHEMA = s.record({
@@ -45,7 +49,8 @@ SCHEMA = s.record({
                                                                                      "tokenizer_3")),
                                        "kind": s.string(choices=TOKENIZERS), "max_length": s.integer(1, 4096),
                                        "output": _name, "combine": s.string(choices=COMBINE)}), 4),
-}, {"text_width": s.integer(1, 65536), "absent_text_tokens": s.integer(1, 4096)})
+}, {"text_width": s.integer(1, 65536), "absent_text_tokens": s.integer(1, 4096),
+    "timestep_input_divisor": s.number(0, 1e6, low_open=True), "sigmas": s.string(choices=SIGMAS)})
 
 # the UNet convention of artifacts written before the spec: input name -> (role, axes)
 UNET_INPUTS = {"sample": ("latent", ["batch", "channels", "height", "width"]), "timestep": ("timestep", ["batch"]),

@@ -25,7 +25,8 @@ PREDICTION_OUTPUTS = (*NOISE_OUTPUT, TRANSFORMER_OUTPUT)  # what the runtime rea
 LATENT_INPUT = ("latent_sample", "latent")  # the VAE decoder's input
 IMAGE_IO = ("sample", "image")  # the VAE decoder's output and the VAE encoder's input
 PROMPT_OUTPUT = ("last_hidden_state", "hidden_states")  # a text encoder's (SD): the embeddings the UNet reads
-POOLED_OUTPUT = "text_embeds"  # SDXL's second text encoder: the pooled projection
+POOLED_OUTPUT = "text_embeds"  # SDXL's second text encoder, SD3's CLIPs: the pooled projection
+POOLED_OUTPUTS = (POOLED_OUTPUT, "pooler_output")  # ... and a plain CLIP's pooled output (FLUX)
 POSTERIOR_OUTPUT = "latent_parameters"  # the VAE encoder's: posterior mean and log-variance along channels
 HIDDEN_STATE = "hidden_states.{}"  # SDXL text encoders: every layer's hidden state, 0 (embeddings) to N
 

@@ -17,18 +17,20 @@ from sdopt.contract.sampling import SCHEDULERS, pixel_size_multiple
 SCHEMA_VERSION = 3  # 3: Optimum's graph I/O names, config.json per graph, OpenVINO IR inside graph folders
 READABLE_VERSIONS = (2, 3)
 FORMAT = "sdopt-artifact"  # the marker that tells an sdopt artifact from any other folder with a manifest.json
-KINDS = ("sd", "sdxl", "sd3")
+KINDS = ("sd", "sdxl", "sd3", "flux")
 BUILDS = ("openvino", "tensorrt")
 # builds whose files lie in each graph's folder (where optimum-intel looks), not in a folder of their own
 GRAPH_FOLDER_BUILDS = {"openvino": ("openvino_model.xml", "openvino_model.bin")}
 SUPPORT_FOLDERS = ("tokenizer", "tokenizer_2", "tokenizer_3", "scheduler", "lcm_lora")  # non-graph files (lcm_lora: for other tools)
-TEXT_ENCODERS = {"sd": (1,), "sdxl": (2,), "sd3": (2, 3)}  # graphs of role text_encoder a pipeline kind may have
+TEXT_ENCODERS = {"sd": (1,), "sdxl": (2,), "sd3": (2, 3), "flux": (2,)}  # graphs of role text_encoder a pipeline kind may have
 TOKENIZER_FOLDERS = ("tokenizer", "tokenizer_2", "tokenizer_3")
 REQUIRED_FILES = {"sd": ("model_index.json", "scheduler/scheduler_config.json", "tokenizer/tokenizer.json"),
                   "sdxl": ("model_index.json", "scheduler/scheduler_config.json", "tokenizer/tokenizer.json",
                            "tokenizer_2/tokenizer.json"),
                   "sd3": ("model_index.json", "scheduler/scheduler_config.json", "tokenizer/tokenizer.json",
-                          "tokenizer_2/tokenizer.json")}
+                          "tokenizer_2/tokenizer.json"),
+                  "flux": ("model_index.json", "scheduler/scheduler_config.json", "tokenizer/tokenizer.json",
+                           "tokenizer_2/tokenizer.json")}
 
 IDENTIFIER = r"[a-z][a-z0-9_]{0,63}"  # component names: also their folder names
 PATH_PART = r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}"  # no leading dot: no '.', '..' or hidden files

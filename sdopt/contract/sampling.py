@@ -71,3 +71,26 @@ def guidance_embedding(guidance, dim: int) -> np.ndarray:
     angles = w[:, None] * freqs[None, :]
     emb = np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
     return np.pad(emb, ((0, 0), (0, dim % 2))).astype(np.float32)
+
+
+def image_position_ids(height: int, width: int) -> np.ndarray:
+    """(height * width, 3) float32 position ids of a packed latent's patches (FLUX's rotary embedding reads them):
+    0, row, column, as diffusers' FLUX pipeline makes them."""
+    ids = np.zeros((height, width, 3), np.float32)
+    ids[..., 1] += np.arange(height, dtype=np.float32)[:, None]
+    ids[..., 2] += np.arange(width, dtype=np.float32)[None, :]
+    return ids.reshape(height * width, 3)
+
+
+def pack_latents(latents: np.ndarray) -> np.ndarray:
+    """(B, C, h, w) -> (B, h/2 * w/2, 4C): 2x2 patches as tokens (diffusers' FLUX `_pack_latents`)."""
+    b, c, h, w = latents.shape
+    return latents.reshape(b, c, h // 2, 2, w // 2, 2).transpose(0, 2, 4, 1, 3, 5).reshape(b, (h // 2) * (w // 2),
+                                                                                         c * 4)
+
+
+def unpack_latents(tokens: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The inverse of `pack_latents` for latents of `height` x `width`."""
+    b, _, channels = tokens.shape
+    return tokens.reshape(b, height // 2, width // 2, channels // 4, 2, 2).transpose(0, 3, 1, 4, 2, 5) \
+        .reshape(b, channels // 4, height, width)

@@ -25,10 +25,13 @@ from sdopt.sources.archs import ARCHS, DIT_ARCHS, ArchSpec, DiTArchSpec
 
 SUPPORTED_PIPELINES = {"StableDiffusionPipeline": "sd", "StableDiffusionXLPipeline": "sdxl",
                        "StableDiffusionInpaintPipeline": "sd",  # an inpainting UNet takes mask + masked latents
-                       "StableDiffusion3Pipeline": "sd3", "StableDiffusion3Img2ImgPipeline": "sd3"}
+                       "StableDiffusion3Pipeline": "sd3", "StableDiffusion3Img2ImgPipeline": "sd3",
+                       "FluxPipeline": "flux", "FluxImg2ImgPipeline": "flux"}
 # sampling defaults of a pipeline kind where its folder says none: diffusers' pipeline defaults
-KIND_SAMPLING = {"sd": (20, 7.5, "ddim"), "sdxl": (20, 7.5, "ddim"), "sd3": (28, 7.0, "flow-euler")}
-T5_MAX_LENGTH = 256  # diffusers' SD3 pipelines' max_sequence_length
+KIND_SAMPLING = {"sd": (20, 7.5, "ddim"), "sdxl": (20, 7.5, "ddim"), "sd3": (28, 7.0, "flow-euler"),
+                 "flux": (28, 3.5, "flow-euler")}
+UNGUIDED_SAMPLING = (4, 0.0, "flow-euler")  # a timestep-distilled model without guidance (FLUX.1-schnell)
+T5_MAX_LENGTH = {"sd3": 256, "flux": 512}  # diffusers' pipelines' max_sequence_length
 DEFAULT_MODEL = "tiny-shapes" if FAMILIES["tiny-shapes"].shipped else "arch:tiny"
 
 
@@ -72,6 +75,11 @@ class TextEncoderGraph:
     all_layers: bool  # every layer's hidden state is an output (the denoiser reads the penultimate)
     pooled: bool  # the pooled projection is an output
 
+    @property
+    def pooled_output(self) -> str:
+        """The pooled output's name: a CLIP with projection's text_embeds, a plain CLIP's pooler_output."""
+        return "text_embeds" if hasattr(self.encoder, "text_projection") else "pooler_output"
+
 
 @dataclass
 class Source:
@@ -87,23 +95,27 @@ class Source:
     family: str = ""  # a reference family (sdopt.reference.families) for its shipped model and folders trained like it
     outputs: PassOutputs = field(default_factory=lambda: PassOutputs())  # what the passes hand the exporter
 
-    t5_max_length: int = T5_MAX_LENGTH
+    @property
+    def t5_max_length(self) -> int:
+        return T5_MAX_LENGTH.get(self.kind, 0)
 
     def text_encoder_graphs(self) -> list[TextEncoderGraph]:
         """The pipeline's text encoders in the order their outputs combine: SD one CLIP (last hidden state), SDXL
         two (penultimate layer; the second's pooled projection too), SD3 two CLIPs with projection and T5 (absent
-        where the pipeline has none)."""
+        where the pipeline has none), FLUX CLIP (its pooled output) and T5."""
         pipe, graphs = self.pipeline, []
+        t5_index = {"sd3": 2, "flux": 1}.get(self.kind)
         for i, suffix in enumerate(("", "_2", "_3")):
             encoder = getattr(pipe, f"text_encoder{suffix}", None)
             if encoder is None:
                 continue
             tokenizer = getattr(pipe, f"tokenizer{suffix}")
-            t5 = self.kind == "sd3" and i == 2
+            t5 = i == t5_index
             graphs.append(TextEncoderGraph(
                 f"text_encoder{suffix}", encoder, tokenizer, f"tokenizer{suffix}", "t5" if t5 else "clip",
-                self.t5_max_length if t5 else tokenizer.model_max_length, all_layers=self.kind != "sd" and not t5,
-                pooled=(self.kind == "sdxl" and i == 1) or (self.kind == "sd3" and not t5)))
+                self.t5_max_length if t5 else tokenizer.model_max_length,
+                all_layers=self.kind in ("sdxl", "sd3") and not t5,
+                pooled=not t5 and ((self.kind == "sdxl" and i == 1) or self.kind in ("sd3", "flux"))))
         return graphs
 
     @property
@@ -220,8 +232,12 @@ def _folder_source(spec: str, path: Path, without_t5: bool = False) -> Source:
     extra.update({key: None for key, value in index.items() if not key.startswith("_") and value in ([None, None],)})
     if without_t5:
         if kind != "sd3":
-            raise SdoptError(f"'{spec}': --without-t5 applies to SD3 folders (text_encoder_3), not a {class_name}")
+            raise SdoptError(f"'{spec}': --without-t5 applies to SD3 folders (text_encoder_3), not a {class_name}"
+                             + (" (FLUX reads its prompt through T5 only)" if kind == "flux" else ""))
         extra.update(text_encoder_3=None, tokenizer_3=None)
+    if kind == "flux" and (extra.get("text_encoder_2", 0) is None or not (path / "text_encoder_2").is_dir()):
+        raise SdoptError(f"'{spec}': a FLUX folder needs its T5 encoder (text_encoder_2): FLUX reads the prompt "
+                         f"through T5")
     try:
         pipe = pipeline_class.from_pretrained(path, local_files_only=True, **extra)
     except Exception as err:  # diffusers raises many types for a broken folder
@@ -233,9 +249,10 @@ def _folder_source(spec: str, path: Path, without_t5: bool = False) -> Source:
 
 def _with_defaults(source: Source) -> Source:
     """The default image size (the denoiser's sample size) and sampling of the source's kind."""
-    size = int(source.denoiser.config.sample_size) * source.pipeline.vae_scale_factor
-    source.height = source.width = size
-    source.steps, source.guidance, source.scheduler = KIND_SAMPLING[source.kind]
+    backbone, denoiser = source.backbone, source.denoiser
+    source.height = source.width = backbone.default_sample_size(denoiser) * source.pipeline.vae_scale_factor
+    unguided = source.kind == "flux" and not backbone.embeds_guidance(denoiser)
+    source.steps, source.guidance, source.scheduler = UNGUIDED_SAMPLING if unguided else KIND_SAMPLING[source.kind]
     return source
 
 

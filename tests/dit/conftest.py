@@ -25,11 +25,13 @@ def tiny_clip(tokenizer, hidden: int = 32):
         num_attention_heads=4, hidden_act="gelu", projection_dim=hidden)).eval()
 
 
-def tiny_vae(latent_channels: int = 4):
+def tiny_vae(levels: int = 2):
+    """A VAE with 4 latent channels and the shift factor SD3 and FLUX have; 2**(levels - 1) pixels per latent."""
     from diffusers import AutoencoderKL
 
-    return AutoencoderKL(block_out_channels=[32, 32], layers_per_block=1, latent_channels=latent_channels,
-                         down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
+    return AutoencoderKL(block_out_channels=[32] * levels, layers_per_block=1, latent_channels=4,
+                         down_block_types=["DownEncoderBlock2D"] * levels,
+                         up_block_types=["UpDecoderBlock2D"] * levels,
                          norm_num_groups=32, scaling_factor=1.5, shift_factor=0.06, use_quant_conv=False,
                          use_post_quant_conv=False).eval()
 
@@ -88,3 +90,45 @@ def sd3_fp32(sd3_folder, tmp_path_factory):
     out = tmp_path_factory.mktemp("artifacts") / "sd3-fp32"
     assert main(["compress", "--model", str(sd3_folder), "--out", str(out)]) == 0
     return out
+
+
+def flux_pipeline(dev: bool = True):
+    """FLUX.1 layout at toy width: CLIP (pooled 32), T5, one double- and one single-stream block, rotary axes
+    (2, 2, 4), a VAE of factor 8 (images in multiples of 16 pixels); dev embeds the guidance scale and shifts its
+    schedule by the image size, schnell does neither."""
+    import torch
+    from diffusers import (
+        FlowMatchEulerDiscreteScheduler,
+        FluxPipeline,
+        FluxTransformer2DModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from sdopt.sources.source import stand_in_tokenizer
+
+    torch.manual_seed(0)
+    tokenizer = stand_in_tokenizer()
+    clip = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), max_position_embeddings=77, pad_token_id=1, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+        num_attention_heads=4, hidden_act="gelu")).eval()
+    transformer = FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
+                                         attention_head_dim=8, num_attention_heads=2, joint_attention_dim=32,
+                                         pooled_projection_dim=32, guidance_embeds=dev,
+                                         axes_dims_rope=(2, 2, 4)).eval()
+    scheduler = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, shift=3.0, base_image_seq_len=256,
+                                                max_image_seq_len=4096, base_shift=0.5, max_shift=1.15) if dev \
+        else FlowMatchEulerDiscreteScheduler(shift=1.0)
+    t5, t5_tokenizer = tiny_t5(32)
+    return FluxPipeline(transformer=transformer, scheduler=scheduler, vae=tiny_vae(levels=4), text_encoder=clip,
+                        tokenizer=tokenizer, text_encoder_2=t5, tokenizer_2=t5_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def flux_dev_folder(tmp_path_factory):
+    return _saved(tmp_path_factory, "flux-dev-tiny", flux_pipeline())
+
+
+@pytest.fixture(scope="session")
+def flux_schnell_folder(tmp_path_factory):
+    return _saved(tmp_path_factory, "flux-schnell-tiny", flux_pipeline(dev=False))

@@ -81,7 +81,7 @@ def test_openvino_and_optimum_pipelines_give_sdopt_image(sd3_fp32, tmp_path):
     intel = pytest.importorskip("optimum.intel", reason="optimum-intel's OpenVINO pipelines (the compat extra)")
     ours_pipe = Pipeline(sd3_fp32)
     noise = ours_pipe.initial_noise(0, SIZE, SIZE)
-    ours = ours_pipe(PROMPT, noise=noise, steps=STEPS, guidance=GUIDANCE).image_float
+    ours = ours_pipe(PROMPT, noise=noise, steps=STEPS, guidance=GUIDANCE, height=SIZE, width=SIZE).image_float
 
     def optimum(pipeline_class, folder):
         out = pipeline_class.from_pretrained(str(folder))(PROMPT, num_inference_steps=STEPS, guidance_scale=GUIDANCE,
@@ -93,7 +93,8 @@ def test_openvino_and_optimum_pipelines_give_sdopt_image(sd3_fp32, tmp_path):
     built = tmp_path / "built"
     shutil.copytree(sd3_fp32, built)
     assert main(["build", str(built), "--format", "openvino"]) == 0
-    openvino = Pipeline(built, backend="openvino")(PROMPT, noise=noise, steps=STEPS, guidance=GUIDANCE).image_float
+    openvino = Pipeline(built, backend="openvino")(PROMPT, noise=noise, steps=STEPS, guidance=GUIDANCE, height=SIZE,
+                                                   width=SIZE).image_float
     assert psnr(openvino * 255, ours * 255) >= 40.0
     assert psnr(optimum(intel.OVStableDiffusion3Pipeline, built) * 255, openvino * 255) >= 40.0
 

@@ -91,6 +91,10 @@ class UNetBackbone:
     def latent_size_multiple(self, model) -> int:
         return convention.unet_latent_multiple(model)
 
+    def default_sample_size(self, model) -> int:
+        """Latent side of the model's default image."""
+        return int(model.config.sample_size)
+
     def attention_downsample(self, model) -> int | None:
         return convention.attention_downsample(model.config)
 
