@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sdopt.backbones.registry import PASS_FAMILIES
 from sdopt.compress.registry import Shortcut, register
 from sdopt.contract.cache import first_non_finite
 from sdopt.contract.errors import SdoptError
@@ -84,7 +85,8 @@ def fuse_lora(pipe, weights, scale: float, adapter: str, label: str) -> dict:
     from sdopt.backbones import backbone_of_pipeline
 
     denoiser = backbone_of_pipeline(pipe).component
-    components = [denoiser, *(f"text_encoder{s}" for s in ("", "_2") if getattr(pipe, f"text_encoder{s}", None))]
+    loadable = getattr(pipe, "_lora_loadable_modules", None) or [denoiser, "text_encoder", "text_encoder_2"]
+    components = [name for name in loadable if getattr(pipe, name, None) is not None]  # FLUX: never its T5
     try:
         with _quiet_loaders():
             pipe.load_lora_weights(weights, adapter_name=adapter)
@@ -159,8 +161,9 @@ def _file_and_scale(text: str) -> dict:
     return {"file": text}
 
 
-register("lora", LoraConfig, apply, check=check, before=("*",), repeatable=True, shortcuts=(
-    Shortcut("--lora", None, {"action": "append", "metavar": "FILE[:SCALE]",
-                              "help": "fuse this LoRA (.safetensors, diffusers or kohya format) into the denoiser and "
-                                      "text encoders before the recipe's passes, at SCALE (default 1); repeatable"},
-             _file_and_scale),))
+LORA_FLAG = Shortcut("--lora", None, {"action": "append", "metavar": "FILE[:SCALE]",
+                                      "help": "fuse this LoRA (.safetensors, diffusers or kohya format) into the "
+                                              "denoiser and text encoders before the recipe's passes, at SCALE "
+                                              "(default 1); repeatable"}, _file_and_scale)
+register("lora", LoraConfig, apply, check=check, before=("*",), repeatable=True,
+         families=(*PASS_FAMILIES, "mmdit", "flux"), shortcuts=(LORA_FLAG,))

@@ -157,7 +157,7 @@ def evaluate(artifact, *, reference=None, model: str | None = None, prompts: lis
 def bench(artifacts=(), *, model: str | None = None, backends: str = "onnxruntime", peers: str | None = None,
           steps: int | None = None, height: int | None = None, width: int | None = None, runs: int = 5,
           warmup: int = 1, json=None, plot=None, device: str | None = None, precision: str | None = None,
-          scheduler: str = "ddim", denoise: dict | None = None, memory: str = "default", vae_tile: int = 0,
+          scheduler: str | None = None, denoise: dict | None = None, memory: str = "default", vae_tile: int = 0,
           threads: int | None = None, say=_stderr, table=None) -> dict:
     """Latency per stage and end to end, memory, load time and size of each artifact on each backend and of the
     peers, each timed in its own process, as `sdopt bench` measures them; the result `sdopt bench --json`

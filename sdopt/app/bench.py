@@ -77,7 +77,7 @@ class BenchRequest:
     plot: Path | None
     device: str | None
     precision: str | None
-    scheduler: str = "ddim"
+    scheduler: str | None = None  # default: the model's (ddim for the UNet models, flow-euler for SD3 and FLUX)
     denoise: dict = field(default_factory=dict)
     memory: str = "default"  # the artifacts' memory modes: default, low (`run --low-memory`) or both
     vae_tile: int = 0  # the artifacts' tiled VAE decode (pixels; 0: whole)
@@ -191,7 +191,7 @@ def prepare(request: BenchRequest):
     settings = Settings(prompt=default_pairs(manifest, None, 1)[0][0], steps=request.steps or info["steps"],
                         height=height, width=width,
                         guidance=_guided(info),
-                        scheduler=request.scheduler, threads=request.threads, runs=request.runs,
+                        scheduler=request.scheduler or info.get("scheduler", "ddim"), threads=request.threads, runs=request.runs,
                         warmup=request.warmup)
     if request.denoise:
         from sdopt.runtime.denoise import strategy
@@ -225,8 +225,11 @@ def deployed_bytes(manifest: dict, backend: str) -> int:
 def own_sampling(manifest: dict, steps: int | None) -> dict:
     """An artifact distilled to another sampler (lcm) runs at its own steps, scheduler and guidance, not the
     source model's: the few-step model against the model as it is deployed."""
+    from sdopt.contract.denoiser_spec import read
+    from sdopt.contract.sampling import SCHEDULER_FAMILIES
+
     info = manifest["pipeline"]
-    if info.get("scheduler", "ddim") == "ddim":
+    if info.get("scheduler", "ddim") == SCHEDULER_FAMILIES[read(manifest)["scheduler_family"]][0]:
         return {}
     return {"steps": steps or info["steps"], "scheduler": info["scheduler"], "guidance": info["guidance"]}
 

@@ -5,7 +5,7 @@ own docs say, cached under $SDOPT_CACHE/peers, with how it was built (tool versi
                    ORTStableDiffusionPipeline
     openvino-int8  optimum-intel's OpenVINO export with NNCF hybrid INT8 quantization (convolutions W8A8,
                    MatMuls and embeddings INT8 weight-only), calibrated on 200 UNet calls of the model's
-                   calibration prompts: Intel's recipe for SD
+                   calibration prompts: Intel's recipe for SD (16 calls for SD3 and FLUX transformers)
     sdcpp-f16      stable-diffusion.cpp (ggml) through stable-diffusion-cpp-python, loading the diffusers
     sdcpp-q8_0     folder's safetensors and converting the weights to f16 or q8_0 as it loads them
 """
@@ -30,6 +30,8 @@ TOOLS = {  # peer: (module it needs, how to install it)
 }
 SDCPP_WEIGHTS = {"sdcpp-f16": "f16", "sdcpp-q8_0": "q8_0"}
 HYBRID_CALIBRATION_CALLS = 200  # optimum-intel's default for diffusion models (and Intel's SD notebooks)
+# a transformer's calibration calls on a 2-core CPU: 200 of them (at 1024², with T5) do not fit a benchmark run
+DIT_HYBRID_CALIBRATION_CALLS = 16
 BUILD_RECORD = "sdopt_peer_build.json"
 
 
@@ -101,6 +103,9 @@ def unsupported(peer: str, spec: str) -> str | None:
     """Why the peer cannot run this model source, or None."""
     if peer not in SDCPP_WEIGHTS:
         return None
+    if _transformer_source(spec):
+        return ("stable-diffusion.cpp reads SD3.5 and FLUX from single-file checkpoints (safetensors or GGUF), not "
+                "from a diffusers folder")
     if spec in FAMILIES or spec == "arch:tiny":
         return "stable-diffusion.cpp implements the SD 1.x, 2.x and XL architectures only"
     if not spec.startswith("arch:"):
@@ -111,6 +116,15 @@ def unsupported(peer: str, spec: str) -> str | None:
         if config.get("block_out_channels") not in SDCPP_UNETS or config.get("layers_per_block") != 2:
             return "stable-diffusion.cpp implements the SD 1.x, 2.x and XL architectures only"
     return None
+
+
+def _transformer_source(spec: str) -> bool:
+    """An SD3 or FLUX source (a transformer denoiser)."""
+    from sdopt.sources.archs import DIT_ARCHS
+
+    if spec.startswith("arch:"):
+        return spec[len("arch:"):] in DIT_ARCHS
+    return spec not in FAMILIES and (Path(spec) / "transformer").is_dir()
 
 
 def prepare(peer: str, spec: str) -> Path:
@@ -147,20 +161,22 @@ def _optimum_export(source: Path, out: Path) -> dict:
 
 
 def _hybrid_int8(source: Path, spec: str, out: Path) -> dict:
-    from optimum.intel import OVStableDiffusionPipeline, OVWeightQuantizationConfig
+    from optimum.intel import OVPipelineForText2Image, OVWeightQuantizationConfig
 
     from sdopt.reference.prompts import calibration_prompt_pool
     from sdopt.sources.source import load_source
 
     prompts = list(calibration_prompt_pool(load_source(spec).family))
-    config = OVWeightQuantizationConfig(bits=8, quant_method="hybrid", dataset=prompts,
-                                        num_samples=HYBRID_CALIBRATION_CALLS)
-    print(f"quantizing {source} with optimum-intel / NNCF hybrid INT8 ({HYBRID_CALIBRATION_CALLS} calibration "
-          f"UNet calls)", file=sys.stderr)
-    pipe = OVStableDiffusionPipeline.from_pretrained(str(source), export=True, quantization_config=config,
-                                                     compile=False)
+    calls = DIT_HYBRID_CALIBRATION_CALLS if _transformer_source(spec) else HYBRID_CALIBRATION_CALLS
+    config = OVWeightQuantizationConfig(bits=8, quant_method="hybrid", dataset=prompts, num_samples=calls)
+    print(f"quantizing {source} with optimum-intel / NNCF hybrid INT8 ({calls} calibration denoiser calls)",
+          file=sys.stderr)
+    pipe = OVPipelineForText2Image.from_pretrained(str(source), export=True, quantization_config=config,
+                                                   compile=False)
     pipe.save_pretrained(str(out))
-    return {"how": f"OVStableDiffusionPipeline.from_pretrained(export=True, quantization_config="
+    return {"how": f"OVPipelineForText2Image.from_pretrained(export=True, quantization_config="
                    f"OVWeightQuantizationConfig(bits=8, quant_method='hybrid', dataset=<{len(prompts)} calibration "
-                   f"prompts>, num_samples={HYBRID_CALIBRATION_CALLS}))",
+                   f"prompts>, num_samples={calls}))" + (" (fewer calibration calls than optimum-intel's 200: a "
+                                                          "transformer's do not fit a 2-core CPU's run)"
+                                                          if calls != HYBRID_CALIBRATION_CALLS else ""),
             "versions": versions("optimum-intel", "nncf", "openvino", "transformers", "diffusers")}

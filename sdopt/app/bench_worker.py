@@ -80,11 +80,12 @@ def diffusers_generator(target: dict, settings: dict, clock: StageClock, sizes: 
 
     if settings.get("threads"):
         torch.set_num_threads(settings["threads"])
-    pipe = load_source(target["path"]).pipeline
+    source = load_source(target["path"])
+    pipe, denoiser = source.pipeline, source.denoiser
     use_scheduler(pipe, settings)
-    modules = [pipe.unet, pipe.vae.decoder, pipe.vae.post_quant_conv, *encoders_of(pipe)]
+    modules = [m for m in (denoiser, pipe.vae.decoder, pipe.vae.post_quant_conv, *encoders_of(pipe)) if m is not None]
     sizes["size_bytes"] = sum(p.numel() * p.element_size() for m in modules for p in m.parameters())
-    for module, stage in [(e, "text_encoder") for e in encoders_of(pipe)] + [(pipe.unet, "unet")]:
+    for module, stage in [(e, "text_encoder") for e in encoders_of(pipe)] + [(denoiser, "unet")]:
         module.forward = clock.measured(stage, clock.timed(stage, module.forward))
     pipe.vae.decode = clock.measured("vae_decode", clock.timed("vae_decode", pipe.vae.decode))
 
@@ -106,7 +107,7 @@ def use_scheduler(pipe, settings: dict) -> None:
 
 
 def encoders_of(pipe) -> list:
-    return [pipe.text_encoder] + ([pipe.text_encoder_2] if getattr(pipe, "text_encoder_2", None) else [])
+    return [e for e in (getattr(pipe, f"text_encoder{s}", None) for s in ("", "_2", "_3")) if e is not None]
 
 
 def optimum_generator(target: dict, settings: dict, clock: StageClock, sizes: dict):
@@ -128,7 +129,8 @@ def optimum_generator(target: dict, settings: dict, clock: StageClock, sizes: di
         kwargs = {"ov_config": {"INFERENCE_NUM_THREADS": str(threads)}} if threads else {}
     pipe = pipeline_class.from_pretrained(target["path"], **kwargs)
     use_scheduler(pipe, settings)
-    parts = [(e, "text_encoder") for e in encoders_of(pipe)] + [(pipe.unet, "unet"), (pipe.vae_decoder, "vae_decode")]
+    denoiser = getattr(pipe, "unet", None) or pipe.transformer
+    parts = [(e, "text_encoder") for e in encoders_of(pipe)] + [(denoiser, "unet"), (pipe.vae_decoder, "vae_decode")]
     for part, stage in parts:
         part.forward = clock.measured(stage, clock.timed(stage, part.forward))
 

@@ -231,7 +231,9 @@ def _add_bench(commands, default_model: str) -> None:
                         f"note; other tools' builds are made once and cached under $SDOPT_CACHE/peers (openvino-int8 "
                         f"calibrates on 200 denoiser calls first)")
     b.add_argument("--steps", type=steps, help="sampling steps (default: the model's)")
-    b.add_argument("--scheduler", choices=SCHEDULERS, default="ddim", help="ddim, euler or dpmpp (default ddim)")
+    b.add_argument("--scheduler", choices=SCHEDULERS,
+                   help="ddim, euler or dpmpp for the UNet models (default: the model's: ddim for the UNet models, "
+                        "flow-euler for SD3 and FLUX)")
     _denoise_flag(b)
     b.add_argument("--height", type=image_side, help="image height in pixels (default: the model's)")
     b.add_argument("--width", type=image_side, help="image width in pixels (default: the model's)")

@@ -92,24 +92,41 @@ SD3_MEDIUM = dict(sample_size=128, patch_size=2, in_channels=16, num_layers=24, 
 SD35_MEDIUM = dict(SD3_MEDIUM, pos_embed_max_size=384, qk_norm="rms_norm", dual_attention_layers=tuple(range(13)))
 
 
+FLUX_DEV = dict(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
+                num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True,
+                axes_dims_rope=(16, 56, 56))
+FLUX_VAE = dict(SD3_VAE, scaling_factor=0.3611, shift_factor=0.1159)
+FLUX_SCHEDULER = {"num_train_timesteps": 1000, "shift": 3.0, "use_dynamic_shifting": True, "base_shift": 0.5,
+                  "max_shift": 1.15, "base_image_seq_len": 256, "max_image_seq_len": 4096}
+# a T5 of T5-XXL's width (the transformer reads 4096 features) with one of its 24 layers and a narrow MLP
+SMALL_T5 = dict(vocab_size=32128, d_model=4096, d_ff=1024, d_kv=64, num_heads=64, num_layers=1,
+                feed_forward_proj="gated-gelu", is_gated_act=True)
+
+
 @dataclass(frozen=True)
 class DiTArchSpec:
-    """A transformer denoiser's real width, heads and embeddings with `blocks` of its `full_blocks` transformer
-    blocks (the full depth does not fit an fp32 export on the project's machines; per-block costs scale), its
-    VAE and CLIP encoders. No T5: a 4.7 B-parameter T5-XXL does not fit either; the denoiser gets zeros in its
-    place, as diffusers' pipeline does without `text_encoder_3`, and reads the same number of text tokens."""
+    """A transformer denoiser's real width, heads and embeddings with fewer transformer blocks (`depth`: the config
+    keys that set them; the full depth does not fit an fp32 export on the project's machines, and per-block costs
+    scale), its VAE and CLIP encoders. T5-XXL (4.7 B parameters) does not fit either: SD3 runs without it, zeros in
+    its place as diffusers' pipeline does without `text_encoder_3` (the denoiser reads as many text tokens);
+    FLUX, which reads its prompt through T5 only, gets a small T5 of T5-XXL's width (`t5`)."""
 
-    kind: str  # "sd3"
+    kind: str  # "sd3" or "flux"
     transformer: dict
-    blocks: int
-    full_blocks: int
+    depth: dict  # the config's block counts as built here
+    note: str  # what the source leaves out, said with everything made from it
     vae: dict
-    text_encoders: tuple  # CLIPTextConfig kwargs (with projection), one per encoder
+    text_encoders: tuple  # CLIPTextConfig kwargs, one per CLIP
     height: int
     scheduler: dict = field(default_factory=lambda: dict(FLOW_SCHEDULER))
+    t5: dict | None = None  # T5Config kwargs
 
 
+_SD3_NOTE = "4 of 24 transformer blocks; no T5 (zeros in its place, as diffusers without text_encoder_3)"
 DIT_ARCHS = {
-    "sd3": DiTArchSpec("sd3", SD3_MEDIUM, 4, 24, SD3_VAE, (CLIP_L, CLIP_G), 1024),
-    "sd35m": DiTArchSpec("sd3", SD35_MEDIUM, 4, 24, SD3_VAE, (CLIP_L, CLIP_G), 1024),
+    "sd3": DiTArchSpec("sd3", SD3_MEDIUM, {"num_layers": 4}, _SD3_NOTE, SD3_VAE, (CLIP_L, CLIP_G), 1024),
+    "sd35m": DiTArchSpec("sd3", SD35_MEDIUM, {"num_layers": 4}, _SD3_NOTE, SD3_VAE, (CLIP_L, CLIP_G), 1024),
+    "flux": DiTArchSpec("flux", FLUX_DEV, {"num_layers": 2, "num_single_layers": 4},
+                        "2 of 19 double-stream and 4 of 38 single-stream blocks; a 1-layer T5 of T5-XXL's width "
+                        "(d_ff 1024)", FLUX_VAE, (CLIP_L,), 1024, FLUX_SCHEDULER, SMALL_T5),
 }

@@ -292,33 +292,45 @@ def _random_weight_source(spec: str, arch: ArchSpec) -> Source:
 
 
 def _random_weight_dit_source(spec: str, arch: DiTArchSpec) -> Source:
-    """An SD3-layout pipeline with random weights: `arch.blocks` transformer blocks, CLIP-L and CLIP-G, no T5."""
+    """An SD3- or FLUX-layout pipeline with random weights, as `arch` describes it."""
+    import diffusers
     import torch
-    from diffusers import (
-        AutoencoderKL,
-        FlowMatchEulerDiscreteScheduler,
-        SD3Transformer2DModel,
-        StableDiffusion3Pipeline,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
     torch.manual_seed(0)
-    tokenizers = [stand_in_tokenizer(), stand_in_tokenizer(pad_token="!")]
-    encoders = [CLIPTextModelWithProjection(CLIPTextConfig(
+    sd3 = arch.kind == "sd3"
+    tokenizers = [stand_in_tokenizer(), stand_in_tokenizer(pad_token="!")][:len(arch.text_encoders)]
+    clip_class = CLIPTextModelWithProjection if sd3 else CLIPTextModel
+    encoders = [clip_class(CLIPTextConfig(
         vocab_size=max(49408, len(tokenizers[0])), max_position_embeddings=77, pad_token_id=1,
         bos_token_id=tokenizers[0].bos_token_id, eos_token_id=tokenizers[0].eos_token_id, **te)).eval()
         for te in arch.text_encoders]
-    transformer = SD3Transformer2DModel(**dict(arch.transformer, num_layers=arch.blocks)).eval()
-    pipe = StableDiffusion3Pipeline(
-        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(**arch.scheduler),
-        vae=AutoencoderKL(**arch.vae).eval(), text_encoder=encoders[0], tokenizer=tokenizers[0],
-        text_encoder_2=encoders[1], tokenizer_2=tokenizers[1], text_encoder_3=None, tokenizer_3=None)
+    transformer_class = diffusers.SD3Transformer2DModel if sd3 else diffusers.FluxTransformer2DModel
+    parts = dict(transformer=transformer_class(**{**arch.transformer, **arch.depth}).eval(),
+                 scheduler=diffusers.FlowMatchEulerDiscreteScheduler(**arch.scheduler),
+                 vae=diffusers.AutoencoderKL(**arch.vae).eval())
+    for i, (encoder, tokenizer) in enumerate(zip(encoders, tokenizers)):
+        suffix = "" if i == 0 else f"_{i + 1}"
+        parts.update({f"text_encoder{suffix}": encoder, f"tokenizer{suffix}": tokenizer})
+    if sd3:
+        pipe = diffusers.StableDiffusion3Pipeline(text_encoder_3=None, tokenizer_3=None, **parts)
+    else:
+        pipe = diffusers.FluxPipeline(text_encoder_2=T5EncoderModel(T5Config(**arch.t5)).eval(),
+                                      tokenizer_2=stand_in_t5_tokenizer(), **parts)
     pipe.set_progress_bar_config(disable=True)
     source = _with_defaults(Source(spec, arch.kind, True, pipe, 0, 0))
     source.height = source.width = arch.height
-    source.note = (f"{arch.blocks} of {arch.full_blocks} transformer blocks; no T5 (zeros in its place, as "
-                   f"diffusers without text_encoder_3)")
+    source.note = arch.note
     return source
+
+
+def stand_in_t5_tokenizer():
+    """A T5 tokenizer whose pieces are single characters (random-weight models have no vocabulary of their
+    own): T5's special tokens, '</s>' after the text, padding and truncation as a real one."""
+    from sdopt.contract.tokenizer_files import t5_tokenizer
+
+    pieces = [(chr(c), -10.0) for c in range(ord("!"), ord("~") + 1)] + [("▁", -5.0)]
+    return t5_tokenizer(pieces, model_max_length=512)
 
 
 def stand_in_tokenizer(pad_token: str = "<|endoftext|>"):
