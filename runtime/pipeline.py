@@ -35,6 +35,7 @@ from sdopt.contract.graphs import (
     VAE_ENCODER,
     io_name,
     is_denoiser,
+    prompt_output,
 )
 from sdopt.contract.limits import MAX_MANIFEST_BYTES as MAX_SUPPORT_FILE_BYTES
 from sdopt.contract.limits import (
@@ -131,8 +132,11 @@ class Pipeline:
         self.scheduler_config = self._scheduler_config()
         self.spec = denoiser_spec.read(self.manifest, self.scheduler_config)
         # (graph, its tokenizer, the output the denoiser reads, how it combines): in the spec's order
-        self.text_encoders = [(e["graph"], self._tokenizer(e["tokenizer"], e["max_length"]), e["output"], e["combine"])
+        self.text_encoders = [(e["graph"], self._tokenizer(e["tokenizer"], e["max_length"]),
+                               _encoder_output(e["output"], _names(components[e["graph"]]["outputs"])), e["combine"])
                               for e in self.spec["text_encoders"]]
+        self.max_lengths = {e["graph"]: e["max_length"] for e in self.spec["text_encoders"]}
+        self.truncated: list[str] = []  # text encoders a prompt was cut to fit
         self.denoiser = self._named(DENOISER)
         self.vae_decoder, self.vae_encoder = self._named(VAE_DECODER), self._named(VAE_ENCODER)
         # the VAE graphs' I/O names as schema 2 or 3 spells them: decoders (latent in, image out), the encoder's input
@@ -257,10 +261,14 @@ class Pipeline:
             raise SdoptError(f"scheduler {name} of '{self.folder}': {err}") from None
         timesteps = np.asarray(sched.timesteps) / self.spec.get("timestep_input_divisor", 1)  # as the model reads them
         low, high = self.spec["timestep_domain"]
+        if self.spec["scheduler_family"] == "ddpm":  # the schedule's own table ends there too
+            high = min(high, sched.num_train_timesteps - 1)
         if timesteps.min() < low or timesteps.max() > high:
+            domain = f"{sched.num_train_timesteps} training timesteps" if self.spec["scheduler_family"] == "ddpm" \
+                else f"timesteps [{low}, {high}]"
             raise SdoptError(f"scheduler {name} with {steps} steps reaches timestep {timesteps.max()}, outside the "
-                             f"model's timesteps [{low}, {high}] (with its steps_offset "
-                             f"{sched.config.get('steps_offset', 0)}); use fewer steps")
+                             f"model's {domain} (with its steps_offset {sched.config.get('steps_offset', 0)}); use "
+                             f"fewer steps")
         return sched
 
     def _image_tokens(self, height: int | None, width: int | None) -> int:
@@ -285,8 +293,9 @@ class Pipeline:
             raise SdoptError(f"artifact '{self.folder}': its model takes no guidance scale (distilled without "
                              f"guidance, as FLUX.1-schnell): leave the guidance out")
         if negative_prompt and kind != "classifier-free":
-            raise SdoptError(f"artifact '{self.folder}': a negative prompt needs classifier-free guidance; this model's "
-                             f"guidance is {kind} (its scale {'is an input of the model' if kind == 'embedded' else 'is none'})")
+            how = "its scale is an input of the model" if kind == "embedded" else "it takes none"
+            raise SdoptError(f"artifact '{self.folder}': a negative prompt needs classifier-free guidance; this "
+                             f"model's guidance is {kind} ({how})")
 
     def sampling(self, steps: int | None = None, guidance: float | None = None, scheduler: str | None = None):
         """(steps, guidance, scheduler): those given, else the artifact's own."""
@@ -365,7 +374,10 @@ class Pipeline:
         combined as the spec says."""
         features, sequence, pooled = [], [], []
         for name, tokenizer, output, combine in self.text_encoders:
-            ids = np.array([tokenizer.encode(text).ids], dtype=np.int64)  # (1, max_length)
+            encoding = tokenizer.encode(text)
+            if encoding.overflowing and name not in self.truncated:
+                self.truncated.append(name)  # said once per encoder (`notes`)
+            ids = np.array([encoding.ids], dtype=np.int64)  # (1, max_length)
             out = self.models[name].run({"input_ids": ids})
             require_finite(out, f"the {name}", "encoding the prompt")
             if combine != "pooled":
@@ -378,6 +390,16 @@ class Pipeline:
             sequence = sequence or [np.zeros((1, self.spec.get("absent_text_tokens", 0), width), np.float32)]
         hidden = np.concatenate(parts + sequence, axis=1)
         return hidden.astype(np.float32), np.concatenate(pooled, axis=-1) if pooled else None
+
+    @property
+    def notes(self) -> list[str]:
+        """What the generations so far changed of the request, one line each: prompts cut to an encoder's length
+        (as diffusers cuts them)."""
+        if not self.truncated:
+            return []
+        limits = ", ".join(f"{name}'s {self.max_lengths[name]}" for name in self.truncated)
+        return [f"note: a prompt was longer than {limits} tokens: the rest was cut off, as diffusers cuts it"]
+
     def initial_noise(self, seed: int, height: int, width: int) -> np.ndarray:
         f = self.info["vae_scale_factor"]
         rng = np.random.default_rng(seed)
@@ -408,6 +430,10 @@ class Pipeline:
         if image is not None:
             height, width = image.shape[:2]
         height, width = height or self.info["height"], width or self.info["width"]
+        f = self.info["vae_scale_factor"]
+        latent_shape = (1, self.info["latent_channels"], height // f, width // f)
+        if noise is not None and noise.shape != latent_shape:
+            raise SdoptError(f"the initial noise is {noise.shape}, a {width}x{height} image's latents are {latent_shape}")
         guide = self.guidance(guidance)
         embeds, pooled = self.encode_prompt(prompt, negative_prompt, guide.branches > 1)
         self.models.release(*(name for name, *_ in self.text_encoders))
@@ -420,19 +446,13 @@ class Pipeline:
         if micro is not None:  # SDXL's time ids
             time_ids = np.array([[height, width, 0, 0, height, width]], dtype=np.float32)  # original, crop, target
             conditioning[micro["name"]] = np.repeat(time_ids, batch, axis=0)
-        f = self.info["vae_scale_factor"]
         position_ids = denoiser_spec.input_of(self.spec, "position_ids")
         if position_ids is not None:  # FLUX: one id per packed patch, zeros for the text tokens
             conditioning[position_ids["name"]] = image_position_ids(height // f // 2, width // f // 2)
         text_position_ids = denoiser_spec.input_of(self.spec, "text_position_ids")
         if text_position_ids is not None:
             conditioning[text_position_ids["name"]] = np.zeros((embeds.shape[1], 3), np.float32)
-        if noise is None:
-            noise = self.initial_noise(seed, height, width)
-        elif noise.shape != (1, self.info["latent_channels"], height // f, width // f):
-            raise SdoptError(f"the initial noise is {noise.shape}, a {width}x{height} image's latents are "
-                             f"{(1, self.info['latent_channels'], height // f, width // f)}")
-        noise = noise.astype(np.float32)
+        noise = self.initial_noise(seed, height, width) if noise is None else noise.astype(np.float32)
 
         timesteps, latents, hook, extra = self._prepare(sched, noise, image, strength, mask, guide.branches)
         if self.vae_encoder is not None:
@@ -500,6 +520,11 @@ class Pipeline:
 
 def _names(ios: list[dict]) -> list[str]:
     return [io["name"] for io in ios]
+
+
+def _encoder_output(named: str, outputs: list[str]) -> str:
+    """The text encoder output the spec names, or where the graph spells it as schema 2 did, that name."""
+    return named if named in outputs else prompt_output(outputs)
 
 
 def _strength(strength: float | None, mask) -> float:

@@ -101,6 +101,9 @@ SDCPP_UNETS = ([320, 640, 1280, 1280], [320, 640, 1280])  # SD 1.x / 2.x and SDX
 
 def unsupported(peer: str, spec: str) -> str | None:
     """Why the peer cannot run this model source, or None."""
+    if peer == "openvino-int8" and _without_t5(spec):
+        return ("optimum-intel's export loads an SD3 folder with its T5 only (diffusers needs text_encoder_3=None "
+                "passed, which its loader does not pass)")
     if peer not in SDCPP_WEIGHTS:
         return None
     if _transformer_source(spec):
@@ -127,13 +130,27 @@ def _transformer_source(spec: str) -> bool:
     return spec not in FAMILIES and (Path(spec) / "transformer").is_dir()
 
 
+def _without_t5(spec: str) -> bool:
+    """An SD3 source without its T5 encoder (the SD3 architectures built here; a folder whose index has none)."""
+    from sdopt.sources.archs import DIT_ARCHS
+
+    if spec.startswith("arch:"):
+        arch = DIT_ARCHS.get(spec[len("arch:"):])
+        return arch is not None and arch.kind == "sd3"
+    try:
+        index = json.loads((Path(spec) / "model_index.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(index, dict) and index.get("text_encoder_3") == [None, None]
+
+
 def prepare(peer: str, spec: str) -> Path:
     """The folder the peer's benchmark process loads, built first where need be."""
     if not installed(peer):
         raise SdoptError(f"peer {peer} needs {TOOLS[peer][0]}: {TOOLS[peer][1]}")
     source = diffusers_folder(spec)
     if peer == "optimum-ort":
-        return _cached(_cache(peer, spec), lambda out: _optimum_export(source, out))
+        return _cached(_cache(peer, spec), lambda out: _optimum_export(source, spec, out))
     if peer == "openvino-int8":
         return _cached(_cache(peer, spec), lambda out: _hybrid_int8(source, spec, out))
     return source  # stable-diffusion.cpp converts the weights as it loads them
@@ -151,13 +168,20 @@ def versions(*modules: str) -> dict:
     return found
 
 
-def _optimum_export(source: Path, out: Path) -> dict:
-    from optimum.exporters.onnx import main_export
+def _optimum_export(source: Path, spec: str, out: Path) -> dict:
+    from optimum.exporters.onnx import main_export, onnx_export_from_model
 
+    found = versions("optimum", "optimum-onnx", "onnxruntime", "transformers", "diffusers")
+    if _without_t5(spec):  # main_export's diffusers loader needs the T5 an SD3 folder may leave out
+        from sdopt.sources.source import load_source
+
+        print(f"exporting {spec} with Optimum (onnx_export_from_model, task text-to-image)", file=sys.stderr)
+        onnx_export_from_model(load_source(spec).pipeline, output=str(out), task="text-to-image", device="cpu")
+        return {"how": "optimum.exporters.onnx.onnx_export_from_model(<the pipeline without T5>, "
+                       "task='text-to-image'), fp32", "versions": found}
     print(f"exporting {source} with Optimum (main_export, task text-to-image)", file=sys.stderr)
     main_export(str(source), output=str(out), task="text-to-image", device="cpu")
-    return {"how": "optimum.exporters.onnx.main_export(task='text-to-image'), fp32",
-            "versions": versions("optimum", "optimum-onnx", "onnxruntime", "transformers", "diffusers")}
+    return {"how": "optimum.exporters.onnx.main_export(task='text-to-image'), fp32", "versions": found}
 
 
 def _hybrid_int8(source: Path, spec: str, out: Path) -> dict:

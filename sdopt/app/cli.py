@@ -437,6 +437,8 @@ def cmd_run(args) -> None:
     if source["random_weights"]:
         _say(f"note: {source['spec']} has random weights: the image is noise (speed measurements only)")
     result = pipe(args.prompt, progress=lambda it: tqdm(it, desc="sampling", unit="step"), **request)
+    for note in pipe.notes:
+        _say(note)
     result.save(args.out, {"prompt": args.prompt, "negative_prompt": args.negative_prompt, "seed": args.seed,
                            "steps": steps, "guidance": guidance, "scheduler": scheduler,
                            "recipe": pipe.manifest["recipe"]["name"], "model": source["spec"],

@@ -94,6 +94,7 @@ class Source:
     scheduler: str = "ddim"  # the sampler the model is meant to be run with (sdopt.contract.sampling.SCHEDULERS)
     family: str = ""  # a reference family (sdopt.reference.families) for its shipped model and folders trained like it
     outputs: PassOutputs = field(default_factory=lambda: PassOutputs())  # what the passes hand the exporter
+    note: str = ""  # what a random-weight source leaves out of the real model (blocks, T5), said with its outputs
 
     @property
     def t5_max_length(self) -> int:
@@ -131,8 +132,6 @@ class Source:
         """Pixels that image sides must be a multiple of."""
         return pixel_size_multiple(self.pipeline.vae_scale_factor, self.backbone.latent_size_multiple(self.denoiser))
 
-    note: str = ""  # what a random-weight source leaves out of the real model (blocks, T5), said with its outputs
-
     @property
     def label(self) -> str:
         if not self.random_weights:
@@ -166,9 +165,9 @@ def load_source(spec: str, without_t5: bool = False) -> Source:
     """`without_t5`: an SD3 folder's pipeline without its T5 encoder (diffusers' `text_encoder_3=None`: zeros in
     its place; a fraction of the memory, somewhat weaker prompt following)."""
     _quiet_libraries()
-    unet_source = spec in FAMILIES or spec[len("arch:"):] in ARCHS
-    if without_t5 and unet_source:
-        raise SdoptError(f"--without-t5 applies to SD3 models; {spec} has no T5 encoder")
+    arch = spec[len("arch:"):] if spec.startswith("arch:") else None
+    if without_t5 and (spec in FAMILIES or (arch is not None and getattr(DIT_ARCHS.get(arch), "kind", "") != "sd3")):
+        raise SdoptError(f"--without-t5 applies to SD3 models, not {spec}")
     if spec.startswith("arch:"):
         name = spec[len("arch:"):]
         if name in DIT_ARCHS:

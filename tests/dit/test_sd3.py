@@ -131,3 +131,10 @@ def test_a_t5_tokenizer_file_that_is_not_one_is_refused(sd3_fp32, tmp_path, caps
     assert main(["run", str(broken), "--prompt", "a", "--out", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err
     assert "tokenizer_3/tokenizer.json: not a usable tokenizer" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_prompt_longer_than_an_encoder_is_cut_as_diffusers_cuts_it_and_said_once(sd3_fp32, tmp_path, capsys):
+    long_prompt = " ".join(["a red circle left of a blue square"] * 40)  # past CLIP's 77 and T5's 256 tokens
+    assert main(["run", str(sd3_fp32), "--prompt", long_prompt, "--steps", "1", "--out", str(tmp_path / "x.png")]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "was longer than" in line]
+    assert len(notes) == 1 and all(f"text_encoder{s}'s" in notes[0] for s in ("", "_2", "_3"))

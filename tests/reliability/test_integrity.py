@@ -166,7 +166,7 @@ def test_malformed_manifest(capsys, artifact_copy, png, text, message):
     (("pipeline", "max_length"), 1.5, "expected an integer"),
     (("source", "random_weights"), "no", "expected true or false"),
     (("components",), [], "components: expected a mapping"),
-    (("pipeline", "kind"), "sd3", "is not one of sd, sdxl"),
+    (("pipeline", "kind"), "sd4", "is not one of sd, sdxl, sd3, flux"),
 ])
 def test_manifest_values_checked(capsys, artifact_copy, png, path, value, message):
     manifest = manifest_of(artifact_copy)
