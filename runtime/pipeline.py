@@ -259,7 +259,10 @@ class Pipeline:
             sched.set_timesteps(steps, **options)
         except (TypeError, ArithmeticError) as err:  # SchedulerError is already one of sdopt's errors
             raise SdoptError(f"scheduler {name} of '{self.folder}': {err}") from None
-        timesteps = np.asarray(sched.timesteps) / self.spec.get("timestep_input_divisor", 1)  # as the model reads them
+        timesteps = np.asarray(sched.timesteps)
+        divisor = self.spec.get("timestep_input_divisor", 1)
+        if divisor != 1:
+            timesteps = timesteps / divisor  # as the model reads them
         low, high = self.spec["timestep_domain"]
         if self.spec["scheduler_family"] == "ddpm":  # the schedule's own table ends there too
             high = min(high, sched.num_train_timesteps - 1)

@@ -1,7 +1,6 @@
 """A LoRA trained here (peft on the transformer's attention) fuses into SD3 and FLUX artifacts and changes their
 image as diffusers' own `load_lora_weights` + `fuse_lora` does."""
 
-import numpy as np
 import pytest
 import torch
 
