@@ -136,6 +136,7 @@ class Pipeline:
                                _encoder_output(e["output"], _names(components[e["graph"]]["outputs"])), e["combine"])
                               for e in self.spec["text_encoders"]]
         self.max_lengths = {e["graph"]: e["max_length"] for e in self.spec["text_encoders"]}
+        self._check_text_width(components)
         self.truncated: list[str] = []  # text encoders a prompt was cut to fit
         self.denoiser = self._named(DENOISER)
         self.vae_decoder, self.vae_encoder = self._named(VAE_DECODER), self._named(VAE_ENCODER)
@@ -169,6 +170,19 @@ class Pipeline:
             raise SdoptError(f"artifact '{self.folder}': its guidance-scale input {embedded['name']} must be "
                              f"(batch,) or (batch, width), not {shape}")
         self.guidance_dim = shape[1] if len(shape or []) == 2 else None
+
+    def _check_text_width(self, components: dict) -> None:
+        """The CLIP features placed side by side fit the width the spec pads them to (SD3)."""
+        width = self.spec.get("text_width")
+        if width is None:
+            return
+        features = 0
+        for name, _, output, combine in self.text_encoders:
+            shape = next((o["shape"] for o in components[name]["outputs"] if o["name"] == output), [None])
+            features += shape[-1] if combine == "concat-features" and isinstance(shape[-1], int) else 0
+        if features > width:
+            raise SdoptError(f"artifact '{self.folder}': its text encoders give {features} features side by side, "
+                             f"more than the denoiser's text width {width}")
 
     def _engine_files(self, name: str, backend: str, built: dict) -> list[str]:
         """The artifact's files a backend opens to load graph `name` (relative paths)."""

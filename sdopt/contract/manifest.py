@@ -21,8 +21,9 @@ KINDS = ("sd", "sdxl", "sd3", "flux")
 BUILDS = ("openvino", "tensorrt")
 # builds whose files lie in each graph's folder (where optimum-intel looks), not in a folder of their own
 GRAPH_FOLDER_BUILDS = {"openvino": ("openvino_model.xml", "openvino_model.bin")}
-SUPPORT_FOLDERS = ("tokenizer", "tokenizer_2", "tokenizer_3", "scheduler", "lcm_lora")  # non-graph files (lcm_lora: for other tools)
-TEXT_ENCODERS = {"sd": (1,), "sdxl": (2,), "sd3": (2, 3), "flux": (2,)}  # graphs of role text_encoder a pipeline kind may have
+# non-graph files (lcm_lora: for other tools)
+SUPPORT_FOLDERS = ("tokenizer", "tokenizer_2", "tokenizer_3", "scheduler", "lcm_lora")
+TEXT_ENCODERS = {"sd": (1,), "sdxl": (2,), "sd3": (2, 3), "flux": (2,)}  # text-encoder graphs a kind may have
 TOKENIZER_FOLDERS = ("tokenizer", "tokenizer_2", "tokenizer_3")
 REQUIRED_FILES = {"sd": ("model_index.json", "scheduler/scheduler_config.json", "tokenizer/tokenizer.json"),
                   "sdxl": ("model_index.json", "scheduler/scheduler_config.json", "tokenizer/tokenizer.json",
@@ -119,6 +120,8 @@ def _check_denoiser_spec(spec: dict, components: dict, where: str) -> None:
     for encoder in spec["text_encoders"]:
         if components.get(encoder["graph"], {}).get("role") != TEXT_ENCODER:
             raise SdoptError(f"{where}: pipeline.denoiser.text_encoders: {encoder['graph']} is not a text encoder graph")
+    if not any(e["combine"] != "pooled" for e in spec["text_encoders"]) and "absent_text_tokens" not in spec:
+        raise SdoptError(f"{where}: pipeline.denoiser: no text encoder gives the denoiser its text tokens")
     if spec["guidance"] == "embedded" and "guidance_scale" not in roles:
         raise SdoptError(f"{where}: pipeline.denoiser: embedded guidance needs an input of role guidance_scale")
 

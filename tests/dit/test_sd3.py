@@ -138,3 +138,22 @@ def test_a_prompt_longer_than_an_encoder_is_cut_as_diffusers_cuts_it_and_said_on
     assert main(["run", str(sd3_fp32), "--prompt", long_prompt, "--steps", "1", "--out", str(tmp_path / "x.png")]) == 0
     notes = [line for line in capsys.readouterr().err.splitlines() if "was longer than" in line]
     assert len(notes) == 1 and all(f"text_encoder{s}'s" in notes[0] for s in ("", "_2", "_3"))
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"text_width": 8}, "give 64 features side by side, more than the denoiser's text width 8"),
+    ({"text_encoders": "pooled only"}, "no text encoder gives the denoiser its text tokens"),
+])
+def test_a_denoiser_spec_that_cannot_feed_the_denoiser_is_refused(sd3_fp32, tmp_path, capsys, change, message):
+    broken = tmp_path / "broken"
+    shutil.copytree(sd3_fp32, broken)
+    manifest = json.loads((broken / "manifest.json").read_text())
+    spec = manifest["pipeline"]["denoiser"]
+    if change.get("text_encoders"):
+        spec["text_encoders"] = [dict(e, combine="pooled") for e in spec["text_encoders"]]
+    else:
+        spec.update(change)
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["run", str(broken), "--prompt", "a", "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
