@@ -5,7 +5,7 @@ side by side, padded to T5's width, then T5's tokens) and the pooled CLIP projec
 velocity. Graph I/O names are Optimum's (`sd3-transformer-2d`), so its ORT and OpenVINO pipelines load the graph.
 
 Passes that need a block map (caching, pruning, distillation, few-step students) or calibration (quantize) do not
-know this family yet: they refuse it in their check (`compress.registry.Pass.families`).
+know this family yet: they refuse it before any work (the families a pass declares, `compress.registry.Pass`).
 """
 
 from __future__ import annotations

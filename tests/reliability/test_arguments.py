@@ -85,7 +85,7 @@ def test_unknown_model(capsys, tmp_path, model, message):
 
 @pytest.mark.parametrize("index, message", [
     (None, "not a diffusers pipeline folder"), (b"\xff", "not UTF-8 text"), (b"[1]", "holds a None"),
-    (b'{"_class_name": "FluxPipeline"}', "holds a FluxPipeline"),
+    (b'{"_class_name": "HunyuanDiTPipeline"}', "holds a HunyuanDiTPipeline"),
     (b'{"_class_name": "StableDiffusionPipeline", "_sdopt_version": "0.1"}', "is an sdopt artifact (ONNX graphs)"),
 ])
 def test_model_folder_that_is_not_a_pipeline(capsys, tmp_path, index, message):
