@@ -166,11 +166,12 @@ def drop_identity_casts(model: onnx.ModelProto) -> onnx.ModelProto:
     """Remove Casts of a graph input to the type it already has (FLUX's `timestep.to(dtype)`): OpenVINO folds them
     and gives the input the cast's output name too, which optimum-intel then takes for the input's name."""
     inputs = {i.name: i.type.tensor_type.elem_type for i in model.graph.input}
+    outputs = {o.name for o in model.graph.output}
     renamed = {}
     for node in list(model.graph.node):
         to = next((a.i for a in node.attribute if a.name == "to"), None)
         if node.op_type == "Cast" and node.input[0] in inputs and to == inputs[node.input[0]] \
-                and node.output[0] not in {o.name for o in model.graph.output}:
+                and node.output[0] not in outputs:
             renamed[node.output[0]] = node.input[0]
             model.graph.node.remove(node)
     for node in model.graph.node:

@@ -14,13 +14,14 @@ from contextlib import contextmanager
 
 import torch
 
+from sdopt.backbones.component import PipelineComponent
 from sdopt.backbones.registry import register
 from sdopt.contract.graphs import TRANSFORMER_OUTPUT as OUTPUT
 
 LATENT, TIMESTEP, TEXT, POOLED = "hidden_states", "timestep", "encoder_hidden_states", "pooled_projections"
 
 
-class MMDiTBackbone:
+class MMDiTBackbone(PipelineComponent):
     family = "mmdit"
     handles = ("SD3Transformer2DModel",)
     component = "transformer"
@@ -28,16 +29,7 @@ class MMDiTBackbone:
     guidance_input = None
     graph_scope = "/transformer/"
 
-    # --- the denoiser in its pipeline
-    def denoiser(self, pipe):
-        return getattr(pipe, self.component)
-
-    def replace(self, pipe, module) -> None:
-        setattr(pipe, self.component, module)
-
-    def latent_channels_in(self, model) -> int:
-        return int(model.config.in_channels)
-
+    # --- the denoiser in its pipeline (denoiser, replace, latent_channels_in: PipelineComponent)
     def takes_masked_image(self, source) -> bool:
         return False
 

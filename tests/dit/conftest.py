@@ -16,10 +16,11 @@ def tiny_t5(d_model: int):
     return encoder, t5_tokenizer(pieces, model_max_length=512)
 
 
-def tiny_clip(tokenizer, hidden: int = 32):
-    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+def tiny_clip(tokenizer, hidden: int = 32, projection: bool = True):
+    """A toy CLIP text encoder, with projection (SD3) or without (FLUX)."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    return CLIPTextModelWithProjection(CLIPTextConfig(
+    return (CLIPTextModelWithProjection if projection else CLIPTextModel)(CLIPTextConfig(
         vocab_size=len(tokenizer), max_position_embeddings=77, pad_token_id=1, bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id, hidden_size=hidden, intermediate_size=37, num_hidden_layers=2,
         num_attention_heads=4, hidden_act="gelu", projection_dim=hidden)).eval()
@@ -108,10 +109,7 @@ def flux_pipeline(dev: bool = True):
 
     torch.manual_seed(0)
     tokenizer = stand_in_tokenizer()
-    clip = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), max_position_embeddings=77, pad_token_id=1, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-        num_attention_heads=4, hidden_act="gelu")).eval()
+    clip = tiny_clip(tokenizer, projection=False)
     transformer = FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
                                          attention_head_dim=8, num_attention_heads=2, joint_attention_dim=32,
                                          pooled_projection_dim=32, guidance_embeds=dev,

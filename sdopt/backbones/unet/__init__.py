@@ -7,6 +7,7 @@ block structure that pruning and feature distillation use).
 
 from __future__ import annotations
 
+from sdopt.backbones.component import PipelineComponent
 from sdopt.backbones.registry import register
 from sdopt.backbones.unet import convention
 from sdopt.contract.denoiser_spec import unet_spec
@@ -19,7 +20,7 @@ QUANTIZATION_SKIP = ("conv_in", "conv_out", "conv_shortcut", "add_embedding")
 TIME_EMBEDDING = ("time_embedding", "time_emb_proj")
 
 
-class UNetBackbone:
+class UNetBackbone(PipelineComponent):
     family = "unet"
     handles = ("UNet2DConditionModel",)
     component = "unet"  # the pipeline attribute holding the denoiser, and its graph's folder in the artifact
@@ -29,16 +30,7 @@ class UNetBackbone:
     quantization_skip = QUANTIZATION_SKIP
     time_embedding_layers = TIME_EMBEDDING
 
-    # --- the denoiser in its pipeline
-    def denoiser(self, pipe):
-        return getattr(pipe, self.component)
-
-    def replace(self, pipe, module) -> None:
-        setattr(pipe, self.component, module)
-
-    def latent_channels_in(self, model) -> int:
-        return int(model.config.in_channels)
-
+    # --- the denoiser in its pipeline (denoiser, replace, latent_channels_in: PipelineComponent)
     def takes_masked_image(self, source) -> bool:
         """An inpainting model: it takes mask and masked-image latents beside the latents."""
         return self.latent_channels_in(source.pipeline.unet) != source.pipeline.vae.config.latent_channels
