@@ -50,6 +50,7 @@ def test_eval_json_against_self_and_int8(tiny_fp32, tmp_path, capsys, monkeypatc
     assert result["n_images"] == 2 and result["psnr"] == 100.0
     assert result["ssim"] == pytest.approx(1.0) and result["latent_cosine"] == pytest.approx(1.0)
     assert "alignment" not in result  # not a tiny-shapes model
+    assert result["reference_rendered"].startswith("once")  # the same graphs: generated once
 
     int8 = tmp_path / "int8"
     assert main(["compress", "--model", "arch:tiny", "--recipe", "int8", "--out", str(int8),
@@ -58,6 +59,7 @@ def test_eval_json_against_self_and_int8(tiny_fp32, tmp_path, capsys, monkeypatc
     assert main(["eval", str(int8), "--prompts", str(prompts), "--steps", "3", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)  # reference: the fp32 export, made on the fly
     assert result["recipe"] == "int8" and 15 < result["psnr"] < 100 and 0.5 < result["latent_cosine"] < 1
+    assert "reference_rendered" not in result
     assert (tmp_path / "cache" / "reference").is_dir()
 
     grid = tmp_path / "grid.png"

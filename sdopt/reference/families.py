@@ -72,7 +72,9 @@ class Family:
 
 
 FAMILIES = {f.name: f for f in (Family("tiny-shapes", "sdopt.reference.tinyshapes", "tiny_shapes.json"),
-                                Family("tiny-scenes", "sdopt.reference.tinyscenes", "tiny_scenes.json"))}
+                                Family("tiny-scenes", "sdopt.reference.tinyscenes", "tiny_scenes.json"),
+                                # tiny-scenes' grammar, detector and held-out pairs; SD3's layout, flow matching
+                                Family("tiny-scenes-sd3", "sdopt.reference.tinyscenes", "tiny_scenes_sd3.json"))}
 
 
 def headline(scores: dict) -> dict:

@@ -1,6 +1,6 @@
 """Train a reference latent diffusion model of sdopt.families (tiny-shapes: CPU, about an hour).
 
-    python -m sdopt.reference.train --out DIR [--family tiny-shapes|tiny-scenes]
+    python -m sdopt.reference.train --out DIR [--family tiny-shapes|tiny-scenes|tiny-scenes-sd3]
                                      [--minutes-vae M --minutes-unet M]
                                      [--vae-steps N --unet-steps N] [--seed S] [--resume]
 
@@ -17,6 +17,12 @@ Stages (each checkpointed as safetensors in the work folder, default
 6. export: a StableDiffusionPipeline folder (EMA weights, DDIMScheduler with
    the same schedule and "trailing" spacing) written to DIR.
 
+``--family tiny-scenes-sd3`` trains the same scenes in SD3's layout: a
+16-channel VAE with a shift factor in stages 3-4, then an SD3Transformer2DModel
+and two CLIP encoders with projection by rectified flow in stage 5
+(:mod:`sdopt.reference.train_sd3`), exported as a StableDiffusion3Pipeline
+folder without T5.
+
 Step counts: ``--vae-steps`` / ``--unet-steps`` fix them; otherwise each
 stage times its first steps and sets the count from ``--minutes-*`` (the
 chosen count is stored in the work folder and printed, so a run can be
@@ -28,6 +34,7 @@ as an uninterrupted one.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -42,9 +49,16 @@ from sdopt.training.loop import EMA, Stage, load_checkpoint, run_stage
 LATENT_CHANNELS = 4
 #: per family: image size, UNet widths and ResNet blocks per level, samples rendered for training
 FAMILY_SETTINGS = {
-    "tiny-shapes": dict(image_size=32, unet_channels=(48, 96, 96), layers_per_block=1, n_images=20000),
-    "tiny-scenes": dict(image_size=32, unet_channels=(64, 128, 128), layers_per_block=1, n_images=40000),
+    "tiny-shapes": dict(image_size=32, unet_channels=(48, 96, 96), layers_per_block=1, n_images=20000, unet_lr=1e-3),
+    "tiny-scenes": dict(image_size=32, unet_channels=(64, 128, 128), layers_per_block=1, n_images=40000,
+                        unet_lr=1e-3),
+    # SD3's layout (sdopt.reference.train_sd3): 16-channel VAE, MMDiT, two CLIPs with projection, flow matching
+    "tiny-scenes-sd3": dict(image_size=32, n_images=40000, dit_width=192, dit_heads=6, dit_layers=6,
+                            unet_lr=5e-4),
 }
+#: per family whose denoiser is not a UNet: its layout (train_sd3 for "sd3"), generation defaults
+LAYOUTS = {"tiny-scenes-sd3": "sd3"}
+SD3_SAMPLING = {"steps": 20, "guidance": 2.0}
 
 VAE_CONFIG = dict(
     in_channels=3,
@@ -59,7 +73,14 @@ VAE_CONFIG = dict(
 )
 
 
-def vae_config(image_size: int) -> dict:
+def vae_config(image_size: int, layout: str = "unet") -> dict:
+    """The family's VAE; SD3's layout has 16 latent channels and no quant convs (its shift and scale factors
+    are set at export)."""
+    if layout == "sd3":
+        from sdopt.reference.train_sd3 import LATENT_CHANNELS as channels
+
+        return dict(VAE_CONFIG, sample_size=image_size, latent_channels=channels, use_quant_conv=False,
+                    use_post_quant_conv=False)
     return dict(VAE_CONFIG, sample_size=image_size)
 
 
@@ -181,7 +202,7 @@ def train_vae(args, work: str, data: Renders, state: dict):
     from diffusers import AutoencoderKL
 
     torch.manual_seed(args.seed)
-    vae = AutoencoderKL(**vae_config(args.image_size))
+    vae = AutoencoderKL(**vae_config(args.image_size, args.layout))
     opt = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
     stage = _stage(args, "vae", 1, args.vae_lr, 100, os.path.join(work, "vae.safetensors"), args.vae_steps,
                    args.minutes_vae)
@@ -195,7 +216,7 @@ def train_vae(args, work: str, data: Renders, state: dict):
         post = vae.encode(x).latent_dist
         z = post.mean + post.std * torch.randn(post.mean.shape, generator=g)
         l1 = recon_loss(vae.decode(z).sample, x, bg, args.fg_weight)
-        kl = post.kl().mean() / (LATENT_CHANNELS * (args.image_size // 4) ** 2)
+        kl = post.kl().mean() / post.mean[0].numel()
         shown.update(l1=l1, kl=kl)
         return l1 + args.vae_kl * kl, lambda: {"l1": f"{shown['l1'].item():.4f}", "kl": f"{shown['kl'].item():.2f}"}
 
@@ -210,7 +231,8 @@ def train_decoder(args, work: str, vae, data: Renders, latent_mean, latent_std, 
     learns does not move, so this is a separate, cheap stage)."""
     import torch
 
-    dec_params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    dec_params = list(vae.decoder.parameters()) + (list(vae.post_quant_conv.parameters())
+                                                    if vae.post_quant_conv is not None else [])
     opt = torch.optim.AdamW(dec_params, lr=args.decoder_lr, weight_decay=0.0)
     stage = _stage(args, "decoder", 3, args.decoder_lr, 50, os.path.join(work, "decoder.safetensors"),
                    args.decoder_steps, args.minutes_decoder)
@@ -333,30 +355,95 @@ def train_unet(args, work: str, captions, latent_mean, latent_std, scaling: floa
     return ema_unet.average, ema_text.average
 
 
+def train_transformer(args, work: str, captions, latent_mean, latent_std, scaling: float, shift: float, tok_ids: dict,
+                      tokenizer, state, clock_before: float | None = None):
+    """SD3's layout: the transformer and both CLIPs from scratch with rectified flow (sdopt.reference.train_sd3);
+    an EMA of all three."""
+    import torch
+
+    from sdopt.reference import train_sd3
+
+    transformer, encoders = train_sd3.new_models(args, latent_mean.shape[-1], tok_ids)
+    train_sd3.use_training_attention(transformer, True)
+    emas = [EMA(m) for m in (transformer, *encoders)]
+    params = [p for m in (transformer, *encoders) for p in m.parameters()]
+    opt = torch.optim.AdamW(params, lr=args.unet_lr, weight_decay=0.01)
+    modules = {"transformer": transformer, "text": encoders[0], "text_2": encoders[1],
+               "ema_transformer": emas[0].average, "ema_text": emas[1].average, "ema_text_2": emas[2].average}
+    stage = _stage(args, "transformer", 2, args.unet_lr, 200, os.path.join(work, "transformer.safetensors"),
+                   args.unet_steps, args.minutes_unet, log_every=10)
+    stage = dataclasses.replace(stage, repeat="--unet-steps {}")
+    averages = (emas[0].average, [e.average for e in emas[1:]])
+    if state.get("unet_done"):
+        load_checkpoint(stage.checkpoint, modules, opt)
+        return averages
+
+    distinct = sorted(set(captions))
+    cap_index = {c: i for i, c in enumerate(distinct)}
+    all_ids = tokenizer(distinct + [""], padding="max_length", max_length=tokenizer.model_max_length,
+                        truncation=True, return_tensors="pt").input_ids
+    empty_row, cap_rows = len(distinct), np.array([cap_index[c] for c in captions])
+    running = {}
+
+    def loss_fn(step, rng, g):
+        idx = rng.integers(0, len(captions), size=args.unet_batch)
+        rows = cap_rows[idx].copy()
+        rows[rng.random(args.unet_batch) < args.caption_dropout] = empty_row
+        it = torch.from_numpy(idx)
+        z = latent_mean[it] + latent_std[it] * torch.randn(latent_mean[it].shape, generator=g)
+        loss = train_sd3.flow_loss(transformer, encoders, (z - shift) * scaling, all_ids[torch.from_numpy(rows)], g)
+        running["loss"] = loss.item() if "loss" not in running else 0.98 * running["loss"] + 0.02 * loss.item()
+        return loss, lambda: {"loss": f"{running['loss']:.4f}"}
+
+    def update_ema(step):
+        decay = min(args.ema, (1 + step) / (10 + step))
+        for ema in emas:
+            ema.update(decay)
+
+    def whole_run_limit(seconds: float) -> bool:
+        return bool(args.max_total_minutes) and clock_before is not None and \
+            clock_before + seconds > args.max_total_minutes * 60
+
+    for m in (transformer, *encoders):
+        m.train()
+    done = run_stage(stage, modules, opt, params, loss_fn, total=state.get("unet_total"), after_step=update_ema,
+                     stop=whole_run_limit, log=log)
+    state.update(unet_done=True, unet_total=done["total"], unet_steps_run=done["step"], unet_seconds=done["seconds"])
+    diff = train_sd3.check_absent_token_form(averages[0], averages[1], all_ids[:4], latent_mean.shape[-1])
+    state["absent_token_form_max_diff"] = diff
+    log(f"one weighted token for the 256 absent T5 tokens: largest output difference {diff:.2e}")
+    return averages
+
+
 def _own_output(folder: str) -> bool:
     """A folder this trainer exported (a family's marker file and pipeline index, nothing else at the top level)."""
     from sdopt.reference.families import family_of_folder
 
+    from sdopt.reference.train_sd3 import PIPELINE_PARTS
+
     family = family_of_folder(Path(folder)) if os.path.isdir(folder) else None
-    expected = {"model_index.json", "scheduler", "text_encoder", "tokenizer", "unet", "vae"}
+    expected = {"model_index.json", "scheduler", "text_encoder", "tokenizer", "unet", "vae"} | PIPELINE_PARTS
     return family is not None and set(os.listdir(folder)) <= expected | {family.marker}
 
 
-def export_pipeline(out: str, family, vae, unet, text, tok_dir: str, scaling: float, scheduler: dict) -> None:
-    """Write the pipeline folder to a staging folder beside `out`, then put it in place of `out` (checked
-    at the start to be empty, absent or this trainer's own output)."""
+def export_pipeline(out: str, family, save) -> None:
+    """Write the pipeline folder (`save(folder)`, then the family's marker, weights in float16) to a staging
+    folder beside `out`, then put it in place of `out` (checked at the start to be empty, absent or this
+    trainer's own output)."""
     from sdopt.contract.safe_io import commit_folder, staging_folder
 
     staging = staging_folder(os.path.dirname(out), os.path.basename(out))
     try:
-        _save_pipeline(str(staging), family, vae, unet, text, tok_dir, scaling, scheduler)
+        save(str(staging))
+        write_marker(str(staging), family)
+        store_half(str(staging))
         commit_folder(staging, Path(out))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
 
 
-def _save_pipeline(out: str, family, vae, unet, text, tok_dir: str, scaling: float, scheduler: dict) -> None:
+def _save_pipeline(out: str, vae, unet, text, tok_dir: str, scaling: float, scheduler: dict) -> None:
     from diffusers import DDIMScheduler, StableDiffusionPipeline
     from transformers import CLIPTokenizer
 
@@ -378,16 +465,15 @@ def _save_pipeline(out: str, family, vae, unet, text, tok_dir: str, scaling: flo
     index["requires_safety_checker"] = False
     with open(os.path.join(out, "model_index.json"), "w") as f:
         json.dump(index, f, indent=2)
-    write_marker(out, family)
-    store_half(out)
 
 
 def write_marker(folder: str, family) -> None:
     """Tells sdopt which reference family the folder is: its held-out set, detector and defaults apply."""
     defaults = family.module("evaluate")
+    sampling = SD3_SAMPLING if family.name in LAYOUTS else {"steps": defaults.DEFAULT_STEPS,
+                                                            "guidance": defaults.DEFAULT_GUIDANCE}
     with open(os.path.join(folder, family.marker), "w") as f:
-        json.dump({"family": family.name, "steps": defaults.DEFAULT_STEPS, "guidance": defaults.DEFAULT_GUIDANCE},
-                  f, indent=2)
+        json.dump({"family": family.name, **sampling}, f, indent=2)
         f.write("\n")
 
 
@@ -403,7 +489,8 @@ def store_half(folder: str) -> None:
             if name.endswith(".safetensors"):
                 path = os.path.join(root, name)
                 prefix = "text_model." if os.path.basename(root).startswith("text_encoder") else ""
-                tensors = {(k if k.startswith(prefix) else prefix + k): v.to(torch.float16) if v.is_floating_point()
+                keep = (prefix, "text_projection.")  # CLIPTextModelWithProjection's projection sits outside
+                tensors = {(k if k.startswith(keep) else prefix + k): v.to(torch.float16) if v.is_floating_point()
                            else v for k, v in load_file(path).items()}
                 save_file(tensors, path + ".tmp", metadata={"format": "pt"})
                 os.replace(path + ".tmp", path)
@@ -440,7 +527,7 @@ def parse_args(argv=None):
     p.add_argument("--fg-weight", type=float, default=10.0, help="extra reconstruction weight of object pixels")
     p.add_argument("--vae-kl", type=float, default=1e-4, help="KL weight (per latent element)")
     p.add_argument("--unet-batch", type=int, default=32)
-    p.add_argument("--unet-lr", type=float, default=1e-3)
+    p.add_argument("--unet-lr", type=float, default=None, help="denoiser learning rate (default: the family's)")
     p.add_argument("--caption-dropout", type=float, default=0.1)
     p.add_argument("--snr-gamma", type=float, default=5.0, help="min-SNR weighting (epsilon objective)")
     p.add_argument("--attention-everywhere", action=argparse.BooleanOptionalAction, default=True,
@@ -450,12 +537,22 @@ def parse_args(argv=None):
     p.add_argument("--zero-terminal-snr", action=argparse.BooleanOptionalAction, default=True,
                    help="rescale the betas so that the last timestep is pure noise (see scheduler_config)")
     p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--dit-width", type=int, default=None, help="SD3 layout: transformer width")
+    p.add_argument("--dit-heads", type=int, default=None, help="SD3 layout: attention heads")
+    p.add_argument("--dit-layers", type=int, default=None, help="SD3 layout: transformer blocks")
+    p.add_argument("--flow-shift", type=float, default=3.0,
+                   help="SD3 layout: the shipped flow-matching scheduler's sigma shift")
     p.add_argument("--ckpt-seconds", type=float, default=120.0, help="checkpoint interval")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = p.parse_args(argv)
     for key, value in FAMILY_SETTINGS[args.family].items():
-        if getattr(args, key) is None:
+        if getattr(args, key, None) is None:
             setattr(args, key, value)
+    args.layout = LAYOUTS.get(args.family, "unet")
+    from sdopt.reference.tinyshapes.tokenizer import MODEL_MAX_LENGTH
+    from sdopt.reference.train_sd3 import TEXT_MAX_LENGTH
+
+    args.text_max_length = TEXT_MAX_LENGTH if args.layout == "sd3" else MODEL_MAX_LENGTH
     return args
 
 
@@ -476,7 +573,7 @@ def _work_state(args, work: str) -> dict | None:
             return None
     elif os.path.exists(state_path):
         log(f"starting afresh in {work} (use --resume to continue)")
-        for name in ("vae.safetensors", "unet.safetensors", "latents.safetensors"):
+        for name in ("vae.safetensors", "unet.safetensors", "transformer.safetensors", "latents.safetensors"):
             if os.path.exists(os.path.join(work, name)):
                 os.remove(os.path.join(work, name))
     state["seed"] = args.seed
@@ -503,10 +600,17 @@ def _latent_statistics(args, work: str, vae, data, state: dict):
     sample = latent_mean + latent_std * torch.randn(latent_mean.shape, generator=g)
     latent_sd = float(sample.std())
     scaling = 1.0 / latent_sd  # SD's convention (zero terminal SNR, not a latent rescale, frees the layout)
-    state.update(latents_done=True, latent_std=latent_sd, latent_mean=float(sample.mean()), scaling_factor=scaling)
-    log(f"latents: std {latent_sd:.4f} mean {float(sample.mean()):.4f} -> scaling_factor {scaling:.4f}")
+    # SD3's VAE also carries a shift_factor (the latents' mean); SD 1.x latents are only scaled
+    shift = float(sample.mean()) if args.layout == "sd3" else 0.0
+    if args.layout == "sd3":
+        latent_sd = float((sample - shift).std())
+        scaling = 1.0 / latent_sd
+    state.update(latents_done=True, latent_std=latent_sd, latent_mean=float(sample.mean()), scaling_factor=scaling,
+                 shift_factor=shift)
+    log(f"latents: std {latent_sd:.4f} mean {float(sample.mean()):.4f} -> scaling_factor {scaling:.4f}, "
+        f"shift_factor {shift:.4f}")
     del sample
-    return latent_mean, latent_std, scaling
+    return latent_mean, latent_std, scaling, shift
 
 
 def main(argv=None) -> int:
@@ -536,7 +640,7 @@ def main(argv=None) -> int:
 
     t_all = time.time()
     tok_dir = os.path.join(work, "tokenizer")
-    tok_ids = write_tokenizer(tok_dir, family.module("grammar").vocabulary_words())
+    tok_ids = write_tokenizer(tok_dir, family.module("grammar").vocabulary_words(), args.text_max_length)
     from transformers import CLIPTokenizer
 
     tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
@@ -549,7 +653,7 @@ def main(argv=None) -> int:
     vae = train_vae(args, work, data, state)
     save_state()
 
-    latent_mean, latent_std, scaling = _latent_statistics(args, work, vae, data, state)
+    latent_mean, latent_std, scaling, shift = _latent_statistics(args, work, vae, data, state)
     save_state()
 
     vae = train_decoder(args, work, vae, data, latent_mean, latent_std, state)
@@ -567,16 +671,27 @@ def main(argv=None) -> int:
         state["seconds_before_unet"] = this_run if not args.resume else max(this_run, earlier + 60.0)
     save_state()
 
-    unet, text = train_unet(args, work, data.captions, latent_mean, latent_std, scaling, tok_ids, tokenizer, state,
-                            clock_before=state["seconds_before_unet"])
-    save_state()
+    if args.layout == "sd3":
+        from sdopt.reference import train_sd3
 
-    export_pipeline(out, family, vae, unet, text, tok_dir, scaling, scheduler_config(args))
+        transformer, encoders = train_transformer(args, work, data.captions, latent_mean, latent_std, scaling, shift,
+                                                  tok_ids, tokenizer, state, clock_before=state["seconds_before_unet"])
+        save_state()
+        export_pipeline(out, family, lambda folder: train_sd3.save_pipeline(
+            folder, vae, transformer, encoders, tok_dir, scaling, shift, args.flow_shift))
+        parts = (("transformer", transformer), ("vae", vae), ("text_encoder", encoders[0]),
+                 ("text_encoder_2", encoders[1]))
+    else:
+        unet, text = train_unet(args, work, data.captions, latent_mean, latent_std, scaling, tok_ids, tokenizer, state,
+                                clock_before=state["seconds_before_unet"])
+        save_state()
+        export_pipeline(out, family, lambda folder: _save_pipeline(folder, vae, unet, text, tok_dir, scaling,
+                                                                   scheduler_config(args)))
+        parts = (("unet", unet), ("vae", vae), ("text_encoder", text))
     state["export_dir"] = out
     state["total_seconds_this_run"] = time.time() - t_all
     save_state()
-    n_params = {name: sum(p.numel() for p in m.parameters()) for name, m in
-                (("unet", unet), ("vae", vae), ("text_encoder", text))}
+    n_params = {name: sum(p.numel() for p in m.parameters()) for name, m in parts}
     log(f"params {n_params}; exported to {out} in {time.time() - t_all:.0f}s this run")
     return 0
 

@@ -83,16 +83,27 @@ def generate(pipe, pairs, num_inference_steps: int = DEFAULT_STEPS, guidance_sca
 __all__ = ["alignment", "generate", "load_pipeline", "DEFAULT_STEPS", "DEFAULT_GUIDANCE", "DEFAULT_SCHEDULER"]
 
 
-def load_pipeline(model_dir=None, scheduler: str = DEFAULT_SCHEDULER):
-    """The shipped tiny-shapes folder (or the given one) as a StableDiffusionPipeline, offline."""
+def load_pipeline(model_dir=None, scheduler: str | None = None):
+    """The shipped tiny-shapes folder (or the given one) as its diffusers pipeline, offline, with `scheduler` (a
+    diffusers class name; default: DDIM for SD 1.x folders, the folder's own for the others)."""
+    import json
+    from pathlib import Path
+
     import diffusers
-    from diffusers import StableDiffusionPipeline
 
     from sdopt.reference.tinyshapes import MODEL_DIR
 
-    pipe = StableDiffusionPipeline.from_pretrained(str(model_dir or MODEL_DIR), safety_checker=None,
-                                                   requires_safety_checker=False, local_files_only=True)
-    if type(pipe.scheduler).__name__ != scheduler:
+    folder = Path(model_dir or MODEL_DIR)
+    index = json.loads((folder / "model_index.json").read_text())
+    pipeline_class = index["_class_name"]
+    # components the folder holds none of (SD3 without T5) are passed as None, as diffusers asks
+    options = {key: None for key, value in index.items() if not key.startswith("_") and value == [None, None]}
+    if pipeline_class == "StableDiffusionPipeline":
+        options.update(safety_checker=None, requires_safety_checker=False)
+    pipe = getattr(diffusers, pipeline_class).from_pretrained(str(folder), local_files_only=True, **options)
+    if scheduler is None and pipeline_class == "StableDiffusionPipeline":
+        scheduler = DEFAULT_SCHEDULER
+    if scheduler is not None and type(pipe.scheduler).__name__ != scheduler:
         pipe.scheduler = getattr(diffusers, scheduler).from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -103,6 +114,7 @@ def main(argv=None) -> int:
     import argparse
     import json
     import time
+    from pathlib import Path
 
     from sdopt.reference.families import FAMILIES
 
@@ -115,10 +127,12 @@ def main(argv=None) -> int:
     p.add_argument("--validation", action="store_true",
                    help="training combinations with unseen seeds instead of the held-out set (for choosing "
                         "sampling defaults; tiny-scenes)")
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
-    p.add_argument("--guidance", type=lambda v: [float(g) for g in v.split(",")], default=[DEFAULT_GUIDANCE],
-                   metavar="G[,G...]", help="guidance scale; several give one result each")
-    p.add_argument("--scheduler", default=DEFAULT_SCHEDULER)
+    p.add_argument("--steps", type=int, default=None, help="default: the model's (its family marker file)")
+    p.add_argument("--guidance", type=lambda v: [float(g) for g in v.split(",")], default=None,
+                   metavar="G[,G...]", help="guidance scale; several give one result each (default: the model's)")
+    p.add_argument("--scheduler", default=None,
+                   help=f"a diffusers scheduler class (default: {DEFAULT_SCHEDULER} for SD 1.x folders, else the "
+                        "folder's own)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--save-grid", default=None, help="write a PNG grid of the first 64 images here (the last guidance)")
@@ -129,7 +143,12 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     family = FAMILIES[args.family]
-    pipe = load_pipeline(args.model or family.model_dir, args.scheduler)
+    folder = Path(args.model or family.model_dir)
+    marker = json.loads((folder / family.marker).read_text())
+    args.steps = args.steps or marker["steps"]
+    args.guidance = args.guidance or [float(marker["guidance"])]
+    pipe = load_pipeline(folder, args.scheduler)
+    args.scheduler = type(pipe.scheduler).__name__
     grammar = family.module("grammar")
     if args.validation and not hasattr(grammar, "validation_pairs"):
         p.error(f"{family.name} has no validation set")

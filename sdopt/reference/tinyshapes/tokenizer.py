@@ -87,19 +87,20 @@ def build_vocab(words=None) -> tuple[dict[str, int], list[tuple[str, str]]]:
     return {t: i for i, t in enumerate(vocab_list)}, merges
 
 
-def make_tokenizer(words=None):
+def make_tokenizer(words=None, max_length: int = MODEL_MAX_LENGTH):
     """A transformers CLIP tokenizer built in memory."""
     from sdopt.contract.tokenizer_files import clip_tokenizer
 
     vocab, merges = build_vocab(words)
-    return clip_tokenizer(vocab, merges, model_max_length=MODEL_MAX_LENGTH)
+    return clip_tokenizer(vocab, merges, model_max_length=max_length)
 
 
-def write_tokenizer(directory: str, words=None) -> dict:
-    """Write the tokenizer files into ``directory``; returns {bos, eos, pad, vocab_size} ids."""
+def write_tokenizer(directory: str, words=None, max_length: int = MODEL_MAX_LENGTH) -> dict:
+    """Write the tokenizer files into ``directory`` (padding to `max_length` tokens); returns {bos, eos, pad,
+    vocab_size} ids."""
     os.makedirs(directory, exist_ok=True)
     vocab, merges = build_vocab(words)
-    tok = make_tokenizer(words)
+    tok = make_tokenizer(words, max_length)
     tok.save_pretrained(directory)
     write_vocab_files(directory, vocab, merges)  # classic CLIP files (save_pretrained of a fast one may skip them)
     cfg_path = os.path.join(directory, "tokenizer_config.json")
@@ -107,7 +108,7 @@ def write_tokenizer(directory: str, words=None) -> dict:
         cfg = json.load(f)
     cfg.update({
         "tokenizer_class": "CLIPTokenizer",
-        "model_max_length": MODEL_MAX_LENGTH,
+        "model_max_length": max_length,
         "bos_token": BOS,
         "eos_token": EOS,
         "pad_token": EOS,
