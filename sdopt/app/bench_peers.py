@@ -127,7 +127,7 @@ def _transformer_source(spec: str) -> bool:
 
     if spec.startswith("arch:"):
         return spec[len("arch:"):] in DIT_ARCHS
-    return spec not in FAMILIES and (Path(spec) / "transformer").is_dir()
+    return (diffusers_folder(spec) / "transformer").is_dir()
 
 
 def _without_t5(spec: str) -> bool:
@@ -138,7 +138,7 @@ def _without_t5(spec: str) -> bool:
         arch = DIT_ARCHS.get(spec[len("arch:"):])
         return arch is not None and arch.kind == "sd3"
     try:
-        index = json.loads((Path(spec) / "model_index.json").read_text())
+        index = json.loads((diffusers_folder(spec) / "model_index.json").read_text())
     except (OSError, ValueError):
         return False
     return isinstance(index, dict) and index.get("text_encoder_3") == [None, None]

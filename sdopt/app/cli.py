@@ -98,8 +98,8 @@ def _add_compress(commands, with_passes: bool, default_model: str) -> None:
                             description="Load a model, apply the recipe's compression passes (torch), export "
                                         "every component to ONNX and write the artifact folder atomically.")
     c.add_argument("--model", default=default_model,
-                   help=f"model source: tiny-shapes, tiny-scenes (sdopt's reference models), a local diffusers "
-                        f"pipeline folder (SD1.x, SD2.x, SDXL, SD3, SD3.5), or arch:sd15|sd21|sdxl|sd3|sd35m|tiny "
+                   help=f"model source: tiny-shapes, tiny-scenes, tiny-scenes-sd3 (sdopt's reference models), a local "
+                        f"diffusers pipeline folder (SD1.x, SD2.x, SDXL, SD3, SD3.5), or arch:sd15|sd21|sdxl|sd3|sd35m|tiny "
                         f"(real architecture, random weights: speed only). Default: {default_model}")
     c.add_argument("--without-t5", action="store_true",
                    help="SD3 / SD3.5: leave the T5 text encoder out, as diffusers does with text_encoder_3=None "
@@ -157,11 +157,11 @@ def _add_eval(commands) -> None:
                             description="Generate the same prompts and seeds with the artifact and a reference "
                                         "(default: the fp32 export of the same source, made once and cached) and "
                                         "report PSNR, SSIM, latent cosine, images/s, and for sdopt's reference "
-                                        "models (tiny-shapes, tiny-scenes) the prompt alignment.")
+                                        "models (tiny-shapes, tiny-scenes, tiny-scenes-sd3) the prompt alignment.")
     e.add_argument("artifact", type=Path, help="artifact folder to evaluate")
     e.add_argument("--reference", type=Path, help="reference artifact (default: fp32 export of the same source)")
     e.add_argument("--model", help="model source whose fp32 export is the reference (default: the artifact's own "
-                                   "when sdopt builds it from its name: tiny-shapes, tiny-scenes, arch:NAME; an "
+                                   "when sdopt builds it from its name: a reference model, arch:NAME; an "
                                    "artifact of a local folder needs the folder named here or --reference)")
     e.add_argument("--prompts", type=Path, help="text file, one prompt per line (default: the model's held-out "
                                                 "set for tiny-shapes / tiny-scenes, else a generic set)")

@@ -5,7 +5,7 @@ prompts with the same seeds, scheduler, steps and guidance, except for an artifa
 sampler (`lcm`): it samples as asked, the reference as its manifest says (the few-step model against
 the model at its own steps). Reported: PSNR and SSIM of the
 images against the reference, cosine of the final latents, images per second, and for sdopt's
-reference models (tiny-shapes, tiny-scenes) the prompt alignment read back by their detectors; with a
+reference models (tiny-shapes, tiny-scenes, tiny-scenes-sd3) the prompt alignment read back by their detectors; with a
 local CLIP model folder, the CLIP score of both.
 """
 

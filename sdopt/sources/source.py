@@ -167,7 +167,7 @@ def load_source(spec: str, without_t5: bool = False) -> Source:
     _quiet_libraries()
     arch = spec[len("arch:"):] if spec.startswith("arch:") else None
     if without_t5 and (spec in FAMILIES or (arch is not None and getattr(DIT_ARCHS.get(arch), "kind", "") != "sd3")):
-        raise SdoptError(f"--without-t5 applies to SD3 models, not {spec}")
+        raise SdoptError(f"--without-t5 applies to SD3 models with a T5 encoder, not {spec}")
     if spec.startswith("arch:"):
         name = spec[len("arch:"):]
         if name in DIT_ARCHS:

@@ -48,6 +48,26 @@ def test_dev_gives_diffusers_image(flux_dev_folder, flux_dev_fp32, size):
     assert np.abs(_levels(ours.image_float) - _levels(reference)).max() <= 1
 
 
+def test_img2img_gives_diffusers_image(flux_dev_folder, flux_dev_fp32, monkeypatch):
+    from diffusers import FluxImg2ImgPipeline
+    from diffusers.pipelines.flux import pipeline_flux_img2img as module
+    from PIL import Image
+
+    pipe = Pipeline(flux_dev_fp32)
+    noise = pipe.initial_noise(5, 64, 64)
+    image = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
+    ours = pipe(PROMPT, image=image, strength=0.6, noise=noise, steps=STEPS, guidance=2.5)
+    # diffusers samples the VAE posterior: take its mean, as this runtime does; the noise is ours (unpacked)
+    monkeypatch.setattr(module, "retrieve_latents",
+                        lambda output, generator=None, sample_mode="sample": output.latent_dist.mode())
+    monkeypatch.setattr(module, "randn_tensor", lambda shape, **_: torch.from_numpy(noise).reshape(shape))
+    with torch.no_grad():
+        reference = FluxImg2ImgPipeline.from_pretrained(flux_dev_folder)(
+            PROMPT, image=Image.fromarray(image), strength=0.6, num_inference_steps=STEPS, guidance_scale=2.5,
+            height=64, width=64, output_type="np").images[0]
+    assert np.abs(_levels(ours.image_float) - _levels(reference)).max() <= 1
+
+
 def test_schnell_gives_diffusers_image_and_takes_no_guidance(flux_schnell_folder, tmp_path, capsys):
     artifact = tmp_path / "schnell"
     assert main(["compress", "--model", str(flux_schnell_folder), "--out", str(artifact)]) == 0
