@@ -285,6 +285,27 @@ def encode_latents(vae, images: np.ndarray, batch: int = 500):
     return torch.cat(means), torch.cat(stds)
 
 
+class CaptionBatches:
+    """The token ids of every distinct caption (and of the empty one) computed once; training batches drawn from
+    them with caption dropout."""
+
+    def __init__(self, captions, tokenizer):
+        distinct = sorted(set(captions))
+        index = {c: i for i, c in enumerate(distinct)}
+        self.ids = tokenizer(distinct + [""], padding="max_length", max_length=tokenizer.model_max_length,
+                             truncation=True, return_tensors="pt").input_ids
+        self.rows, self.empty = np.array([index[c] for c in captions]), len(distinct)
+
+    def draw(self, rng, batch: int, dropout: float):
+        """(training indices, their captions' token ids, a `dropout` share replaced by the empty caption's)."""
+        import torch
+
+        idx = rng.integers(0, len(self.rows), size=batch)
+        rows = self.rows[idx].copy()
+        rows[rng.random(batch) < dropout] = self.empty
+        return idx, self.ids[torch.from_numpy(rows)]
+
+
 def train_unet(args, work: str, captions, latent_mean, latent_std, scaling: float, tok_ids: dict, tokenizer, state,
                clock_before: float | None = None):
     """UNet + text encoder from scratch, uniform timesteps; v-prediction with the plain v loss (default), or
@@ -310,24 +331,16 @@ def train_unet(args, work: str, captions, latent_mean, latent_std, scaling: floa
         load_checkpoint(stage.checkpoint, modules, opt)
         return ema_unet.average, ema_text.average
 
-    # token ids of every distinct caption (and of the empty caption) once
-    distinct = sorted(set(captions))
-    cap_index = {c: i for i, c in enumerate(distinct)}
-    all_ids = tokenizer(distinct + [""], padding="max_length", max_length=tokenizer.model_max_length,
-                        truncation=True, return_tensors="pt").input_ids
-    empty_row = len(distinct)
-    cap_rows = np.array([cap_index[c] for c in captions])
+    batches = CaptionBatches(captions, tokenizer)
     running = {}
 
     def loss_fn(step, rng, g):
-        idx = rng.integers(0, len(captions), size=args.unet_batch)
-        rows = cap_rows[idx].copy()
-        rows[rng.random(args.unet_batch) < args.caption_dropout] = empty_row
+        idx, ids = batches.draw(rng, args.unet_batch, args.caption_dropout)
         idx_t = torch.from_numpy(idx)
         z0 = (latent_mean[idx_t] + latent_std[idx_t] * torch.randn(latent_mean[idx_t].shape, generator=g)) * scaling
         noise = torch.randn(z0.shape, generator=g)
         t = torch.randint(0, sched.config.num_train_timesteps, (args.unet_batch,), generator=g)
-        emb = text(all_ids[torch.from_numpy(rows)])[0]
+        emb = text(ids)[0]
         pred = unet(sched.add_noise(z0, noise, t), t, encoder_hidden_states=emb).sample
         if v_prediction:
             # plain v loss = x0 error weighted SNR + 1: full weight on the layout at high noise
@@ -378,20 +391,14 @@ def train_transformer(args, work: str, captions, latent_mean, latent_std, scalin
         load_checkpoint(stage.checkpoint, modules, opt)
         return averages
 
-    distinct = sorted(set(captions))
-    cap_index = {c: i for i, c in enumerate(distinct)}
-    all_ids = tokenizer(distinct + [""], padding="max_length", max_length=tokenizer.model_max_length,
-                        truncation=True, return_tensors="pt").input_ids
-    empty_row, cap_rows = len(distinct), np.array([cap_index[c] for c in captions])
+    batches = CaptionBatches(captions, tokenizer)
     running = {}
 
     def loss_fn(step, rng, g):
-        idx = rng.integers(0, len(captions), size=args.unet_batch)
-        rows = cap_rows[idx].copy()
-        rows[rng.random(args.unet_batch) < args.caption_dropout] = empty_row
+        idx, ids = batches.draw(rng, args.unet_batch, args.caption_dropout)
         it = torch.from_numpy(idx)
         z = latent_mean[it] + latent_std[it] * torch.randn(latent_mean[it].shape, generator=g)
-        loss = train_sd3.flow_loss(transformer, encoders, (z - shift) * scaling, all_ids[torch.from_numpy(rows)], g)
+        loss = train_sd3.flow_loss(transformer, encoders, (z - shift) * scaling, ids, g)
         running["loss"] = loss.item() if "loss" not in running else 0.98 * running["loss"] + 0.02 * loss.item()
         return loss, lambda: {"loss": f"{running['loss']:.4f}"}
 
@@ -409,7 +416,7 @@ def train_transformer(args, work: str, captions, latent_mean, latent_std, scalin
     done = run_stage(stage, modules, opt, params, loss_fn, total=state.get("unet_total"), after_step=update_ema,
                      stop=whole_run_limit, log=log)
     state.update(unet_done=True, unet_total=done["total"], unet_steps_run=done["step"], unet_seconds=done["seconds"])
-    diff = train_sd3.check_absent_token_form(averages[0], averages[1], all_ids[:4], latent_mean.shape[-1])
+    diff = train_sd3.check_absent_token_form(averages[0], averages[1], batches.ids[:4], latent_mean.shape[-1])
     state["absent_token_form_max_diff"] = diff
     log(f"one weighted token for the 256 absent T5 tokens: largest output difference {diff:.2e}")
     return averages
