@@ -99,8 +99,9 @@ def _add_compress(commands, with_passes: bool, default_model: str) -> None:
                                         "every component to ONNX and write the artifact folder atomically.")
     c.add_argument("--model", default=default_model,
                    help=f"model source: tiny-shapes, tiny-scenes, tiny-scenes-sd3 (sdopt's reference models), a local "
-                        f"diffusers pipeline folder (SD1.x, SD2.x, SDXL, SD3, SD3.5), or arch:sd15|sd21|sdxl|sd3|sd35m|tiny "
-                        f"(real architecture, random weights: speed only). Default: {default_model}")
+                        f"diffusers pipeline folder (SD1.x, SD2.x, SDXL, SD3, SD3.5), or "
+                        f"arch:sd15|sd21|sdxl|sd3|sd35m|tiny (real architecture, random weights: speed only). "
+                        f"Default: {default_model}")
     c.add_argument("--without-t5", action="store_true",
                    help="SD3 / SD3.5: leave the T5 text encoder out, as diffusers does with text_encoder_3=None "
                         "(zeros in its place: a fraction of the memory, somewhat weaker prompt following)")

@@ -34,7 +34,6 @@ as an uninterrupted one.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import shutil
@@ -191,10 +190,19 @@ def recon_loss(rec, x, bg, fg_weight: float):
 
 
 def _stage(args, name: str, stage_id: int, lr: float, warmup: int, checkpoint: str, steps, minutes: float,
-           log_every: int = 20) -> Stage:
+           log_every: int = 20, repeat: str = "") -> Stage:
     return Stage(name, stage_id, args.seed, lr, warmup, checkpoint, steps=steps, minutes=minutes,
                  deadline_factor=args.deadline_factor, checkpoint_seconds=args.ckpt_seconds, resume=args.resume,
-                 log_every=log_every)
+                 log_every=log_every, repeat=repeat)
+
+
+def _whole_run_limit(args, clock_before: float | None):
+    """The denoiser stage's `stop`: the whole training (earlier stages' `clock_before` seconds included) has
+    reached --max-total-minutes."""
+    def stop(seconds: float) -> bool:
+        return bool(args.max_total_minutes) and clock_before is not None and \
+            clock_before + seconds > args.max_total_minutes * 60
+    return stop
 
 
 def train_vae(args, work: str, data: Renders, state: dict):
@@ -356,14 +364,10 @@ def train_unet(args, work: str, captions, latent_mean, latent_std, scaling: floa
         ema_unet.update(decay)
         ema_text.update(decay)
 
-    def whole_run_limit(seconds: float) -> bool:
-        return bool(args.max_total_minutes) and clock_before is not None and \
-            clock_before + seconds > args.max_total_minutes * 60
-
     unet.train()
     text.train()
     done = run_stage(stage, modules, opt, params, loss_fn, total=state.get("unet_total"), after_step=update_ema,
-                     stop=whole_run_limit, log=log)
+                     stop=_whole_run_limit(args, clock_before), log=log)
     state.update(unet_done=True, unet_total=done["total"], unet_steps_run=done["step"], unet_seconds=done["seconds"])
     return ema_unet.average, ema_text.average
 
@@ -384,8 +388,7 @@ def train_transformer(args, work: str, captions, latent_mean, latent_std, scalin
     modules = {"transformer": transformer, "text": encoders[0], "text_2": encoders[1],
                "ema_transformer": emas[0].average, "ema_text": emas[1].average, "ema_text_2": emas[2].average}
     stage = _stage(args, "transformer", 2, args.unet_lr, 200, os.path.join(work, "transformer.safetensors"),
-                   args.unet_steps, args.minutes_unet, log_every=10)
-    stage = dataclasses.replace(stage, repeat="--unet-steps {}")
+                   args.unet_steps, args.minutes_unet, log_every=10, repeat="--unet-steps {}")
     averages = (emas[0].average, [e.average for e in emas[1:]])
     if state.get("unet_done"):
         load_checkpoint(stage.checkpoint, modules, opt)
@@ -407,14 +410,10 @@ def train_transformer(args, work: str, captions, latent_mean, latent_std, scalin
         for ema in emas:
             ema.update(decay)
 
-    def whole_run_limit(seconds: float) -> bool:
-        return bool(args.max_total_minutes) and clock_before is not None and \
-            clock_before + seconds > args.max_total_minutes * 60
-
     for m in (transformer, *encoders):
         m.train()
     done = run_stage(stage, modules, opt, params, loss_fn, total=state.get("unet_total"), after_step=update_ema,
-                     stop=whole_run_limit, log=log)
+                     stop=_whole_run_limit(args, clock_before), log=log)
     state.update(unet_done=True, unet_total=done["total"], unet_steps_run=done["step"], unet_seconds=done["seconds"])
     diff = train_sd3.check_absent_token_form(averages[0], averages[1], batches.ids[:4], latent_mean.shape[-1])
     state["absent_token_form_max_diff"] = diff
@@ -425,7 +424,6 @@ def train_transformer(args, work: str, captions, latent_mean, latent_std, scalin
 def _own_output(folder: str) -> bool:
     """A folder this trainer exported (a family's marker file and pipeline index, nothing else at the top level)."""
     from sdopt.reference.families import family_of_folder
-
     from sdopt.reference.train_sd3 import PIPELINE_PARTS
 
     family = family_of_folder(Path(folder)) if os.path.isdir(folder) else None

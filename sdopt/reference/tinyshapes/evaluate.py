@@ -92,14 +92,12 @@ def load_pipeline(model_dir=None, scheduler: str | None = None):
     import diffusers
 
     from sdopt.reference.tinyshapes import MODEL_DIR
+    from sdopt.sources.source import SUPPORTED_PIPELINES, pretrained_options
 
     folder = Path(model_dir or MODEL_DIR)
     index = json.loads((folder / "model_index.json").read_text())
     pipeline_class = index["_class_name"]
-    # components the folder holds none of (SD3 without T5) are passed as None, as diffusers asks
-    options = {key: None for key, value in index.items() if not key.startswith("_") and value == [None, None]}
-    if pipeline_class == "StableDiffusionPipeline":
-        options.update(safety_checker=None, requires_safety_checker=False)
+    options = pretrained_options(index, SUPPORTED_PIPELINES.get(pipeline_class, ""))
     pipe = getattr(diffusers, pipeline_class).from_pretrained(str(folder), local_files_only=True, **options)
     if scheduler is None and pipeline_class == "StableDiffusionPipeline":
         scheduler = DEFAULT_SCHEDULER
