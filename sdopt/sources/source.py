@@ -18,6 +18,7 @@ from pathlib import Path
 from sdopt.contract import schema
 from sdopt.contract.errors import SdoptError
 from sdopt.contract.limits import MAX_STEPS
+from sdopt.contract.pipeline_folder import pretrained_options
 from sdopt.contract.safe_io import read_text
 from sdopt.contract.sampling import pixel_size_multiple
 from sdopt.reference.families import FAMILIES, family_of_folder
@@ -206,14 +207,6 @@ def _read_json(path: Path, spec: str):
         raise SdoptError(f"'{spec}': {path.name}: {err}") from None
 
 
-def pretrained_options(index: dict, kind: str) -> dict:
-    """What diffusers' `from_pretrained` needs beside a folder with this model index: None for every component the
-    folder leaves out ([null, null]: SD3 without T5), as diffusers asks, and no safety checker for SD 1.x / 2.x."""
-    extra = {"safety_checker": None, "requires_safety_checker": False} if kind == "sd" else {}
-    extra.update({key: None for key, value in index.items() if not key.startswith("_") and value in ([None, None],)})
-    return extra
-
-
 def _folder_source(spec: str, path: Path, without_t5: bool = False) -> Source:
     index_file = path / "model_index.json"
     if not path.is_dir() or not index_file.is_file():
@@ -234,7 +227,7 @@ def _folder_source(spec: str, path: Path, without_t5: bool = False) -> Source:
     import torch
 
     pipeline_class = getattr(diffusers, class_name)
-    extra = pretrained_options(index, kind)
+    extra = pretrained_options(index)
     if without_t5:
         if kind != "sd3":
             raise SdoptError(f"'{spec}': --without-t5 applies to SD3 folders (text_encoder_3), not a {class_name}"

@@ -92,12 +92,12 @@ def load_pipeline(model_dir=None, scheduler: str | None = None):
     import diffusers
 
     from sdopt.reference.tinyshapes import MODEL_DIR
-    from sdopt.sources.source import SUPPORTED_PIPELINES, pretrained_options
+    from sdopt.contract.pipeline_folder import pretrained_options
 
     folder = Path(model_dir or MODEL_DIR)
     index = json.loads((folder / "model_index.json").read_text())
     pipeline_class = index["_class_name"]
-    options = pretrained_options(index, SUPPORTED_PIPELINES.get(pipeline_class, ""))
+    options = pretrained_options(index)
     pipe = getattr(diffusers, pipeline_class).from_pretrained(str(folder), local_files_only=True, **options)
     if scheduler is None and pipeline_class == "StableDiffusionPipeline":
         scheduler = DEFAULT_SCHEDULER
