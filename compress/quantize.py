@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from sdopt.backbones.registry import PASS_FAMILIES
 from sdopt.calibration.statistics import AGGREGATIONS, Aggregation, RangeRecorder, StepStatistics, interval_index
 from sdopt.calibration.trajectory import (
     SAMPLINGS,
@@ -317,4 +318,5 @@ SHORTCUTS = (
           "denoiser's output reaches this PSNR (dB) vs float on calibration inputs; prints the table",
           type=argtypes.finite, metavar="PSNR"),
 )
-register("quantize", QuantizeConfig, apply, check=check, shortcuts=SHORTCUTS)
+register("quantize", QuantizeConfig, apply, check=check, shortcuts=SHORTCUTS,
+         families=(*PASS_FAMILIES, "mmdit", "flux"))

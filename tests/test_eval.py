@@ -145,3 +145,25 @@ def test_eval_clip_flag(tiny_fp32, tiny_clip, tmp_path, capsys):
     assert main(args) == 0 and "CLIP score" in capsys.readouterr().out
     assert main(args[:-1] + [str(tmp_path)]) == 2  # not a model folder
     assert "--clip" in capsys.readouterr().err
+
+
+def test_the_cached_reference_follows_a_folder_retrained_in_place(tmp_path):
+    """The fp32 reference and the bench peers are cached by a key of their source: a folder whose weights change
+    in place (retrained, edited) must get a new key, or eval would compare with the old model's images."""
+    import os
+
+    from sdopt.contract.cache import source_key
+    from sdopt.reference.families import FAMILIES, source_folder
+
+    folder = tmp_path / "model"
+    (folder / "unet").mkdir(parents=True)
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(b"0" * 64)
+    before = source_key(str(folder), "1.0")
+    assert source_key(str(folder), "1.0") == before
+    weights.write_bytes(b"1" * 64)
+    os.utime(weights, ns=(1, 1))  # same size, another time: rewritten
+    assert source_key(str(folder), "1.0") != before
+    assert source_folder("tiny-shapes") == FAMILIES["tiny-shapes"].model_dir
+    assert source_key("tiny-shapes", "1.0", folder=source_folder("tiny-shapes")) != source_key("tiny-shapes", "1.0")
+    assert source_folder("arch:tiny") is None

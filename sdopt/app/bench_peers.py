@@ -46,8 +46,9 @@ def installed(peer: str) -> bool:
 def _cache(kind: str, spec: str) -> Path:
     from sdopt.contract.cache import cache_root, source_key
     from sdopt.contract.version import __version__
+    from sdopt.reference.families import source_folder
 
-    return cache_root() / "peers" / f"{kind}-{source_key(spec, __version__, kind)}"
+    return cache_root() / "peers" / f"{kind}-{source_key(spec, __version__, kind, source_folder(spec))}"
 
 
 def _cached(folder: Path, build) -> Path:

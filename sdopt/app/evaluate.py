@@ -107,8 +107,9 @@ def fp32_export(spec: str, version: str | None = None) -> Path:
     """The plain fp32 ONNX export of a model source, made once and cached under $SDOPT_CACHE."""
     from sdopt.contract.cache import cache_root, source_key
     from sdopt.contract.version import __version__
+    from sdopt.reference.families import source_folder
 
-    cache = cache_root() / "reference" / source_key(spec, version or __version__)
+    cache = cache_root() / "reference" / source_key(spec, version or __version__, folder=source_folder(spec))
     if cache.exists():
         from sdopt.contract.artifact import open_artifact
 

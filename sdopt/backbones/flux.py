@@ -27,6 +27,7 @@ class FluxBackbone(MMDiTBackbone):
     handles = ("FluxTransformer2DModel",)
     latent_input = LATENT
     guidance_input = GUIDANCE
+    time_embedding_layers = ("norm1.linear", "norm1_context.linear", "norm.linear")  # single blocks: norm.linear
 
     def latent_channels_in(self, model) -> int:
         return int(model.config.in_channels) // PACK**2

@@ -28,6 +28,12 @@ class MMDiTBackbone(PipelineComponent):
     latent_input, timestep_input, text_input, pooled_input = LATENT, TIMESTEP, TEXT, POOLED
     guidance_input = None
     graph_scope = "/transformer/"
+    # kept in floating point by the quantize pass (ModelOpt's filters for SD3 and FLUX): the patch, text and
+    # timestep embedders, the final norm and the final projection (a small share of the compute, a large one of
+    # the quantization error)
+    quantization_skip = ("pos_embed", "x_embedder", "context_embedder", "time_text_embed", "norm_out", "proj_out")
+    # the adaLN modulation: linear maps of the timestep embedding, whose ranges move from step to step
+    time_embedding_layers = ("norm1.linear", "norm1_context.linear")
 
     # --- the denoiser in its pipeline (denoiser, replace, latent_channels_in: PipelineComponent)
     def takes_masked_image(self, source) -> bool:

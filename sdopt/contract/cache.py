@@ -13,10 +13,23 @@ def cache_root() -> Path:
     return Path(os.environ.get("SDOPT_CACHE", Path.home() / ".cache" / "sdopt"))
 
 
-def source_key(spec: str, version: str, kind: str = "") -> str:
-    """A cache key for what is made from a model source by one sdopt version (a folder source by its path)."""
-    resolved = Path(spec).resolve() if Path(spec).exists() else ""
-    return hashlib.sha256(f"{kind + '|' if kind else ''}{spec}|{resolved}|{version}".encode()).hexdigest()[:16]
+def source_key(spec: str, version: str, kind: str = "", folder: Path | None = None) -> str:
+    """A cache key for what is made from a model source by one sdopt version. A folder source (`spec` itself, or
+    `folder` for a name that stands for one, as a reference model's) counts by its path and by its files' names,
+    sizes and modification times: a folder retrained or edited in place gets a new key."""
+    folder = folder if folder is not None else (Path(spec) if Path(spec).is_dir() else None)
+    resolved = folder.resolve() if folder is not None else Path(spec).resolve() if Path(spec).exists() else ""
+    stamp = files_stamp(folder) if folder is not None else ""
+    return hashlib.sha256(f"{kind + '|' if kind else ''}{spec}|{resolved}|{version}{stamp}".encode()).hexdigest()[:16]
+
+
+def files_stamp(folder: Path) -> str:
+    """sha256 of the names, sizes and modification times of every file under `folder` (cheap at any size)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(folder).as_posix()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return "|" + digest.hexdigest()
 
 
 def weights_key(modules, settings: dict) -> str:

@@ -88,9 +88,17 @@ def family(name: str | None) -> Family | None:
     return FAMILIES.get(name or "")
 
 
+def source_folder(spec: str) -> Path | None:
+    """The folder a model source reads: a shipped reference model's for its name, the path of a folder source."""
+    known = FAMILIES.get(spec)
+    if known is not None:
+        return known.model_dir if known.shipped else None
+    return Path(spec) if Path(spec).is_dir() else None
+
+
 def family_of_folder(folder: Path) -> Family | None:
     """The family whose marker file the folder carries."""
     return next((f for f in FAMILIES.values() if (Path(folder) / f.marker).is_file()), None)
 
 
-__all__ = ["Family", "FAMILIES", "family", "family_of_folder", "headline"]
+__all__ = ["Family", "FAMILIES", "family", "family_of_folder", "headline", "source_folder"]

@@ -100,7 +100,7 @@ def test_openvino_and_optimum_pipelines_give_sdopt_image(sd3_fp32, tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--recipe", "int8"], "quantize: does not support the mmdit backbone (StableDiffusion3Pipeline) yet"),
+    (["--recipe", "prune-small"], "prune: does not support the mmdit backbone (StableDiffusion3Pipeline) yet"),
     (["--recipe", "cache"], "cache: does not support the mmdit backbone"),
 ])
 def test_passes_without_dit_support_refuse_before_work(sd3_folder, tmp_path, capsys, argv, message):
