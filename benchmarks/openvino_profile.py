@@ -55,7 +55,7 @@ def denoiser_graph(folder: Path) -> tuple[Path, str]:
 
 def precision_of(exec_type: str) -> str:
     match = PRECISION.search(exec_type)
-    return match.group(1).upper().replace("F32", "FP32").replace("FPFP32", "FP32") if match else "other"
+    return {"F32": "FP32", "F16": "FP16"}.get(match.group(1).upper(), match.group(1).upper()) if match else "other"
 
 
 PARTS = (  # (part, test on (node name, node type)), first match wins
@@ -192,8 +192,8 @@ def main() -> None:
         probe = attention_probe(core, args.batch, tokens, heads, dim, args.threads)
         print(f"\nattention core alone, batch {args.batch}, {tokens} tokens, {heads} heads of {dim}: {probe['ms']} ms "
               f"({probe['gflops']} GFLOP/s); with heads of 64: {probe['ms_at_head_dim_64']} ms")
-    result = {"benchmark": "openvino_profile", "attention_probe": probe, "cpu": cpu_name(), "openvino": ov.get_version(), "size": args.size,
-              "batch": args.batch, "threads": args.threads, "runs": args.runs, "results": results}
+    result = {"benchmark": "openvino_profile", "attention_probe": probe, "cpu": cpu_name(),
+              "openvino": ov.get_version(), "size": args.size, "batch": args.batch, "threads": args.threads, "runs": args.runs, "results": results}
     out = args.json or Path(__file__).parent / "results" / f"openvino_profile_{args.size}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
