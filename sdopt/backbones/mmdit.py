@@ -4,8 +4,9 @@ The denoiser takes the latents (B, 16, h, w), the timestep sigma * 1000, the tex
 side by side, padded to T5's width, then T5's tokens) and the pooled CLIP projections; it predicts the flow
 velocity. Graph I/O names are Optimum's (`sd3-transformer-2d`), so its ORT and OpenVINO pipelines load the graph.
 
-Passes that need a block map (caching, pruning, distillation, few-step students) or calibration (quantize) do not
-know this family yet: they refuse it before any work (the families a pass declares, `compress.registry.Pass`).
+The quantize pass knows this family (its skip lists below; calibration on the pipeline's own trajectories). Passes
+that need a block map (caching, pruning, distillation, few-step students) do not know it yet: they refuse it before
+any work (the families a pass declares, `compress.registry.Pass`).
 """
 
 from __future__ import annotations
