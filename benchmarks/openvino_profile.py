@@ -15,7 +15,6 @@ t = 500. Reports the median step over `--runs` after one warm-up, then one profi
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -24,7 +23,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from unet_latency import unet_feeds
+from unet_latency import unet_feeds, write_result
 
 from sdopt.contract.artifact import load_manifest
 from sdopt.contract.manifest import GRAPH_FOLDER_BUILDS
@@ -34,19 +33,16 @@ PRECISION = re.compile(r"_(I8|U8|BF16|FP16|F16|FP32|F32|I32)$", re.IGNORECASE)
 
 def cpu_name() -> str:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                flags = Path("/proc/cpuinfo").read_text()
-                isa = [f for f in ("amx_int8", "amx_bf16", "avx512_vnni", "avx512_bf16", "avx_vnni", "avx2")
-                       if f" {f}" in flags]
-                return line.split(":", 1)[1].strip() + " (" + ", ".join(isa) + ")"
+        info = Path("/proc/cpuinfo").read_text()
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return platform.processor() or platform.machine()
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                 platform.machine())
+    isa = [f for f in ("amx_int8", "amx_bf16", "avx512_vnni", "avx512_bf16", "avx_vnni", "avx2") if f" {f}" in info]
+    return f"{model} ({', '.join(isa)})"
 
 
-def denoiser_graph(folder: Path) -> tuple[Path, str]:
-    manifest = load_manifest(folder, verify=False)
+def denoiser_graph(folder: Path, manifest: dict) -> tuple[Path, str]:
     ir = folder / "unet" / GRAPH_FOLDER_BUILDS["openvino"][0]
     if "openvino" in manifest.get("builds", {}) and ir.is_file():
         return ir, "openvino build (IR)"
@@ -75,7 +71,7 @@ def part_of(name: str, kind: str) -> str:
 
 def profile(folder: Path, args, core) -> dict:
     manifest = load_manifest(folder, verify=False)
-    path, form = denoiser_graph(folder)
+    path, form = denoiser_graph(folder, manifest)
     feeds = unet_feeds(manifest, args.size, args.batch)
     config = {"INFERENCE_NUM_THREADS": args.threads}
     if args.precision:
@@ -103,15 +99,16 @@ def profile(folder: Path, args, core) -> dict:
     by_precision: dict[str, float] = defaultdict(float)
     by_part: dict[str, float] = defaultdict(float)
     for name, node_type, exec_type, ms in layers:
+        precision = precision_of(exec_type)
         by_part[part_of(name, node_type)] += ms
-        entry = by_kind[(node_type, precision_of(exec_type))]
+        entry = by_kind[(node_type, precision)]
         entry[0] += 1
         entry[1] += ms
-        by_precision[precision_of(exec_type)] += ms
+        by_precision[precision] += ms
     total = sum(ms for *_, ms in layers)
-    manifest_recipe = manifest["recipe"]["name"]
     return {
-        "artifact": str(folder), "recipe": manifest_recipe, "graph": form, "fake_quantize_nodes": fake_quantize,
+        "artifact": str(folder), "recipe": manifest["recipe"]["name"], "graph": form,
+        "fake_quantize_nodes": fake_quantize,
         "precision_hint": args.precision or "default", "compile_s": round(compile_s, 1),
         "step_median_s": round(statistics.median(times), 4), "runs_s": [round(t, 4) for t in times],
         "profiled_total_ms": round(total, 1),
@@ -193,11 +190,9 @@ def main() -> None:
         print(f"\nattention core alone, batch {args.batch}, {tokens} tokens, {heads} heads of {dim}: {probe['ms']} ms "
               f"({probe['gflops']} GFLOP/s); with heads of 64: {probe['ms_at_head_dim_64']} ms")
     result = {"benchmark": "openvino_profile", "attention_probe": probe, "cpu": cpu_name(),
-              "openvino": ov.get_version(), "size": args.size, "batch": args.batch, "threads": args.threads, "runs": args.runs, "results": results}
-    out = args.json or Path(__file__).parent / "results" / f"openvino_profile_{args.size}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+              "openvino": ov.get_version(), "size": args.size, "batch": args.batch, "threads": args.threads,
+              "runs": args.runs, "results": results}
+    write_result(result, args.json or Path(__file__).parent / "results" / f"openvino_profile_{args.size}.json")
 
 
 if __name__ == "__main__":

@@ -82,7 +82,10 @@ def main() -> None:
     result = {"benchmark": "unet_latency", "size": args.size, "batch": args.batch, "runs": args.runs,
               "warmup": args.warmup, "machine": {"processor": platform.processor() or platform.machine(),
                                                  "cpus": __import__("os").cpu_count()}, "results": rows}
-    out = args.json or Path(__file__).parent / "results" / f"unet_latency_{args.size}.json"
+    write_result(result, args.json or Path(__file__).parent / "results" / f"unet_latency_{args.size}.json")
+
+
+def write_result(result: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
